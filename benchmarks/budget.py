@@ -1,0 +1,34 @@
+"""Budget verdict: compare one result with its target's budget."""
+
+from __future__ import annotations
+
+from edgeslim.benchmarks.report import BudgetCheck, BudgetVerdict, Result
+from edgeslim.targets.base import Budget
+
+# (check name, budget field, how to read the value from a result, value must be <= limit?)
+_CHECKS = (
+    ("p95_ms", "p95_ms", lambda r: r.latency_ms.p95, True),
+    ("size_mb", "max_size_mb", lambda r: r.size_mb, True),
+    ("peak_rss_mb", "max_peak_rss_mb", lambda r: r.peak_rss_mb, True),
+    ("teacher_cosine_mean", "min_teacher_cosine", lambda r: r.accuracy.teacher_cosine_mean, False),
+    ("stsb_spearman", "min_stsb_spearman", lambda r: r.accuracy.stsb_spearman, False),
+)
+
+
+def check(result: Result, budget: Budget) -> BudgetVerdict:
+    """Every budget limit set is checked. A value that could not be measured (e.g. STS-B with
+    no data) is `passed: null` and listed as unverified: it neither passes nor fails."""
+    checks = []
+    for name, field, read, at_most in _CHECKS:
+        limit = getattr(budget, field)
+        if limit is None:
+            continue
+        value = read(result)
+        passed = None if value is None else (value <= limit if at_most else value >= limit)
+        checks.append(BudgetCheck(name=name, limit=limit, value=value, passed=passed,
+                                  comparison="<=" if at_most else ">="))
+    return BudgetVerdict(
+        passed=all(c.passed is not False for c in checks),
+        checks=checks,
+        unverified=[c.name for c in checks if c.passed is None],
+    )

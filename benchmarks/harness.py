@@ -1,0 +1,119 @@
+"""Latency and accuracy measurement. numpy only, so it also runs on a device without torch."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+LATENCY_WHAT = "model forward + pooling on pre-tokenized input (tokenization excluded)"
+
+
+def _cpu_busy_seconds() -> float | None:
+    """Busy CPU time of the whole machine so far (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_latency(run: Callable[[], object], warmup: int = 10, min_runs: int = 100,
+                    min_seconds: float = 0.0) -> dict:
+    """Time `run()`: `warmup` calls, then at least `min_runs` calls and `min_seconds` seconds.
+
+    Also records the background CPU load during the timed part: busy core-seconds of the
+    whole machine minus this process's own, per wall second (0 = idle machine; 1 = another
+    process kept one core busy). On a shared machine that figure says how far to trust p99.
+    """
+    for _ in range(warmup):
+        run()
+    times = []
+    busy_start, own_start = _cpu_busy_seconds(), time.process_time()
+    wall_start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - wall_start < min_seconds:
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    wall = time.perf_counter() - wall_start
+    busy_end, own_end = _cpu_busy_seconds(), time.process_time()
+    background = None
+    if busy_start is not None and busy_end is not None:
+        background = max(0.0, ((busy_end - busy_start) - (own_end - own_start)) / wall)
+    ms = np.asarray(times) * 1e3
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+        "mean": float(ms.mean()),
+        "runs": len(times),
+        "warmup": warmup,
+        "seconds": round(wall, 3),
+        "background_cpu_cores": None if background is None else round(background, 3),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM belongs to the address space, so unlike
+    getrusage's ru_maxrss (kept across execve on Linux) it does not inherit the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def where_measured() -> str:
+    from edgeslim.targets.x86_cpu import read_host_profile
+
+    profile = read_host_profile()
+    return f"this host: {profile.name}, {profile.cores} cores, {platform.machine()}"
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.clip(np.linalg.norm(a, axis=1, keepdims=True), 1e-12, None)
+    b = b / np.clip(np.linalg.norm(b, axis=1, keepdims=True), 1e-12, None)
+    return (a * b).sum(1)
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Ranks starting at 1, ties get their average rank (as scipy.stats.rankdata)."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), np.float64)
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(x, y) -> float:
+    rx, ry = _rank(np.asarray(x, np.float64)), _rank(np.asarray(y, np.float64))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def stsb_spearman(embeddings: dict[str, np.ndarray], pairs) -> float:
+    """STS-B Spearman x100 of the cosine between the two sentences of each pair vs the gold score."""
+    a = np.stack([embeddings[s] for s in pairs.sentences1])
+    b = np.stack([embeddings[s] for s in pairs.sentences2])
+    return 100.0 * spearman(cosine_rows(a, b), pairs.scores)
+
+
+def teacher_agreement(teacher: np.ndarray, student: np.ndarray) -> tuple[float, float]:
+    cos = cosine_rows(teacher, student)
+    return float(cos.mean()), float(cos.min())

@@ -1,0 +1,167 @@
+"""report.json schema (`edgeslim.report/1`) and the Markdown rendering of a report.
+
+The pydantic models below are the schema: `Report.model_validate_json(text)` validates a
+report, and `Report.model_json_schema()` gives the JSON Schema.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REPORT_SCHEMA = "edgeslim.report/1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Latency(_Model):
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    mean: float | None = None
+    batch: int
+    seq_len: int
+    threads: int
+    runs: int
+    warmup: int | None = None
+    seconds: float | None = None
+    kind: Literal["measured", "estimated"]
+    where: str  # the machine measured on, or the model an estimate comes from
+    what: str | None = None  # what one timed run covers
+    background_cpu_cores: float | None = None
+    load_avg_1m: float | None = None
+
+
+class Accuracy(_Model):
+    teacher_cosine_mean: float
+    teacher_cosine_min: float
+    eval_set: str
+    eval_sentences: int
+    disjoint_from_calibration: bool
+    overlap_with_calibration: int
+    stsb_spearman: float | None  # x100; null when the STS-B data is not present
+    stsb_split: str | None = None
+
+
+class BudgetCheck(_Model):
+    name: str
+    limit: float
+    value: float | None
+    passed: bool | None  # null: could not be measured here
+    comparison: Literal["<=", ">="]
+
+
+class BudgetVerdict(_Model):
+    passed: bool
+    checks: list[BudgetCheck]
+    unverified: list[str] = Field(default_factory=list)
+
+
+class Result(_Model):
+    name: str
+    target: str
+    backend: str
+    bundle: str | None
+    size_mb: float
+    latency_ms: Latency
+    peak_rss_mb: float
+    accuracy: Accuracy
+    speedup_vs_baseline: float  # baseline p50 / this p50, same run, same input, same threads
+    budget: BudgetVerdict | None = None
+    required: bool = False
+    providers: list[str] = Field(default_factory=list)
+    steps: list[dict] = Field(default_factory=list)
+
+
+class Report(_Model):
+    schema_: Literal["edgeslim.report/1"] = Field(REPORT_SCHEMA, alias="schema")
+    edgeslim_version: str
+    created: str
+    recipe: dict
+    recipe_file: str
+    host: dict
+    data: dict
+    skipped: list[str] = Field(default_factory=list)  # evaluations not run, and how to enable them
+    baseline: Result
+    results: list[Result]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fmt(value, digits=2, suffix="") -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def verdict_text(result: Result) -> str:
+    if result.budget is None:
+        return "-"
+    text = "PASS" if result.budget.passed else "FAIL"
+    if result.budget.passed and result.budget.unverified:
+        text += "*"
+    return text + (" (required)" if result.required else "")
+
+
+def table_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for r in [report.baseline, *report.results]:
+        rows.append([
+            r.name, r.target, r.backend, _fmt(r.latency_ms.p50), _fmt(r.latency_ms.p95), r.latency_ms.kind,
+            _fmt(r.size_mb, 1), _fmt(r.peak_rss_mb, 0), _fmt(r.accuracy.teacher_cosine_mean, 4),
+            _fmt(r.accuracy.stsb_spearman), f"{r.speedup_vs_baseline:.2f}x", verdict_text(r),
+        ])
+    return rows
+
+
+TABLE_HEADER = ["variant", "target", "backend", "p50 ms", "p95 ms", "latency", "size MB", "RSS MB",
+                "cos teacher", "STS-B", "speedup", "verdict"]
+
+
+def render_markdown(report: Report) -> str:
+    b = report.baseline.latency_ms
+    lines = [
+        f"# edgeslim report: {report.recipe.get('name')}",
+        "",
+        f"Created {report.created} by edgeslim {report.edgeslim_version} from `{report.recipe_file}`.",
+        f"Host: {report.host.get('name')}, {report.host.get('cores')} cores, ISA {', '.join(report.host.get('isa_features', []))}.",
+        "",
+        f"Latency: batch {b.batch}, {b.seq_len} tokens, {b.threads} thread(s), warm-up then >= {b.runs} runs; "
+        f"{b.what or ''}. Each model runs in its own process; peak RSS is that process's.",
+        "",
+        "| " + " | ".join(TABLE_HEADER) + " |",
+        "|" + "---|" * len(TABLE_HEADER),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += ["", "`*` passed every check that could run; some could not (see below).", "", "## Data", ""]
+    for key, value in report.data.items():
+        lines.append(f"- {key}: {value}")
+    if report.skipped:
+        lines += ["", "## Skipped evaluations", ""] + [f"- {s}" for s in report.skipped]
+    lines += ["", "## Budget checks", ""]
+    for r in report.results:
+        if r.budget is None:
+            continue
+        checks = "; ".join(
+            f"{c.name} {_fmt(c.value, 3)} {c.comparison} {c.limit:g}: "
+            f"{'ok' if c.passed else ('n/a' if c.passed is None else 'MISS')}" for c in r.budget.checks
+        )
+        lines.append(f"- **{r.name}** ({r.target}): {checks}")
+    lines += ["", "## Latency detail (ms)", "", "| variant | p50 | p90 | p95 | p99 | runs | background load (cores) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in [report.baseline, *report.results]:
+        lat = r.latency_ms
+        lines.append(f"| {r.name} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p95:.2f} | {lat.p99:.2f} | {lat.runs} | "
+                     f"{_fmt(lat.background_cpu_cores)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""Measure one model in a fresh process, so its peak RSS is its own and backends never share
+a process. Run by `run_worker`; by hand:
+
+    python -m edgeslim.benchmarks.worker SPEC.json RESULT.json
+
+SPEC: {"kind": "bundle", "path": ...} or {"kind": "teacher", "model": {ModelSpec fields}},
+plus "threads", "input_ids" (one row), "batch", "warmup", "min_runs", "min_seconds",
+"texts" (a JSON file with a list of sentences to embed) and "embeddings" (.npy output path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeslim.benchmarks.harness import measure_latency, peak_rss_mb
+from edgeslim.errors import EdgeslimError
+
+
+def _open(spec: dict):
+    """-> (embed_tokens(ids, mask), embed(texts))"""
+    if spec["kind"] == "bundle":
+        from edgeslim.runtime import load
+
+        encoder = load(spec["path"], threads=spec["threads"])
+        return encoder.embed_tokens, lambda texts: encoder.encode(texts, batch_size=32), encoder.providers
+    import torch
+
+    from edgeslim.models import load_encoder
+    from edgeslim.recipe import ModelSpec
+
+    torch.set_num_threads(spec["threads"])
+    model = load_encoder(ModelSpec(**spec["model"]))
+    return model.embed_tokens, lambda texts: model.embed(texts, batch_size=32), [f"torch {torch.__version__} CPU"]
+
+
+def main(spec_path: str, result_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    embed_tokens, embed, providers = _open(spec)
+    ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
+    mask = np.ones_like(ids)
+    latency = measure_latency(lambda: embed_tokens(ids, mask), spec["warmup"], spec["min_runs"], spec["min_seconds"])
+    # Peak RSS at the budget's operating point, before the accuracy pass (batch 32) adds its own.
+    peak_rss = peak_rss_mb()
+    texts = json.loads(Path(spec["texts"]).read_text())
+    np.save(spec["embeddings"], embed(texts))
+    result = {"latency": latency, "peak_rss_mb": round(peak_rss, 1), "providers": providers}
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+
+
+def run_worker(spec: dict, texts: list[str]) -> tuple[dict, np.ndarray]:
+    """Run a worker process for `spec`; return (its result, the embeddings of `texts`)."""
+    with tempfile.TemporaryDirectory(prefix="edgeslim-worker-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "texts.json").write_text(json.dumps(texts))
+        spec = {**spec, "texts": str(tmp / "texts.json"), "embeddings": str(tmp / "embeddings.npy")}
+        (tmp / "spec.json").write_text(json.dumps(spec))
+        env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgeslim.benchmarks.worker", str(tmp / "spec.json"), str(tmp / "result.json")],
+            env=env, capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            what = spec.get("path") or spec["kind"]
+            raise EdgeslimError(f"benchmark worker for {what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        return json.loads((tmp / "result.json").read_text()), np.load(tmp / "embeddings.npy")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,206 @@
+"""Text corpora for calibration, distillation and evaluation, each verified by sha256.
+
+Two kinds of source:
+
+* shipped with the kit: `wordnet` (usage examples from Debian's `wordnet-base`, see
+  WORDNET.md), split deterministically into `wordnet-calibration` and `wordnet-heldout`;
+* the shared data directory (`EDGESLIM_DATA`, default `../shared/data` when it exists):
+  STS-B, Banking77, CLINC and its Wikipedia sentences, never copied into the project.
+
+    >>> corpus = load_corpus("wordnet-calibration")
+    >>> corpus.texts[:2], corpus.sha256
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from edgeslim.errors import DataError
+
+__all__ = [
+    "Corpus",
+    "StsbPairs",
+    "CORPORA",
+    "data_dir",
+    "load_corpus",
+    "load_stsb",
+    "corpus_available",
+    "texts_sha256",
+]
+
+WORDNET_FILE = Path(__file__).with_name("wordnet_sentences.txt")
+WORDNET_SHA256 = "5932a08c99ede7429e3b8376f9778042deb87d6a7f164697831a7508cd040316"
+# One sentence in five (by content hash) is held out from calibration for evaluation.
+_HELDOUT_MODULUS = 5
+
+# sha256 of every file read from the shared data directory (from its README).
+SHARED_SHA256 = {
+    "stsb/stsb-en-train.csv": "e1e84fec60bbb598735552f54a35f4949904a484750fd2cb11e2720e49f63da6",
+    "stsb/stsb-en-dev.csv": "d29586e96558c4eb52cf5ea5d14e9c24d3bf0e44f111b017caba43a5adc33226",
+    "stsb/stsb-en-test.csv": "11523b625219e94e9ca05d2816b5f02cac1614c5894fe657376fa0806378d053",
+    "banking77/train.csv": "b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b",
+    "banking77/test.csv": "d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d",
+    "clinc/data_full.json": "36923c3705a59e08fe9c3883d8bc2dd966ef93e22cb78ac41171782a698d56e0",
+    "clinc/all_wiki_sents.txt": "570704f8120d13d27dda90d116a0b2365e121139f72c2967b65f55465ebfad44",
+}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    texts: tuple[str, ...]
+    source: str  # where the texts come from, for reports
+    files_sha256: dict[str, str]
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the texts themselves, in order: what a manifest records."""
+        return texts_sha256(self.texts)
+
+
+@dataclass(frozen=True)
+class StsbPairs:
+    split: str
+    sentences1: tuple[str, ...]
+    sentences2: tuple[str, ...]
+    scores: tuple[float, ...]
+    file_sha256: str
+
+    @property
+    def sentences(self) -> tuple[str, ...]:
+        """Unique sentences of the split, in first-seen order."""
+        return tuple(dict.fromkeys(self.sentences1 + self.sentences2))
+
+
+def texts_sha256(texts) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def data_dir() -> Path | None:
+    """The shared data directory: $EDGESLIM_DATA, else ../shared/data if it exists, else None."""
+    configured = os.environ.get("EDGESLIM_DATA")
+    if configured:
+        return Path(configured)
+    repo_root = Path(__file__).resolve().parent.parent
+    for candidate in (Path.cwd() / "../shared/data", repo_root / "../shared/data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+def _shared_file(relpath: str) -> Path:
+    root = data_dir()
+    if root is None:
+        raise DataError(
+            f"{relpath} needs the shared data directory: set EDGESLIM_DATA to a folder holding "
+            f"{relpath} (sha256 {SHARED_SHA256[relpath]}); see the upstream sources in its README"
+        )
+    path = root / relpath
+    if not path.is_file():
+        raise DataError(f"{path} is missing (data directory {root}, from EDGESLIM_DATA or ../shared/data)")
+    _verify(path, SHARED_SHA256[relpath])
+    return path
+
+
+@lru_cache(maxsize=None)
+def _verify(path: Path, expected: str) -> None:
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise DataError(f"{path}: sha256 is {actual}, expected {expected}; the file differs from the pinned upstream")
+
+
+def _wordnet(split: str | None) -> Corpus:
+    _verify(WORDNET_FILE, WORDNET_SHA256)
+    texts = WORDNET_FILE.read_text(encoding="utf-8").splitlines()
+    if split is not None:
+        heldout = [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) % _HELDOUT_MODULUS == 0 for t in texts]
+        texts = [t for t, h in zip(texts, heldout) if h == (split == "heldout")]
+    name = "wordnet" if split is None else f"wordnet-{split}"
+    return Corpus(name, tuple(texts), "Debian wordnet-base 1:3.0-37 usage examples (shipped)",
+                  {WORDNET_FILE.name: WORDNET_SHA256})
+
+
+def _stsb_corpus(split: str) -> Corpus:
+    pairs = load_stsb(split)
+    return Corpus(f"stsb-{split}", pairs.sentences, f"STS-B {split} (stsb-multi-mt en), unique sentences",
+                  {f"stsb/stsb-en-{split}.csv": pairs.file_sha256})
+
+
+def _csv_texts(relpath: str, name: str, source: str) -> Corpus:
+    with open(_shared_file(relpath), newline="", encoding="utf-8") as handle:
+        texts = tuple(dict.fromkeys(row["text"] for row in csv.DictReader(handle)))
+    return Corpus(name, texts, source, {relpath: SHARED_SHA256[relpath]})
+
+
+def _clinc(split: str) -> Corpus:
+    relpath = "clinc/data_full.json"
+    data = json.loads(_shared_file(relpath).read_text(encoding="utf-8"))
+    texts = tuple(dict.fromkeys(text for text, _ in data[split]))
+    return Corpus(f"clinc-{split}", texts, f"CLINC150 {split}", {relpath: SHARED_SHA256[relpath]})
+
+
+def _wiki() -> Corpus:
+    relpath = "clinc/all_wiki_sents.txt"
+    lines = _shared_file(relpath).read_text(encoding="utf-8").splitlines()
+    texts = tuple(dict.fromkeys(line.strip() for line in lines if line.strip()))
+    return Corpus("wiki", texts, "CLINC all_wiki_sents (lowercased Wikipedia)", {relpath: SHARED_SHA256[relpath]})
+
+
+# name -> (loader, needs the shared data directory)
+CORPORA = {
+    "wordnet": (lambda: _wordnet(None), False),
+    "wordnet-calibration": (lambda: _wordnet("calibration"), False),
+    "wordnet-heldout": (lambda: _wordnet("heldout"), False),
+    "stsb-train": (lambda: _stsb_corpus("train"), True),
+    "stsb-dev": (lambda: _stsb_corpus("dev"), True),
+    "stsb-test": (lambda: _stsb_corpus("test"), True),
+    "banking77-train": (lambda: _csv_texts("banking77/train.csv", "banking77-train", "Banking77 train"), True),
+    "banking77-test": (lambda: _csv_texts("banking77/test.csv", "banking77-test", "Banking77 test"), True),
+    "clinc-train": (lambda: _clinc("train"), True),
+    "clinc-test": (lambda: _clinc("test"), True),
+    "wiki": (_wiki, True),
+}
+
+
+def load_corpus(name: str) -> Corpus:
+    if name not in CORPORA:
+        raise DataError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(CORPORA))}")
+    return CORPORA[name][0]()
+
+
+def corpus_available(name: str) -> bool:
+    """True when `name` can be loaded here (shipped, or its shared file is present)."""
+    if name not in CORPORA:
+        return False
+    if not CORPORA[name][1]:
+        return True
+    try:
+        load_corpus(name)
+    except DataError:
+        return False
+    return True
+
+
+def load_stsb(split: str) -> StsbPairs:
+    if split not in ("train", "dev", "test"):
+        raise DataError(f"unknown STS-B split {split!r}; allowed: train, dev, test")
+    relpath = f"stsb/stsb-en-{split}.csv"
+    path = _shared_file(relpath)
+    s1, s2, scores = [], [], []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for lineno, row in enumerate(csv.reader(handle), start=1):
+            if len(row) != 3:
+                raise DataError(f"{path}:{lineno}: expected 3 columns (sentence1, sentence2, score), got {len(row)}")
+            s1.append(row[0])
+            s2.append(row[1])
+            scores.append(float(row[2]))
+    return StsbPairs(split, tuple(s1), tuple(s2), tuple(scores), SHARED_SHA256[relpath])

@@ -1,0 +1,51 @@
+"""Model surgery: ONNX export and int8 quantization (distillation and pruning come next).
+
+Each technique is a frozen config (`configs.py`) plus one function that applies it; the
+function is found through `_HANDLERS`, imported only when a step runs (torch, onnx and
+openvino are heavy).
+
+    artifact, record = apply_step(OnnxModel(path), Int8DynamicConfig(), ctx)
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from edgeslim.compress.artifacts import ModelArtifact, OnnxModel, OpenVinoModel
+from edgeslim.compress.configs import (
+    Int8DynamicConfig,
+    Int8StaticConfig,
+    OpenVinoConvertConfig,
+    OpenVinoInt8Config,
+    StepConfig,
+)
+from edgeslim.compress.context import StepContext
+
+__all__ = [
+    "Int8DynamicConfig",
+    "Int8StaticConfig",
+    "ModelArtifact",
+    "OnnxModel",
+    "OpenVinoConvertConfig",
+    "OpenVinoInt8Config",
+    "OpenVinoModel",
+    "StepConfig",
+    "StepContext",
+    "apply_step",
+]
+
+# config type -> "module:function"; every function has the signature (artifact, cfg, ctx) ->
+# (artifact, record) where record is a JSON-able dict for the bundle manifest.
+_HANDLERS = {
+    Int8DynamicConfig: "edgeslim.compress.quantize_ort:int8_dynamic",
+    Int8StaticConfig: "edgeslim.compress.quantize_ort:int8_static",
+    OpenVinoInt8Config: "edgeslim.compress.openvino:int8",
+    OpenVinoConvertConfig: "edgeslim.compress.openvino:convert",
+}
+
+
+def apply_step(artifact: ModelArtifact, cfg, ctx: StepContext) -> tuple[ModelArtifact, dict]:
+    module_name, function_name = _HANDLERS[type(cfg)].split(":")
+    handler = getattr(import_module(module_name), function_name)
+    result, record = handler(artifact, cfg, ctx)
+    return result, {"step": cfg.step, "config": cfg.model_dump(mode="json"), **record}

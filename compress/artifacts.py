@@ -1,0 +1,27 @@
+"""What flows between compression steps: a model in one on-disk format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    path: Path
+    format = "onnx"
+
+    def bundle_names(self) -> list[tuple[Path, str]]:
+        return [(self.path, "model.onnx")]
+
+
+@dataclass(frozen=True)
+class OpenVinoModel:
+    xml_path: Path
+    format = "openvino"
+
+    def bundle_names(self) -> list[tuple[Path, str]]:
+        return [(self.xml_path, "model.xml"), (self.xml_path.with_suffix(".bin"), "model.bin")]
+
+
+ModelArtifact = OnnxModel | OpenVinoModel

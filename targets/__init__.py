@@ -1,0 +1,24 @@
+"""Device targets: one module each, one explicit registry.
+
+Adding a target = writing a module with a `TARGET` object that fulfils `Target` and adding it
+to `TARGETS` below; `tests/test_targets.py` runs the contract over every entry.
+"""
+
+from __future__ import annotations
+
+from edgeslim.errors import TargetError
+from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, Target
+from edgeslim.targets.x86_cpu import TARGET as _x86_cpu
+
+__all__ = ["TARGETS", "Budget", "BundleFiles", "DeviceProfile", "Target", "get_target"]
+
+TARGETS: dict[str, Target] = {
+    _x86_cpu.name: _x86_cpu,
+}
+
+
+def get_target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise TargetError(f"unknown target {name!r}; registered targets: {', '.join(sorted(TARGETS))}") from None
