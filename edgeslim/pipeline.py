@@ -146,6 +146,12 @@ class Runner:
         )
 
     def run(self) -> Report:
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)  # scratch only; bundles and report are final
+
+    def _run(self) -> Report:
         recipe = self.recipe
         self.work.mkdir(parents=True, exist_ok=True)
         self.bundles.mkdir(parents=True, exist_ok=True)
@@ -198,7 +204,6 @@ class Runner:
         )
         write_atomic(self.out / "report.json", report.to_json())
         write_atomic(self.out / "report.md", render_markdown(report))
-        shutil.rmtree(self.work, ignore_errors=True)
         return report
 
     def _variant(self, model, target, spec, variant, onnx_model, export_record, budget, ids, baseline_p50):
@@ -233,7 +238,7 @@ class Runner:
             "normalize": model.normalize,
             "max_seq_length": model.max_seq_length,
             "truncation": "truncate",
-            "source_model": {"name": model.name, "weights_sha256": model.weights_sha256},
+            "source_model": {"name": model.name, "weights_sha256": model.weights_sha256, "license": model.license},
             "recipe": {"name": self.recipe.name, "file_sha256": sha256_file(self.recipe_path),
                        "variant": variant.model_dump(mode="json")},
             "steps": records,

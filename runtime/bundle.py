@@ -23,6 +23,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON, without its own `manifest_sha256` entry."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_manifest(bundle_dir: Path) -> dict:
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_NAME
@@ -40,6 +46,11 @@ def read_manifest(bundle_dir: Path) -> dict:
         raise BundleError(
             f"{path}: bundle format {manifest.get('format')!r} is not supported by this runtime; "
             f"supported: {', '.join(SUPPORTED_FORMATS)}"
+        )
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise BundleError(
+            f"{path}: checksum mismatch for {MANIFEST_NAME}: its content does not match its manifest_sha256; "
+            "the manifest was edited or corrupted, re-copy the bundle"
         )
     missing = [key for key in _REQUIRED_KEYS if key not in manifest]
     if missing:

@@ -1,0 +1,104 @@
+"""Two tiers: fast (a tiny random BERT, the default) and real (the packaged MiniLM).
+
+    pytest                # fast tier
+    pytest --tier all     # both tiers: what the README and CI run
+    pytest --tier real    # real tier only
+
+Tests of the other tier are deselected (pytest reports how many), never silently skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgeslim.calibration_data import corpus_available
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", choices=("fast", "real", "all"), default="fast",
+                     help="fast: tiny random models (default); real: the packaged MiniLM; all: both")
+
+
+def pytest_collection_modifyitems(config, items):
+    tier = config.getoption("--tier")
+    if tier == "all":
+        return
+    keep, drop = [], []
+    for item in items:
+        is_real = item.get_closest_marker("real") is not None
+        (keep if is_real == (tier == "real") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+needs_stsb = pytest.mark.skipif(
+    not corpus_available("stsb-test"),
+    reason="STS-B test not found: set EDGESLIM_DATA to the shared data folder",
+)
+
+TINY_RECIPE = """
+name: tiny
+model: {source: tiny-random-bert, max_seq_length: 64}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 200, stsb_split: null}
+benchmark: {warmup: 3, min_runs: 20}
+targets:
+  - target: x86-cpu
+    required: [ort-int8-dynamic]
+    budget: {seq_len: 64, p95_ms: 1000, max_size_mb: 5, max_peak_rss_mb: 2000, min_teacher_cosine: 0.95}
+    variants:
+      - {name: ort-fp32, backend: onnxruntime}
+      - {name: ort-int8-dynamic, backend: onnxruntime, steps: [{step: int8_dynamic}]}
+      - {name: ort-int8-static, backend: onnxruntime, steps: [{step: int8_static, calibration_samples: 32, sensitivity_samples: 16}]}
+      - {name: ov-int8, backend: openvino, steps: [{step: openvino_int8, calibration_samples: 32}]}
+"""
+
+
+def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from edgeslim.models import load_encoder
+    from edgeslim.recipe import ModelSpec
+
+    return load_encoder(ModelSpec(source="tiny-random-bert", max_seq_length=64))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole pipeline on the tiny model, once per session, through the CLI."""
+    from edgeslim.cli import main
+
+    folder = tmp_path_factory.mktemp("tiny-run")
+    recipe = write_recipe(folder, TINY_RECIPE)
+    out = folder / "out"
+    exit_code = main(["run", str(recipe), "--out", str(out)])
+    return {"exit_code": exit_code, "out": out, "recipe": recipe}
+
+
+@pytest.fixture
+def tiny_bundle(tiny_run, tmp_path):
+    """A private copy of the tiny int8 bundle that a test may damage."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_run["out"] / "bundles" / "ort-int8-dynamic", copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory):
+    """The packaged default recipe on all-MiniLM-L6-v2, once per session."""
+    from edgeslim.pipeline import run_recipe
+    from edgeslim.recipe import load_recipe
+
+    recipe, path = load_recipe("default")
+    out = tmp_path_factory.mktemp("real-run") / "out"
+    report = run_recipe(recipe, path, out)
+    return {"report": report, "out": out}

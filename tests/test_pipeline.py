@@ -1,0 +1,113 @@
+import json
+import tarfile
+
+import pytest
+
+from edgeslim.benchmarks.report import REPORT_SCHEMA, Report
+from edgeslim.cli import EXIT_BUDGET, main
+from edgeslim.errors import EdgeslimError, StepError
+from edgeslim.pipeline import load_eval_data, run_recipe
+from edgeslim.recipe import load_recipe
+from edgeslim.runtime import load, read_manifest
+
+from conftest import TINY_RECIPE, write_recipe
+
+VARIANTS = ["ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-int8"]
+
+
+def test_run_exits_zero_when_required_bundles_pass(tiny_run):
+    assert tiny_run["exit_code"] == 0
+
+
+def test_report_json_validates_against_the_schema(tiny_run):
+    raw = json.loads((tiny_run["out"] / "report.json").read_text())
+    assert raw["schema"] == REPORT_SCHEMA
+    report = Report.model_validate(raw)
+    assert [r.name for r in report.results] == VARIANTS
+    assert report.baseline.backend == "torch" and report.baseline.speedup_vs_baseline == 1.0
+    for result in [report.baseline, *report.results]:
+        latency = result.latency_ms
+        assert latency.kind == "measured" and "this host" in latency.where
+        assert (latency.batch, latency.seq_len, latency.threads) == (1, 64, 1)
+        assert latency.runs >= 20 and latency.p50 <= latency.p90 <= latency.p95 <= latency.p99
+        assert result.peak_rss_mb > 0 and result.size_mb > 0
+        assert result.accuracy.eval_set == "wordnet-heldout" and result.accuracy.eval_sentences == 200
+        assert result.accuracy.disjoint_from_calibration
+        assert result.accuracy.stsb_spearman is None  # the tiny recipe turns STS-B off
+    for result in report.results:
+        assert result.budget is not None and {c.name for c in result.budget.checks} >= {"p95_ms", "size_mb"}
+        assert result.speedup_vs_baseline == pytest.approx(report.baseline.latency_ms.p50 / result.latency_ms.p50,
+                                                           rel=1e-2)
+    assert report.results[1].required and not report.results[0].required
+    markdown = (tiny_run["out"] / "report.md").read_text()
+    assert "| ort-int8-dynamic | x86-cpu | onnxruntime |" in markdown
+
+
+def test_int8_bundles_stay_close_to_the_teacher(tiny_run):
+    report = Report.model_validate_json((tiny_run["out"] / "report.json").read_text())
+    for result in report.results:
+        assert result.accuracy.teacher_cosine_mean >= 0.99, result.name
+
+
+def test_bundles_are_complete_and_archived(tiny_run):
+    bundles = tiny_run["out"] / "bundles"
+    assert sorted(p.name for p in bundles.iterdir() if p.is_dir()) == sorted(VARIANTS)
+    assert not list(bundles.glob(".staging-*")) and not (tiny_run["out"] / ".work").exists()
+    for name in VARIANTS:
+        manifest = read_manifest(bundles / name)
+        assert set(manifest["files"]) | {"manifest.json"} == {p.name for p in (bundles / name).iterdir()}
+        assert manifest["steps"][0]["step"] == "export_onnx"
+        assert manifest["steps"][0]["parity_max_abs_diff"] < 1e-4
+        assert manifest["benchmark"]["latency_ms"]["kind"] == "measured"
+        assert manifest["calibration"]["corpus"] == "wordnet-calibration"
+        assert "MODEL_CARD.md" in manifest["files"]
+        with tarfile.open(bundles / f"{name}.tar.gz") as tar:
+            assert sorted(tar.getnames())[0] == name
+            assert f"{name}/manifest.json" in tar.getnames()
+    static = read_manifest(bundles / "ort-int8-static")["steps"][1]
+    assert static["step"] == "int8_static" and static["cosine_to_float_model"] >= 0.99
+
+
+def test_budget_miss_of_a_required_bundle_exits_3(tmp_path, capsys):
+    recipe = TINY_RECIPE.replace("max_size_mb: 5", "max_size_mb: 0.001").replace(
+        "      - {name: ort-fp32, backend: onnxruntime}\n", "").split("      - {name: ort-int8-static")[0]
+    path = write_recipe(tmp_path, recipe)
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == EXIT_BUDGET
+    captured = capsys.readouterr()
+    assert "ort-int8-dynamic (x86-cpu)" in captured.err
+    assert "FAIL (required)" in captured.out
+    report = Report.model_validate_json((tmp_path / "out" / "report.json").read_text())
+    (size_check,) = [c for c in report.results[0].budget.checks if c.name == "size_mb"]
+    assert size_check.passed is False and size_check.limit == 0.001
+
+
+def test_a_failing_step_leaves_no_partial_bundle_and_no_report(tmp_path):
+    recipe_text = TINY_RECIPE.split("      - {name: ort-int8-dynamic")[0] + (
+        "      - {name: ort-int8-dynamic, backend: onnxruntime, steps: [{step: int8_dynamic}]}\n"
+        "      - {name: hopeless, backend: onnxruntime, steps: [{step: int8_static, cosine_floor: 1.0, "
+        "calibration_samples: 16, sensitivity_samples: 8}]}\n"
+    )
+    recipe, path = load_recipe(write_recipe(tmp_path, recipe_text))
+    out = tmp_path / "out"
+    with pytest.raises(StepError, match="cannot reach cosine 1.0"):
+        run_recipe(recipe, path, out, log=lambda _: None)
+    assert sorted(p.name for p in (out / "bundles").iterdir()) == [
+        "ort-fp32", "ort-fp32.tar.gz", "ort-int8-dynamic", "ort-int8-dynamic.tar.gz"]
+    assert not (out / "report.json").exists() and not (out / ".work").exists()
+    load(out / "bundles" / "ort-fp32")  # what was finished is intact
+
+
+def test_non_empty_output_folder_is_refused(tmp_path):
+    (tmp_path / "something").write_text("x")
+    recipe, path = load_recipe(write_recipe(tmp_path, TINY_RECIPE))
+    with pytest.raises(EdgeslimError, match="not empty"):
+        run_recipe(recipe, path, tmp_path)
+
+
+def test_without_shared_data_evaluations_fall_back_and_say_how_to_enable(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESLIM_DATA", str(tmp_path))
+    recipe, _ = load_recipe("default")
+    data = load_eval_data(recipe)
+    assert data.agreement.name == "wordnet-heldout" and data.stsb is None
+    assert len(data.skipped) == 2 and all("EDGESLIM_DATA" in note for note in data.skipped)
+    assert not set(data.agreement_texts) & set(data.calibration.texts)
