@@ -30,11 +30,6 @@ from edgeslim.runtime.bundle import sha256_file
 from edgeslim.targets import get_target
 from edgeslim.targets.base import Budget
 
-_BACKEND_OPTIONS = {
-    "onnxruntime": {"providers": ["CPUExecutionProvider"]},
-    "openvino": {"device": "CPU", "config": {"INFERENCE_PRECISION_HINT": "f32"}},
-}
-
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
@@ -228,7 +223,7 @@ class Runner:
             "name": variant.name,
             "target": target.name,
             "backend": variant.backend,
-            "backend_options": _BACKEND_OPTIONS[variant.backend],
+            "backend_options": target.backend_options[variant.backend],
             "model_file": files.model_file,
             "tokenizer_file": "tokenizer.json",
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in INPUT_NAMES],

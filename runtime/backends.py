@@ -21,7 +21,8 @@ def available_backends() -> list[str]:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, threads: int | None, providers: list[str] | None = None):
+    def __init__(self, model_path: Path, threads: int | None, providers: list[str] | None = None,
+                 disabled_optimizers: list[str] | None = None):
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -36,7 +37,8 @@ class OnnxRuntimeBackend:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=wanted)
+            self.session = ort.InferenceSession(str(model_path), options, providers=wanted,
+                                                disabled_optimizers=disabled_optimizers or None)
         except Exception as exc:  # ORT raises its own untyped errors for unloadable models
             raise BackendError(f"onnxruntime cannot load {model_path}: {exc}") from None
         self.providers = self.session.get_providers()
@@ -83,5 +85,5 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
             f"{available_backends() or 'none'} (pip install 'edgeslim[{'runtime' if name == 'onnxruntime' else name}]')"
         )
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(model_path, threads, options.get("providers"))
+        return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"))
     return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"))

@@ -64,6 +64,7 @@ class Target(Protocol):
     backends: tuple[str, ...]  # runtime backends that run this target's bundles
     default_budget: Budget
     latency_kind: str  # "measured" when the host is the device, else "estimated"
+    backend_options: dict[str, dict]  # per backend, written into each bundle's manifest
 
     def profile(self) -> DeviceProfile: ...
 

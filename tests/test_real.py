@@ -1,0 +1,97 @@
+"""Real tier: the packaged default recipe on all-MiniLM-L6-v2 (about 2-3 minutes on 2 cores).
+No latency is asserted here: speed is printed by `edgeslim run` and benchmarks/."""
+
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from edgeslim.benchmarks.report import Report
+from edgeslim.errors import BundleError
+from edgeslim.runtime import load, read_manifest
+
+from conftest import needs_stsb
+
+pytestmark = pytest.mark.real
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _by_name(real_run):
+    return {r.name: r for r in real_run["report"].results}
+
+
+def test_report_validates_and_covers_every_variant(real_run):
+    report = Report.model_validate_json((real_run["out"] / "report.json").read_text())
+    assert [r.name for r in report.results] == ["ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-int8"]
+    assert report.baseline.name.startswith("all-MiniLM-L6-v2")
+    for result in report.results:
+        assert result.latency_ms.kind == "measured" and result.latency_ms.runs >= 100
+        assert result.budget is not None
+    assert {r.name for r in report.results if r.required} == {"ort-int8-dynamic", "ov-int8"}
+
+
+def test_export_parity_on_minilm(real_run):
+    export = read_manifest(real_run["out"] / "bundles" / "ort-fp32")["steps"][0]
+    assert export["parity_max_abs_diff"] < 1e-4 and export["parity_min_cosine"] > 0.99999
+    assert _by_name(real_run)["ort-fp32"].accuracy.teacher_cosine_min > 0.9999
+
+
+def test_int8_variants_keep_their_cosine_floor(real_run):
+    results = _by_name(real_run)
+    assert results["ort-int8-dynamic"].accuracy.teacher_cosine_mean >= 0.99
+    assert results["ov-int8"].accuracy.teacher_cosine_mean >= 0.99
+    static_step = read_manifest(real_run["out"] / "bundles" / "ort-int8-static")["steps"][1]
+    # The floor is enforced on held-back calibration sentences; evaluation data is another set.
+    assert static_step["cosine_to_float_model"] >= 0.99
+    assert 0 < len(static_step["matmuls_kept_float"]) < static_step["matmuls"]
+    assert results["ort-int8-static"].accuracy.teacher_cosine_mean >= 0.985
+    for result in results.values():
+        assert result.size_mb < results["ort-fp32"].size_mb or result.name == "ort-fp32"
+
+
+@needs_stsb
+def test_stsb_teacher_and_int8_bundles(real_run):
+    report = real_run["report"]
+    assert report.baseline.accuracy.stsb_spearman == pytest.approx(82.03, abs=0.2)
+    for name in ("ort-int8-dynamic", "ov-int8"):
+        result = _by_name(real_run)[name]
+        assert result.accuracy.stsb_spearman >= 81.0, name
+        assert result.accuracy.eval_set == "stsb-test" and result.accuracy.disjoint_from_calibration
+
+
+def test_real_bundle_runs_without_torch_and_refuses_tampering(real_run, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(real_run["out"] / "bundles" / "ort-int8-dynamic", bundle)
+    script = (
+        "import sys; from edgeslim.runtime import load; "
+        f"v = load({str(bundle)!r}).encode(['A man is playing a guitar.', 'Someone plays music.']); "
+        "print(v.shape, round(float(v[0] @ v[1]), 3), [m for m in ('torch', 'transformers') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("(2, 384)") and out.strip().endswith("[]"), out
+    model = bundle / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum mismatch for model.onnx"):
+        load(bundle)
+
+
+def test_runtime_only_install_has_no_torch_and_encodes(real_run, tmp_path):
+    """`pip install edgeslim[runtime]` into a fresh venv, as on a Raspberry Pi."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "-c", str(REPO / "constraints.txt"),
+                    f"{REPO}[runtime]"], check=True, cwd=tmp_path)
+    bundle = real_run["out"] / "bundles" / "ort-int8-dynamic"
+    script = (
+        "import importlib.util as u; from edgeslim.runtime import load; "
+        f"v = load({str(bundle)!r}).encode(['hello from a device']); "
+        "print(v.shape, [m for m in ('torch', 'transformers', 'tensorflow') if u.find_spec(m)])"
+    )
+    out = subprocess.run([python, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.strip() == "(1, 384) []", out

@@ -1,0 +1,80 @@
+"""One contract, every registered target."""
+
+import pytest
+
+from edgeslim.benchmarks.budget import check
+from edgeslim.benchmarks.report import Accuracy, Latency, Result
+from edgeslim.calibration_data import load_corpus
+from edgeslim.compress import OpenVinoConvertConfig, StepContext, apply_step
+from edgeslim.compress.export import export_onnx
+from edgeslim.errors import TargetError
+from edgeslim.runtime import load
+from edgeslim.targets import TARGETS, Budget, DeviceProfile, get_target
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("target-artifacts")
+    texts = load_corpus("wordnet-calibration").texts
+    onnx_model, _ = export_onnx(tiny_model, folder / "model.onnx", texts[:8])
+    ctx = StepContext(folder, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None)
+    ov_model, _ = apply_step(onnx_model, OpenVinoConvertConfig(), ctx)
+    return {"onnxruntime": onnx_model, "openvino": ov_model}
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_target_contract(name, artifacts, tiny_model, tmp_path):
+    target = TARGETS[name]
+    assert target.name == name and target.description
+    assert target.latency_kind in ("measured", "estimated")
+    assert isinstance(target.default_budget, Budget)
+    assert target.default_budget.p95_ms and target.default_budget.max_size_mb
+    assert target.default_budget.min_teacher_cosine and 0 < target.default_budget.min_teacher_cosine <= 1
+    profile = target.profile()
+    assert isinstance(profile, DeviceProfile)
+    assert profile.cores >= 1 and profile.ram_mb > 0 and profile.peak_int8_macs_per_s >= profile.peak_fp32_macs_per_s
+    assert target.backends and set(target.backend_options) == set(target.backends)
+    for backend in target.backends:
+        bundle = tmp_path / backend
+        bundle.mkdir()
+        files = target.export(artifacts[backend], backend, bundle)
+        assert files.model_file in files.files and all((bundle / f).is_file() for f in files.files)
+    with pytest.raises(TargetError, match="no backend 'nonesuch'"):
+        target.export(artifacts["onnxruntime"], "nonesuch", tmp_path)
+
+
+def test_x86_rejects_a_model_its_backend_cannot_run(artifacts, tmp_path):
+    with pytest.raises(TargetError, match="openvino_convert"):
+        get_target("x86-cpu").export(artifacts["onnxruntime"], "openvino", tmp_path)
+
+
+def test_unknown_target_lists_registered_ones():
+    with pytest.raises(TargetError, match="registered targets: .*x86-cpu"):
+        get_target("pdp-11")
+
+
+def test_host_profile_reads_this_machine():
+    profile = get_target("x86-cpu").profile()
+    assert profile.source == "host" and profile.cores >= 1
+
+
+def _result(p95=5.0, size=10.0, cosine=0.995, stsb=81.5):
+    return Result(
+        name="x", target="x86-cpu", backend="onnxruntime", bundle=None, size_mb=size, peak_rss_mb=100.0,
+        latency_ms=Latency(p50=4, p90=4.5, p95=p95, p99=6, batch=1, seq_len=128, threads=1, runs=100,
+                           kind="measured", where="test"),
+        accuracy=Accuracy(teacher_cosine_mean=cosine, teacher_cosine_min=0.9, eval_set="e", eval_sentences=10,
+                          disjoint_from_calibration=True, overlap_with_calibration=0, stsb_spearman=stsb),
+        speedup_vs_baseline=1.0,
+    )
+
+
+def test_budget_verdicts():
+    budget = Budget(p95_ms=10, max_size_mb=20, min_teacher_cosine=0.99, min_stsb_spearman=81)
+    assert check(_result(), budget).passed
+    verdict = check(_result(p95=12, cosine=0.98), budget)
+    assert not verdict.passed
+    assert {c.name for c in verdict.checks if c.passed is False} == {"p95_ms", "teacher_cosine_mean"}
+    unmeasured = check(_result(stsb=None), budget)
+    assert unmeasured.passed and unmeasured.unverified == ["stsb_spearman"]
+    assert [c.name for c in check(_result(), Budget(max_size_mb=1)).checks] == ["size_mb"]
