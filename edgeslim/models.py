@@ -6,6 +6,7 @@ Needs torch and transformers (the `compress` extra).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections import Counter
@@ -62,16 +63,35 @@ class EncoderModel:
         return ExportableEncoder(self.bert)
 
 
+def _bert_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' eager attention written as the original BERT: scores / sqrt(d) + mask.
+    Same numbers; with the Div (not a Mul) ONNX Runtime's attention fusion finds the mask."""
+    divisor = 1.0 / scaling if scaling else query.size(-1) ** 0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) / divisor
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.nn.functional.softmax(scores, dim=-1)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def _register_export_attention() -> str:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("edgeslim_export", _bert_attention)
+    return "edgeslim_export"
+
+
 class ExportableEncoder(torch.nn.Module):
-    """(input_ids, attention_mask) -> last_hidden_state, with a finite additive mask and eager
-    attention, so the ONNX graph holds plain MatMul/Softmax ops with stable names
-    (/encoder/layer.3/output/dense/MatMul)."""
+    """(input_ids, attention_mask) -> last_hidden_state, with a finite additive mask and plain
+    attention ops, so the ONNX graph holds MatMul/Softmax with stable names
+    (/layer.3/output/dense/MatMul). Works on a copy: the teacher keeps its own attention."""
 
     def __init__(self, bert: torch.nn.Module):
         super().__init__()
+        bert = copy.deepcopy(bert)
+        bert.config._attn_implementation = _register_export_attention()
         self.embeddings = bert.embeddings
         self.encoder = bert.encoder
-        self.encoder.config._attn_implementation = "eager"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
