@@ -111,3 +111,14 @@ def test_without_shared_data_evaluations_fall_back_and_say_how_to_enable(tmp_pat
     assert data.agreement.name == "wordnet-heldout" and data.stsb is None
     assert len(data.skipped) == 2 and all("EDGESLIM_DATA" in note for note in data.skipped)
     assert not set(data.agreement_texts) & set(data.calibration.texts)
+
+
+def test_verify_and_targets_commands(tiny_run, tmp_path, capsys):
+    bundle = tiny_run["out"] / "bundles" / "ov-int8"
+    assert main(["verify", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "checksums ok" in out and "x86-cpu / openvino" in out and "norm 1.0000" in out
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "BundleError" in capsys.readouterr().err
+    assert main(["targets"]) == 0
+    assert "x86-cpu" in capsys.readouterr().out
