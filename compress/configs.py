@@ -4,7 +4,7 @@ looked up through `edgeslim.compress.apply_step`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -61,7 +61,32 @@ class OpenVinoConvertConfig(StrictModel):
     step: Literal["openvino_convert"] = "openvino_convert"
 
 
+class DistillConfig(StrictModel):
+    """Distil the teacher's pooled embeddings into a student initialised from its layers."""
+
+    step: Literal["distill"] = "distill"
+    stage: ClassVar[str] = "torch"
+    keep_layers: tuple[int, ...] | None = None  # teacher layers the student starts from; None: all
+    # Unlabeled sentences; checked disjoint from every evaluation set (overlaps are dropped).
+    corpus: tuple[str, ...] = ("wordnet-calibration",)
+    sentences: int = Field(20000, ge=16)  # at most this many, in corpus order
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(64, ge=2)
+    learning_rate: float = Field(1e-4, gt=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    max_seq_length: int = Field(64, ge=8, le=512)
+    loss: Literal["cosine", "mse", "cosine+mse"] = "cosine+mse"
+    dropout: float = Field(0.0, ge=0, lt=1)  # 0 keeps multi-process runs identical to one process
+    checkpoint_every: int = Field(100, ge=1)
+    seed: int = 0
+
+
 StepConfig = Annotated[
-    Union[Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
+    Union[DistillConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
     Field(discriminator="step"),
 ]
+
+
+def is_torch_step(cfg) -> bool:
+    """Torch-side steps change the PyTorch model and run before ONNX export; the rest after."""
+    return getattr(cfg, "stage", "onnx") == "torch"

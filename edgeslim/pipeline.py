@@ -7,6 +7,7 @@ input and threads, each in its own worker process.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import shutil
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class Runner:
         self.recipe, self.recipe_path, self.out, self.log = recipe, recipe_path, out_dir, log
         self.work = out_dir / ".work"
         self.bundles = out_dir / "bundles"
+        self._exports: dict[str, tuple] = {}
 
     def _worker(self, spec: dict, budget: Budget, ids: list[int], texts: list[str]):
         bench = self.recipe.benchmark
@@ -171,10 +173,6 @@ class Runner:
                                 first_budget, None, [])
         self.log(f"    p50 {baseline.latency_ms.p50:.2f} ms, STS-B {baseline.accuracy.stsb_spearman}")
 
-        self.log("  exporting to ONNX (parity-checked against PyTorch)")
-        onnx_model, export_record = export_onnx(model, self.work / "model.onnx", data.calibration.texts[:32])
-        export_record = {"step": "export_onnx", **export_record}
-
         results = []
         for spec, target in targets:
             budget = budgets[spec.target]
@@ -183,8 +181,7 @@ class Runner:
                 raise RecipeError("all targets of one recipe must share the latency operating point "
                                   "(batch, seq_len, threads) so every speedup refers to the same baseline")
             for variant in spec.variants:
-                results.append(self._variant(model, target, spec, variant, onnx_model, export_record, budget,
-                                             ids, baseline.latency_ms.p50))
+                results.append(self._variant(model, target, spec, variant, budget, ids, baseline.latency_ms.p50))
 
         report = Report(
             edgeslim_version=__version__,
@@ -201,15 +198,46 @@ class Runner:
         write_atomic(self.out / "report.md", render_markdown(report))
         return report
 
-    def _variant(self, model, target, spec, variant, onnx_model, export_record, budget, ids, baseline_p50):
-        self.log(f"  [{target.name}] {variant.name}: {' -> '.join(['export_onnx'] + [s.step for s in variant.steps])}")
+    def _distill_texts(self, cfg) -> tuple[list[str], dict]:
+        """The distillation corpus minus every sentence of the evaluation sets."""
+        texts = list(dict.fromkeys(t for name in cfg.corpus for t in load_corpus(name).texts))
+        evaluation = {_norm(t) for t in self.data.texts}
+        kept = [t for t in texts if _norm(t) not in evaluation][: cfg.sentences]
+        return kept, {"corpus": list(cfg.corpus), "dropped_overlapping_evaluation": len(texts) - len(
+            [t for t in texts if _norm(t) not in evaluation]), "disjoint_from_evaluation": True}
+
+    def _exported(self, teacher, torch_steps) -> tuple[object, list[dict]]:
+        """(ONNX artifact, records) of the teacher after `torch_steps`; computed once per step list."""
+        key = json.dumps([s.model_dump(mode="json") for s in torch_steps])
+        if key in self._exports:
+            return self._exports[key]
+        model, records = teacher, []
+        for cfg in torch_steps:
+            texts, data_record = self._distill_texts(cfg)
+            self.log(f"    distill: {len(texts)} sentences from {', '.join(cfg.corpus)} "
+                     f"({data_record['dropped_overlapping_evaluation']} evaluation sentences dropped)")
+            from edgeslim.compress.distill import cache_dir, distill
+
+            model, record = distill(model, cfg, texts, cache_dir() / "distill", log=self.log)
+            records.append({"step": cfg.step, "config": cfg.model_dump(mode="json"), **record, **data_record})
+        folder = self.work / f"export-{len(self._exports)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log("    exporting to ONNX (parity-checked against PyTorch)")
+        onnx_model, export_record = export_onnx(model, folder / "model.onnx", self.data.calibration.texts[:32])
+        self._exports[key] = (onnx_model, records + [{"step": "export_onnx", **export_record}])
+        return self._exports[key]
+
+    def _variant(self, model, target, spec, variant, budget, ids, baseline_p50):
+        chain = [s.step for s in variant.torch_steps] + ["export_onnx"] + [s.step for s in variant.export_steps]
+        self.log(f"  [{target.name}] {variant.name}: {' -> '.join(chain)}")
         workdir = self.work / variant.name
         workdir.mkdir(parents=True, exist_ok=True)
+        artifact, records = self._exported(model, variant.torch_steps)
+        records = list(records)
         ctx = StepContext(workdir=workdir, calibration_texts=self.data.calibration.texts,
                           tokenize=model.tokenize, max_seq_length=model.max_seq_length,
                           pooling=model.pooling, normalize=model.normalize, log=self.log)
-        artifact, records = onnx_model, [export_record]
-        for step in variant.steps:
+        for step in variant.export_steps:
             artifact, record = apply_step(artifact, step, ctx)
             records.append(record)
 

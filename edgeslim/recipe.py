@@ -26,7 +26,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeslim.calibration_data import CORPORA
-from edgeslim.compress.configs import StepConfig, StrictModel
+from edgeslim.compress.configs import StepConfig, StrictModel, is_torch_step
 from edgeslim.errors import RecipeError
 from edgeslim.targets import TARGETS
 
@@ -104,6 +104,24 @@ class VariantSpec(StrictModel):
         if not _SLUG.match(value):
             raise ValueError(f"variant name {value!r} must be lowercase letters, digits, '-', '_' or '.'")
         return value
+
+    @field_validator("steps")
+    @classmethod
+    def _torch_steps_first(cls, steps):
+        stages = [is_torch_step(s) for s in steps]
+        if stages != sorted(stages, reverse=True):
+            order = [s.step for s in steps]
+            raise ValueError(f"steps {order}: PyTorch-side steps (distill) must come before export-side steps "
+                             "(int8_*, openvino_*)")
+        return steps
+
+    @property
+    def torch_steps(self) -> tuple:
+        return tuple(s for s in self.steps if is_torch_step(s))
+
+    @property
+    def export_steps(self) -> tuple:
+        return tuple(s for s in self.steps if not is_torch_step(s))
 
 
 class TargetSpec(StrictModel):

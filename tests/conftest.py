@@ -55,6 +55,11 @@ targets:
       - {name: ort-int8-dynamic, backend: onnxruntime, steps: [{step: int8_dynamic}]}
       - {name: ort-int8-static, backend: onnxruntime, steps: [{step: int8_static, calibration_samples: 32, sensitivity_samples: 16}]}
       - {name: ov-int8, backend: openvino, steps: [{step: openvino_int8, calibration_samples: 32}]}
+      - name: student-int8
+        backend: onnxruntime
+        steps:
+          - {step: distill, keep_layers: [0], corpus: [wordnet], sentences: 400, batch_size: 16, epochs: 1}
+          - {step: int8_dynamic}
 """
 
 
@@ -62,6 +67,14 @@ def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_edgeslim_cache(tmp_path_factory):
+    """Distillation checkpoints and teacher embeddings go to a per-session folder."""
+    import os
+
+    os.environ["EDGESLIM_CACHE"] = str(tmp_path_factory.mktemp("edgeslim-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from edgeslim.runtime import load, read_manifest
 
 from conftest import TINY_RECIPE, write_recipe
 
-VARIANTS = ["ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-int8"]
+VARIANTS = ["ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-int8", "student-int8"]
 
 
 def test_run_exits_zero_when_required_bundles_pass(tiny_run):
@@ -56,15 +56,15 @@ def test_bundles_are_complete_and_archived(tiny_run):
     for name in VARIANTS:
         manifest = read_manifest(bundles / name)
         assert set(manifest["files"]) | {"manifest.json"} == {p.name for p in (bundles / name).iterdir()}
-        assert manifest["steps"][0]["step"] == "export_onnx"
-        assert manifest["steps"][0]["parity_max_abs_diff"] < 1e-4
+        (export,) = [s for s in manifest["steps"] if s["step"] == "export_onnx"]
+        assert export["parity_max_abs_diff"] < 1e-4
         assert manifest["benchmark"]["latency_ms"]["kind"] == "measured"
         assert manifest["calibration"]["corpus"] == "wordnet-calibration"
         assert "MODEL_CARD.md" in manifest["files"]
         with tarfile.open(bundles / f"{name}.tar.gz") as tar:
             assert sorted(tar.getnames())[0] == name
             assert f"{name}/manifest.json" in tar.getnames()
-    static = read_manifest(bundles / "ort-int8-static")["steps"][1]
+    static = read_manifest(bundles / "ort-int8-static")["steps"][-1]
     assert static["step"] == "int8_static" and static["cosine_to_float_model"] >= 0.99
 
 
@@ -122,3 +122,15 @@ def test_verify_and_targets_commands(tiny_run, tmp_path, capsys):
     assert "BundleError" in capsys.readouterr().err
     assert main(["targets"]) == 0
     assert "x86-cpu" in capsys.readouterr().out
+
+
+def test_distilled_variant_records_its_student_and_data_disjointness(tiny_run):
+    manifest = read_manifest(tiny_run["out"] / "bundles" / "student-int8")
+    distilled, exported, quantized = manifest["steps"]
+    assert [distilled["step"], exported["step"], quantized["step"]] == ["distill", "export_onnx", "int8_dynamic"]
+    assert distilled["layers"] == 1 and distilled["steps"] == 400 // 16
+    assert distilled["disjoint_from_evaluation"] and distilled["dropped_overlapping_evaluation"] > 0
+    assert exported["parity_max_abs_diff"] < 1e-4  # parity against the student, not the teacher
+    report = Report.model_validate_json((tiny_run["out"] / "report.json").read_text())
+    student = [r for r in report.results if r.name == "student-int8"][0]
+    assert student.accuracy.teacher_cosine_mean < 1.0

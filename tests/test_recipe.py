@@ -73,3 +73,10 @@ def test_recipe_check_cli(tmp_path, capsys):
     assert main(["recipe", "check", str(bad)]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "RecipeError" in err and "steps" in err and str(bad) in err
+
+
+def test_distill_must_come_before_export_side_steps(tmp_path):
+    text = TINY_RECIPE.replace("steps: [{step: int8_dynamic}]}",
+                               "steps: [{step: int8_dynamic}, {step: distill, keep_layers: [0]}]}", 1)
+    with pytest.raises(RecipeError, match="must come before export-side steps"):
+        load_recipe(write_recipe(tmp_path, text))

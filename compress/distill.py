@@ -1,0 +1,228 @@
+"""Self-supervised distillation: a student (initialised from the teacher, optionally with fewer
+layers) learns to reproduce the teacher's pooled embeddings on unlabeled sentences.
+
+    student, record = distill(teacher, DistillConfig(keep_layers=(0, 2, 4)), texts, workdir)
+
+- Teacher embeddings are cached on disk, keyed by the teacher's weights and the texts.
+- A checkpoint is written atomically every `checkpoint_every` steps; a new call with the same
+  config and data resumes from it (after a crash or SIGKILL), losing at most that many steps.
+  Resumption is exact: data order and RNG state are restored.
+- Under torch.distributed (torchrun, or `distill_distributed` here) each rank trains on its
+  shard of every global batch and DDP averages gradients: the same updates as one process.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgeslim.compress.configs import DistillConfig
+from edgeslim.errors import StepError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGESLIM_CACHE", Path.home() / ".cache" / "edgeslim"))
+
+
+def teacher_embeddings(teacher, texts: list[str], max_seq_length: int, log=print) -> np.ndarray:
+    """The teacher's pooled, normalised embeddings of `texts`, cached by (weights, texts, length)."""
+    key = hashlib.sha256(
+        json.dumps([teacher.weights_sha256, teacher.pooling, max_seq_length]).encode()
+        + hashlib.sha256("\n".join(texts).encode()).digest()
+    ).hexdigest()[:32]
+    path = cache_dir() / "teacher-embeddings" / f"{key}.npy"
+    if path.is_file():
+        cached = np.load(path)
+        if cached.shape[0] == len(texts):
+            return cached
+    log(f"    teacher embeddings for {len(texts)} sentences (cached at {path})")
+    teacher.tokenizer.enable_truncation(max_length=max_seq_length)
+    try:
+        embeddings = teacher.embed(texts, batch_size=64)
+    finally:
+        teacher.tokenizer.enable_truncation(max_length=teacher.max_seq_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, embeddings)
+    os.replace(tmp, path)
+    return embeddings
+
+
+def make_student(teacher_bert: torch.nn.Module, keep_layers) -> torch.nn.Module:
+    student = copy.deepcopy(teacher_bert)
+    layers = student.encoder.layer
+    if keep_layers is not None:
+        bad = [i for i in keep_layers if not 0 <= i < len(layers)]
+        if bad:
+            raise StepError(f"distill.keep_layers {bad} out of range: the teacher has layers 0..{len(layers) - 1}")
+        student.encoder.layer = torch.nn.ModuleList([layers[i] for i in keep_layers])
+        student.config.num_hidden_layers = len(keep_layers)
+    return student
+
+
+def _set_dropout(module: torch.nn.Module, p: float) -> None:
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Dropout):
+            sub.p = p
+
+
+def _loss(student_emb: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    student_emb = F.normalize(student_emb, dim=-1)
+    cosine = 1.0 - (student_emb * target).sum(-1).mean()
+    mse = F.mse_loss(student_emb, target) * target.shape[-1]  # per-dimension MSE scaled to O(1)
+    return {"cosine": cosine, "mse": mse, "cosine+mse": cosine + mse}[kind]
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def _run_key(cfg: DistillConfig, teacher_sha: str, texts_sha: str, world_size: int) -> str:
+    body = json.dumps([cfg.model_dump(mode="json", exclude={"checkpoint_every"}), teacher_sha, texts_sha, world_size])
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=print,
+            rank: int = 0, world_size: int = 1, progress: bool = True):
+    """Train a student of `teacher` (an EncoderModel); return (student EncoderModel, record)."""
+    if cfg.batch_size % world_size:
+        raise StepError(f"distill.batch_size {cfg.batch_size} must divide evenly over {world_size} processes")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    targets = torch.from_numpy(teacher_embeddings(teacher, texts, cfg.max_seq_length, log))
+    texts_sha = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    run_key = _run_key(cfg, teacher.weights_sha256, texts_sha, world_size)
+    checkpoint = workdir / f"distill-{run_key}.pt"
+
+    device = torch.device("cuda", rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
+    torch.manual_seed(cfg.seed)
+    student = make_student(teacher.bert, cfg.keep_layers).to(device)
+    _set_dropout(student, cfg.dropout)
+    model = student
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    steps_per_epoch = len(texts) // cfg.batch_size  # incomplete last batches are dropped
+    if steps_per_epoch == 0:
+        raise StepError(f"distill has {len(texts)} sentences, fewer than one batch of {cfg.batch_size}")
+    total_steps = max(1, int(steps_per_epoch * cfg.epochs))
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    warmup = max(1, int(total_steps * cfg.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+
+    step, resumed_from, losses = 0, None, []
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, losses, resumed_from = state["step"], state["losses"], state["step"]
+        log(f"    distill: resuming from step {step}/{total_steps} ({checkpoint.name})")
+
+    tokenizer = copy.deepcopy(teacher.tokenizer)
+    tokenizer.enable_truncation(max_length=cfg.max_seq_length)
+    from edgeslim.runtime.text import tokenize
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step", dynamic_ncols=True)
+    started, start_step = time.perf_counter(), step
+    model.train()
+    while step < total_steps:
+        epoch, index = divmod(step, steps_per_epoch)
+        order = np.random.default_rng(cfg.seed + epoch).permutation(len(texts))  # fixed per epoch: resumable
+        batch = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+        shard = batch[rank::world_size] if world_size > 1 else batch
+        ids, mask = tokenize(tokenizer, [texts[i] for i in shard])
+        ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        loss = _loss(_mean_pool(hidden, mask), targets[shard].to(device), cfg.loss)
+        loss.backward()  # equal shards: DDP's gradient average is the full batch's gradient
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == total_steps):
+            _save_checkpoint(checkpoint, {"step": step, "student": student.state_dict(), "losses": losses,
+                                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                          "rng": torch.get_rng_state()})
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - started
+    student = student.cpu().eval()
+    from edgeslim.models import EncoderModel
+
+    digest = hashlib.sha256()
+    for tensor in student.state_dict().values():
+        digest.update(tensor.detach().numpy().tobytes())
+    result = EncoderModel(
+        name=f"{teacher.name}-student{len(student.encoder.layer)}L", bert=student, tokenizer=teacher.tokenizer,
+        pooling=teacher.pooling, normalize=teacher.normalize, max_seq_length=teacher.max_seq_length,
+        weights_sha256=digest.hexdigest(), license=teacher.license,
+    )
+    record = {
+        "layers": len(student.encoder.layer),
+        "keep_layers": list(cfg.keep_layers) if cfg.keep_layers is not None else None,
+        "sentences": len(texts),
+        "texts_sha256": texts_sha,
+        "steps": total_steps,
+        "resumed_from_step": resumed_from,
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "train_seconds_this_call": round(seconds, 1),
+        "steps_per_second": round((step - start_step) / seconds, 2) if seconds > 0 and step > start_step else None,
+        "processes": world_size,
+        "device": str(device),
+    }
+    return result, record
+
+
+def distributed_worker(rank: int, world_size: int, init_method: str, model_spec: dict, cfg: dict,
+                       texts: list[str], workdir: str, out: str | None) -> None:
+    """One rank of a multi-process distillation (gloo on CPU, NCCL on GPU). Rank 0 saves the
+    student's state dict to `out`. Also the body of `python -m edgeslim.compress.distill`."""
+    import torch.distributed as dist
+
+    from edgeslim.models import load_encoder
+    from edgeslim.recipe import ModelSpec
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+    try:
+        teacher = load_encoder(ModelSpec(**model_spec))
+        student, record = distill(teacher, DistillConfig(**cfg), texts, Path(workdir), log=lambda _: None,
+                                  rank=rank, world_size=world_size, progress=False)
+        if rank == 0 and out:
+            torch.save({"state_dict": student.bert.state_dict(), "record": record}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m edgeslim.compress.distill SPEC.json
+    import sys
+
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    distributed_worker(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", spec["model"],
+                       spec["config"], spec["texts"], spec["workdir"], spec.get("out"))
