@@ -90,6 +90,7 @@ class Report(_Model):
     skipped: list[str] = Field(default_factory=list)  # evaluations not run, and how to enable them
     baseline: Result
     results: list[Result]
+    search: dict | None = None  # fronts, chosen bundle and plots of `edgeslim search`
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
@@ -158,6 +159,14 @@ def render_markdown(report: Report) -> str:
             f"{'ok' if c.passed else ('n/a' if c.passed is None else 'MISS')}" for c in r.budget.checks
         )
         lines.append(f"- **{r.name}** ({r.target}): {checks}")
+    if report.search:
+        search = report.search
+        lines += ["", "## Search", "", f"{search['candidates']} candidates, every one built and measured. "
+                  f"Accuracy axis: {search['quality']}.", ""]
+        for axis, names in search["fronts"].items():
+            lines.append(f"- Pareto front, {axis} vs accuracy: {', '.join(names)}")
+        lines.append(f"- chosen: **{search['chosen']}** ({search['chosen_reason']})")
+        lines += [""] + [f"![{p}]({p})" for p in search["plots"] if p.endswith(".png")]
     lines += ["", "## Latency detail (ms)", "", "| variant | p50 | p90 | p95 | p99 | runs | background load (cores) |",
               "|---|---|---|---|---|---|---|"]
     for r in [report.baseline, *report.results]:

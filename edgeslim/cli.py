@@ -1,6 +1,7 @@
 """edgeslim command line.
 
     edgeslim run [RECIPE] [--out DIR]   run a recipe (default: the packaged `default`)
+    edgeslim search RECIPE [--publish DIR]  build + measure a search grid, write the Pareto front
     edgeslim recipe check FILE          validate a recipe without running it
     edgeslim recipe list                the packaged recipes
     edgeslim verify BUNDLE              check a bundle's checksums and encode a sentence
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edgeslim.errors import BudgetExceeded, EdgeslimError
 
@@ -32,18 +34,37 @@ def cmd_run(args) -> int:
     from edgeslim.recipe import load_recipe
 
     recipe, path = load_recipe(args.recipe)
+    searching = args.command == "search"
     out = args.out or default_out_dir(recipe)
-    report = run_recipe(recipe, path, out)
+    report = run_recipe(recipe, path, out, search=searching, resume=args.resume)
     print()
     print(_table(TABLE_HEADER, table_rows(report)))
     print()
     for note in report.skipped:
         print(f"skipped: {note}")
     print(f"report: {out}/report.json, {out}/report.md; bundles in {out}/bundles/")
+    if report.search:
+        print(f"search: front (latency) {', '.join(report.search['fronts']['latency'])}; "
+              f"chosen: {report.search['chosen']} ({report.search['chosen_reason']})")
+    if searching and args.publish:
+        _publish(Path(out), Path(args.publish), report)
     missed = [f"{r.name} ({r.target})" for r in report.results if r.required and not r.budget.passed]
     if missed:
         raise BudgetExceeded(f"required bundle(s) missed their budget: {', '.join(missed)}", missed)
     return 0
+
+
+def _publish(out: Path, target: Path, report) -> None:
+    """Copy the report and plots (never model files) to a folder meant for git."""
+    import os
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ["report.json", "report.md", *report.search["plots"]]:
+        tmp = target / f".{name}.tmp"
+        shutil.copyfile(out / name, tmp)
+        os.replace(tmp, target / name)
+    print(f"published report and plots to {target}")
 
 
 def cmd_recipe_check(args) -> int:
@@ -89,7 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a recipe end to end")
     run.add_argument("recipe", nargs="?", help="recipe file or packaged recipe name (default: default)")
     run.add_argument("--out", help="output folder (default: runs/<timestamp>-<recipe name>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out (finished distillations come from the cache)")
     run.set_defaults(func=cmd_run)
+    search = sub.add_parser("search", help="build and measure a recipe's search grid; write the Pareto front")
+    search.add_argument("recipe", help="recipe file or packaged recipe name with a `search` section")
+    search.add_argument("--out", help="output folder (default: runs/<timestamp>-<recipe name>)")
+    search.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
+    search.add_argument("--publish", help="also copy report.json, report.md and plots (no models) here")
+    search.set_defaults(func=cmd_run)
     recipe = sub.add_parser("recipe", help="recipe tools").add_subparsers(dest="recipe_command", required=True)
     check = recipe.add_parser("check", help="validate a recipe file")
     check.add_argument("file")

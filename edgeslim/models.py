@@ -47,11 +47,16 @@ class EncoderModel:
     @torch.inference_mode()
     def embed(self, texts, batch_size: int = 32) -> np.ndarray:
         """Reference embeddings: the plain PyTorch model, as sentence-transformers runs it."""
-        out = []
-        for start in range(0, len(texts), batch_size):
-            ids, mask = self.tokenize(texts[start : start + batch_size])
-            out.append(self.embed_tokens(ids, mask))
-        return np.concatenate(out) if out else np.zeros((0, self.hidden_size), np.float32)
+        texts = list(texts)
+        out = np.zeros((len(texts), self.hidden_size), np.float32)
+        # Sorted by length, so each batch pads little; results go back in input order.
+        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            ids, mask = self.tokenize([texts[i] for i in rows])
+            out[rows] = self.embed_tokens(ids, mask)
+        return out
 
     @torch.inference_mode()
     def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -106,8 +106,9 @@ def latency_input(model: EncoderModel, texts: list[str], seq_len: int) -> list[i
 
 
 class Runner:
-    def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, log=print):
+    def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, log=print, searching: bool = False):
         self.recipe, self.recipe_path, self.out, self.log = recipe, recipe_path, out_dir, log
+        self.searching = searching
         self.work = out_dir / ".work"
         self.bundles = out_dir / "bundles"
         self._exports: dict[str, tuple] = {}
@@ -194,9 +195,28 @@ class Runner:
             baseline=baseline,
             results=results,
         )
+        if self.searching:
+            report.search = self._search_summary(report)
         write_atomic(self.out / "report.json", report.to_json())
         write_atomic(self.out / "report.md", render_markdown(report))
         return report
+
+    def _search_summary(self, report: Report) -> dict:
+        from edgeslim.benchmarks.pareto import COSTS, front, plot_fronts, quality
+
+        results = report.results
+        plots = plot_fronts(results, report.baseline, self.out, f"{self.recipe.name} on {results[0].target}")
+        passing = [r for r in results if r.budget is not None and r.budget.passed]
+        chosen = min(passing, key=lambda r: r.latency_ms.p50) if passing else None
+        return {
+            "candidates": len(results),
+            "quality": quality(results[0])[1],
+            "fronts": {axis: [r.name for r in front(results, cost)] for axis, (cost, _) in COSTS.items()},
+            "chosen": chosen.name if chosen else None,
+            "chosen_reason": "fastest p50 among the candidates that meet the target budget" if chosen
+            else "no candidate meets the target budget",
+            "plots": [p.name for p in plots],
+        }
 
     def _distill_texts(self, cfg) -> tuple[list[str], dict]:
         """The distillation corpus minus every sentence of the evaluation sets."""
@@ -304,8 +324,21 @@ def default_out_dir(recipe: Recipe) -> Path:
     return Path("runs") / f"{stamp}-{recipe.name}"
 
 
-def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, log=print) -> Report:
+def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, log=print,
+               search: bool = False, resume: bool = False) -> Report:
+    """Run the recipe's targets, or with search=True its search grid.
+
+    resume=True continues an interrupted run in `out_dir`: finished distillations and their
+    checkpoints come from the cache (EDGESLIM_CACHE), everything else is rebuilt."""
+    if search:
+        recipe = recipe.for_search()
+    if not recipe.targets:
+        raise RecipeError(f"recipe {recipe.name!r} has no targets; it has a search section: use `edgeslim search`")
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise EdgeslimError(f"output folder {out_dir} is not empty; choose another with --out")
-    return Runner(recipe, Path(recipe_path), out_dir, log).run()
+        if not resume:
+            raise EdgeslimError(f"output folder {out_dir} is not empty; choose another with --out, "
+                                "or pass --resume to continue an interrupted run there")
+        if (out_dir / "report.json").exists():
+            raise EdgeslimError(f"{out_dir} holds a finished run (report.json); nothing to resume")
+    return Runner(recipe, Path(recipe_path), out_dir, log, searching=search).run()

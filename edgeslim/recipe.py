@@ -26,7 +26,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeslim.calibration_data import CORPORA
-from edgeslim.compress.configs import StepConfig, StrictModel, is_torch_step
+from edgeslim.compress.configs import DistillConfig, StepConfig, StrictModel, is_torch_step
 from edgeslim.errors import RecipeError
 from edgeslim.targets import TARGETS
 
@@ -159,12 +159,62 @@ class TargetSpec(StrictModel):
         return self
 
 
+QUANTIZATION_CHOICES = {  # search name -> (export-side step, backend)
+    "int8_dynamic": ({"step": "int8_dynamic"}, "onnxruntime"),
+    "int8_static": ({"step": "int8_static"}, "onnxruntime"),
+    "openvino_int8": ({"step": "openvino_int8"}, "openvino"),
+    "fp32": (None, "onnxruntime"),
+}
+
+
+class SearchSpec(StrictModel):
+    """A grid of compression configs, each built, measured and placed on the Pareto front."""
+
+    target: str = "x86-cpu"
+    # Teacher layers each student keeps; `all` means the teacher itself (no distillation).
+    layers: tuple[tuple[int, ...] | Literal["all"], ...] = ("all", (0, 2, 4))
+    quantization: tuple[Literal["int8_dynamic", "int8_static", "openvino_int8", "fp32"], ...] = (
+        "int8_dynamic", "openvino_int8")
+    distill: DistillConfig = DistillConfig()  # its keep_layers is set per candidate
+    budget: BudgetSpec = BudgetSpec()
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value):
+        return TargetSpec._known_target(value)
+
+    def candidates(self) -> TargetSpec:
+        variants = []
+        for layers in self.layers:
+            torch_steps = [] if layers == "all" else [self.distill.model_copy(update={"keep_layers": tuple(layers)})]
+            prefix = "teacher" if layers == "all" else "l" + ".".join(map(str, layers))
+            for choice in self.quantization:
+                step, backend = QUANTIZATION_CHOICES[choice]
+                steps = torch_steps + ([step] if step else [])
+                variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend, "steps": steps})
+        return TargetSpec.model_validate({"target": self.target, "variants": variants,
+                                          "budget": self.budget.model_dump(exclude_none=True)})
+
+
 class Recipe(StrictModel):
     name: str
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
     benchmark: BenchmarkSpec = BenchmarkSpec()
-    targets: tuple[TargetSpec, ...]
+    targets: tuple[TargetSpec, ...] = ()
+    search: SearchSpec | None = None  # run by `edgeslim search`
+
+    @model_validator(mode="after")
+    def _has_work(self):
+        if not self.targets and self.search is None:
+            raise ValueError("a recipe needs `targets` (for edgeslim run) or `search` (for edgeslim search)")
+        return self
+
+    def for_search(self) -> "Recipe":
+        """This recipe with its search grid as the only target."""
+        if self.search is None:
+            raise RecipeError(f"recipe {self.name!r} has no `search` section; add one or use `edgeslim run`")
+        return self.model_copy(update={"targets": (self.search.candidates(),)})
 
     @model_validator(mode="after")
     def _unique_variants(self):

@@ -134,3 +134,41 @@ def test_distilled_variant_records_its_student_and_data_disjointness(tiny_run):
     report = Report.model_validate_json((tiny_run["out"] / "report.json").read_text())
     student = [r for r in report.results if r.name == "student-int8"][0]
     assert student.accuracy.teacher_cosine_mean < 1.0
+
+
+SEARCH_RECIPE = """
+name: tiny-search
+model: {source: tiny-random-bert, max_seq_length: 64}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
+benchmark: {warmup: 2, min_runs: 10}
+search:
+  layers: [all, [1]]
+  quantization: [fp32, int8_dynamic]
+  distill: {corpus: [wordnet], sentences: 200, batch_size: 16}
+  budget: {seq_len: 64, p95_ms: 1000, max_size_mb: 0.15, min_teacher_cosine: 0.5}
+"""
+
+
+def test_search_measures_every_candidate_and_publishes_the_front(tmp_path, capsys):
+    path = write_recipe(tmp_path, SEARCH_RECIPE)
+    assert main(["run", str(path), "--out", str(tmp_path / "x")]) == 2  # no targets: run says use search
+    assert "use `edgeslim search`" in capsys.readouterr().err
+    out, published = tmp_path / "out", tmp_path / "published"
+    assert main(["search", str(path), "--out", str(out), "--publish", str(published)]) == 0
+    report = Report.model_validate_json((out / "report.json").read_text())
+    names = [r.name for r in report.results]
+    assert names == ["teacher-fp32", "teacher-int8-dynamic", "l1-fp32", "l1-int8-dynamic"]
+    assert all(r.latency_ms.kind == "measured" for r in report.results)
+    search = report.search
+    assert search["candidates"] == 4 and search["quality"] == "cosine to teacher x100"
+    for axis in ("latency", "size"):
+        on_front = [r for r in report.results if r.name in search["fronts"][axis]]
+        cost = (lambda r: r.latency_ms.p50) if axis == "latency" else (lambda r: r.size_mb)
+        for point in on_front:  # nothing off the front beats a front point on both axes
+            assert not any(cost(o) < cost(point) and o.accuracy.teacher_cosine_mean > point.accuracy.teacher_cosine_mean
+                           for o in report.results)
+    sizes = {r.name: r.size_mb for r in report.results}
+    assert search["chosen"] in {n for n, size in sizes.items() if size <= 0.15}
+    assert sorted(p.name for p in published.iterdir()) == sorted(
+        ["report.json", "report.md", "pareto-latency.png", "pareto-latency.svg", "pareto-size.png", "pareto-size.svg"])
+    assert "## Search" in (published / "report.md").read_text()
