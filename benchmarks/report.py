@@ -38,6 +38,28 @@ class Latency(_Model):
     load_avg_1m: float | None = None
 
 
+class RealLengthLatency(_Model):
+    """Latency on real sentences (no padding to a fixed length), per batch size."""
+
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    mean: float | None = None
+    batch: int
+    threads: int
+    runs: int
+    batches: int  # distinct batches cycled through
+    tokens_per_sentence_mean: float
+    sentences_from: str
+    kind: Literal["measured", "estimated"]
+    where: str
+    warmup: int | None = None
+    seconds: float | None = None
+    background_cpu_cores: float | None = None
+    load_avg_1m: float | None = None
+
+
 class Accuracy(_Model):
     teacher_cosine_mean: float
     teacher_cosine_min: float
@@ -70,6 +92,7 @@ class Result(_Model):
     bundle: str | None
     size_mb: float
     latency_ms: Latency
+    latency_real_ms: list[RealLengthLatency] = Field(default_factory=list)
     peak_rss_mb: float
     accuracy: Accuracy
     speedup_vs_baseline: float  # baseline p50 / this p50, same run, same input, same threads
@@ -173,4 +196,12 @@ def render_markdown(report: Report) -> str:
         lat = r.latency_ms
         lines.append(f"| {r.name} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p95:.2f} | {lat.p99:.2f} | {lat.runs} | "
                      f"{_fmt(lat.background_cpu_cores)} |")
+    real = [(r.name, x) for r in [report.baseline, *report.results] for x in r.latency_real_ms]
+    if real:
+        lines += ["", f"## Latency on real sentence lengths ({real[0][1].sentences_from}, no fixed-length padding)", "",
+                  "| variant | batch | tokens/sentence | p50 ms | p95 ms | p99 ms | per sentence p50 ms |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, x in real:
+            lines.append(f"| {name} | {x.batch} | {x.tokens_per_sentence_mean:.1f} | {x.p50:.2f} | {x.p95:.2f} | "
+                         f"{x.p99:.2f} | {x.p50 / x.batch:.3f} |")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ plus "threads", "input_ids" (one row), "batch", "warmup", "min_runs", "min_secon
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -24,12 +25,14 @@ from edgeslim.errors import EdgeslimError
 
 
 def _open(spec: dict):
-    """-> (embed_tokens(ids, mask), embed(texts))"""
+    """-> (embed_tokens(ids, mask), embed(texts), tokenize(texts), providers)"""
     if spec["kind"] == "bundle":
         from edgeslim.runtime import load
+        from edgeslim.runtime.text import tokenize
 
         encoder = load(spec["path"], threads=spec["threads"])
-        return encoder.embed_tokens, lambda texts: encoder.encode(texts, batch_size=32), encoder.providers
+        return (encoder.embed_tokens, lambda texts: encoder.encode(texts, batch_size=32),
+                lambda texts: tokenize(encoder.tokenizer, texts), encoder.providers)
     import torch
 
     from edgeslim.models import load_encoder
@@ -37,20 +40,31 @@ def _open(spec: dict):
 
     torch.set_num_threads(spec["threads"])
     model = load_encoder(ModelSpec(**spec["model"]))
-    return model.embed_tokens, lambda texts: model.embed(texts, batch_size=32), [f"torch {torch.__version__} CPU"]
+    return (model.embed_tokens, lambda texts: model.embed(texts, batch_size=32), model.tokenize,
+            [f"torch {torch.__version__} CPU"])
 
 
 def main(spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    embed_tokens, embed, providers = _open(spec)
+    embed_tokens, embed, tokenize, providers = _open(spec)
     ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
     mask = np.ones_like(ids)
     latency = measure_latency(lambda: embed_tokens(ids, mask), spec["warmup"], spec["min_runs"], spec["min_seconds"])
     # Peak RSS at the budget's operating point, before the accuracy pass (batch 32) adds its own.
     peak_rss = peak_rss_mb()
+    real = {}
+    for batch in spec.get("real_batches", []):
+        # Real sentences at their own length: each batch padded only to its longest sentence.
+        feeds = [tokenize(spec["real_texts"][i : i + batch]) for i in range(0, len(spec["real_texts"]), batch)]
+        feeds = [f for f in feeds if f[0].shape[0] == batch]
+        cycle = itertools.cycle(feeds)
+        stats = measure_latency(lambda: embed_tokens(*next(cycle)), spec["warmup"], spec["min_runs"], spec["min_seconds"])
+        tokens = [int(m.sum()) / m.shape[0] for _, m in feeds]
+        real[str(batch)] = {**stats, "batch": batch, "batches": len(feeds),
+                            "tokens_per_sentence_mean": round(float(np.mean(tokens)), 2)}
     texts = json.loads(Path(spec["texts"]).read_text())
     np.save(spec["embeddings"], embed(texts))
-    result = {"latency": latency, "peak_rss_mb": round(peak_rss, 1), "providers": providers}
+    result = {"latency": latency, "latency_real": real, "peak_rss_mb": round(peak_rss, 1), "providers": providers}
     tmp = Path(result_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, result_path)

@@ -81,8 +81,23 @@ class DistillConfig(StrictModel):
     seed: int = 0
 
 
+Ratio = Annotated[float, Field(ge=0.0, le=0.9)]
+
+
+class PruneConfig(StrictModel):
+    """Structured pruning of attention heads and FFN channels (torch-pruning, L2 magnitude
+    importance per group), then healing distillation from the teacher."""
+
+    step: Literal["prune"] = "prune"
+    stage: ClassVar[str] = "torch"
+    # One ratio for every layer, or one per layer.
+    heads: Ratio | tuple[Ratio, ...] = 0.0
+    ffn: Ratio | tuple[Ratio, ...] = 0.0
+    heal: DistillConfig | None = DistillConfig()  # null: no healing (accuracy drops a lot)
+
+
 StepConfig = Annotated[
-    Union[DistillConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
+    Union[DistillConfig, PruneConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
     Field(discriminator="step"),
 ]
 

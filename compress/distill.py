@@ -98,20 +98,24 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=print,
-            rank: int = 0, world_size: int = 1, progress: bool = True):
-    """Train a student of `teacher` (an EncoderModel); return (student EncoderModel, record)."""
+            rank: int = 0, world_size: int = 1, progress: bool = True, student=None):
+    """Train a student to reproduce `teacher` (an EncoderModel); return (student EncoderModel, record).
+
+    The student starts from `student` (e.g. a pruned model; default: the teacher), keeping the
+    layers `cfg.keep_layers` of it."""
+    origin = student or teacher
     if cfg.batch_size % world_size:
         raise StepError(f"distill.batch_size {cfg.batch_size} must divide evenly over {world_size} processes")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     targets = torch.from_numpy(teacher_embeddings(teacher, texts, cfg.max_seq_length, log))
     texts_sha = hashlib.sha256("\n".join(texts).encode()).hexdigest()
-    run_key = _run_key(cfg, teacher.weights_sha256, texts_sha, world_size)
+    run_key = _run_key(cfg, teacher.weights_sha256 + origin.weights_sha256, texts_sha, world_size)
     checkpoint = workdir / f"distill-{run_key}.pt"
 
     device = torch.device("cuda", rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     torch.manual_seed(cfg.seed)
-    student = make_student(teacher.bert, cfg.keep_layers).to(device)
+    student = make_student(origin.bert, cfg.keep_layers).to(device)
     _set_dropout(student, cfg.dropout)
     model = student
     if world_size > 1:
@@ -179,7 +183,7 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
     for tensor in student.state_dict().values():
         digest.update(tensor.detach().numpy().tobytes())
     result = EncoderModel(
-        name=f"{teacher.name}-student{len(student.encoder.layer)}L", bert=student, tokenizer=teacher.tokenizer,
+        name=f"{origin.name}-student{len(student.encoder.layer)}L", bert=student, tokenizer=teacher.tokenizer,
         pooling=teacher.pooling, normalize=teacher.normalize, max_seq_length=teacher.max_seq_length,
         weights_sha256=digest.hexdigest(), license=teacher.license,
     )

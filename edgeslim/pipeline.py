@@ -18,7 +18,8 @@ import numpy as np
 from edgeslim import __version__
 from edgeslim.benchmarks.budget import check
 from edgeslim.benchmarks.harness import LATENCY_WHAT, stsb_spearman, teacher_agreement, where_measured
-from edgeslim.benchmarks.report import Accuracy, Latency, Report, Result, render_markdown, write_atomic
+from edgeslim.benchmarks.report import (Accuracy, Latency, RealLengthLatency, Report, Result, render_markdown,
+                                        write_atomic)
 from edgeslim.benchmarks.worker import run_worker
 from edgeslim.bundle import MODEL_CARD, publish, render_model_card, staging_dir, write_manifest
 from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, load_stsb, texts_sha256
@@ -116,7 +117,8 @@ class Runner:
     def _worker(self, spec: dict, budget: Budget, ids: list[int], texts: list[str]):
         bench = self.recipe.benchmark
         return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "input_ids": ids,
-                           "warmup": bench.warmup, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds},
+                           "warmup": bench.warmup, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds,
+                           "real_batches": list(bench.real_length_batches), "real_texts": self.real_texts},
                           texts)
 
     def _result(self, name, target, backend, bundle, size_mb, measured, embeddings, budget, baseline_p50, steps,
@@ -126,10 +128,14 @@ class Runner:
         agreement = np.stack([by_text[t] for t in data.agreement_texts])
         cos_mean, cos_min = teacher_agreement(self.teacher_agreement, agreement)
         lat = measured["latency"]
+        real = [RealLengthLatency(**stats, threads=budget.threads, sentences_from=self.real_texts_from,
+                                  kind=latency_kind, where=where_measured())
+                for stats in measured.get("latency_real", {}).values()]
         return Result(
             name=name, target=target, backend=backend, bundle=bundle, size_mb=round(size_mb, 3),
             latency_ms=Latency(**lat, batch=budget.batch, seq_len=budget.seq_len, threads=budget.threads,
                                kind=latency_kind, where=where_measured(), what=LATENCY_WHAT),
+            latency_real_ms=real,
             peak_rss_mb=measured["peak_rss_mb"],
             accuracy=Accuracy(
                 teacher_cosine_mean=round(cos_mean, 6), teacher_cosine_min=round(cos_min, 6),
@@ -155,6 +161,10 @@ class Runner:
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.log(f"edgeslim {__version__}: recipe {recipe.name} ({self.recipe_path}) -> {self.out}")
         self.data = data = load_eval_data(recipe)
+        # Real-length latency runs on the task's own sentences: STS-B when present.
+        real_source = data.stsb.sentences if data.stsb else tuple(data.agreement_texts)
+        self.real_texts = list(real_source[: recipe.benchmark.real_length_sentences])
+        self.real_texts_from = f"first {len(self.real_texts)} {'STS-B ' + data.stsb.split if data.stsb else data.agreement.name} sentences"
         for note in data.skipped:
             self.log(f"  skipped: {note}")
         model = load_encoder(recipe.model)
@@ -226,6 +236,16 @@ class Runner:
         return kept, {"corpus": list(cfg.corpus), "dropped_overlapping_evaluation": len(texts) - len(
             [t for t in texts if _norm(t) not in evaluation]), "disjoint_from_evaluation": True}
 
+    def _distill(self, teacher, student, cfg):
+        from edgeslim.compress.distill import cache_dir, distill
+
+        texts, data_record = self._distill_texts(cfg)
+        self.log(f"    distill: {len(texts)} sentences from {', '.join(cfg.corpus)} "
+                 f"({data_record['dropped_overlapping_evaluation']} evaluation sentences dropped)")
+        model, record = distill(teacher, cfg, texts, cache_dir() / "distill", log=self.log,
+                                student=None if student is teacher else student)
+        return model, {**record, **data_record}
+
     def _exported(self, teacher, torch_steps) -> tuple[object, list[dict]]:
         """(ONNX artifact, records) of the teacher after `torch_steps`; computed once per step list."""
         key = json.dumps([s.model_dump(mode="json") for s in torch_steps])
@@ -233,13 +253,16 @@ class Runner:
             return self._exports[key]
         model, records = teacher, []
         for cfg in torch_steps:
-            texts, data_record = self._distill_texts(cfg)
-            self.log(f"    distill: {len(texts)} sentences from {', '.join(cfg.corpus)} "
-                     f"({data_record['dropped_overlapping_evaluation']} evaluation sentences dropped)")
-            from edgeslim.compress.distill import cache_dir, distill
+            if cfg.step == "distill":
+                model, record = self._distill(teacher, model, cfg)
+            else:  # prune, then heal by distilling the teacher into the pruned model
+                from edgeslim.compress.prune import prune_model
 
-            model, record = distill(model, cfg, texts, cache_dir() / "distill", log=self.log)
-            records.append({"step": cfg.step, "config": cfg.model_dump(mode="json"), **record, **data_record})
+                model, record = prune_model(model, cfg)
+                self.log(f"    prune: {record['parameters_before']:,} -> {record['parameters_after']:,} parameters")
+                if cfg.heal is not None:
+                    model, record["heal"] = self._distill(teacher, model, cfg.heal)
+            records.append({"step": cfg.step, "config": cfg.model_dump(mode="json"), **record})
         folder = self.work / f"export-{len(self._exports)}"
         folder.mkdir(parents=True, exist_ok=True)
         self.log("    exporting to ONNX (parity-checked against PyTorch)")

@@ -26,7 +26,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeslim.calibration_data import CORPORA
-from edgeslim.compress.configs import DistillConfig, StepConfig, StrictModel, is_torch_step
+from edgeslim.compress.configs import DistillConfig, PruneConfig, StepConfig, StrictModel, is_torch_step
 from edgeslim.errors import RecipeError
 from edgeslim.targets import TARGETS
 
@@ -79,7 +79,9 @@ class BenchmarkSpec(StrictModel):
     warmup: int = Field(10, ge=1)
     min_runs: int = Field(100, ge=1)
     min_seconds: float = Field(0.0, ge=0.0)
-    accuracy_threads: int | None = Field(None, ge=1)  # None: all cores (accuracy is not timed)
+    # Also time real sentences at their own lengths, at these batch sizes (empty: skip).
+    real_length_batches: tuple[int, ...] = (1, 32)
+    real_length_sentences: int = Field(256, ge=32)
 
 
 class BudgetSpec(StrictModel):
@@ -111,7 +113,7 @@ class VariantSpec(StrictModel):
         stages = [is_torch_step(s) for s in steps]
         if stages != sorted(stages, reverse=True):
             order = [s.step for s in steps]
-            raise ValueError(f"steps {order}: PyTorch-side steps (distill) must come before export-side steps "
+            raise ValueError(f"steps {order}: PyTorch-side steps (distill, prune) must come before export-side steps "
                              "(int8_*, openvino_*)")
         return steps
 
@@ -167,12 +169,24 @@ QUANTIZATION_CHOICES = {  # search name -> (export-side step, backend)
 }
 
 
+class PruneChoice(StrictModel):
+    heads: float = Field(0.0, ge=0.0, le=0.9)
+    ffn: float = Field(0.0, ge=0.0, le=0.9)
+
+    @property
+    def label(self) -> str:
+        return f"h{round(self.heads * 100)}f{round(self.ffn * 100)}"
+
+
 class SearchSpec(StrictModel):
-    """A grid of compression configs, each built, measured and placed on the Pareto front."""
+    """A grid of compression configs (layers x pruning x quantization), each built, measured and
+    placed on the Pareto front. Students are distilled once and reused across quantizations."""
 
     target: str = "x86-cpu"
     # Teacher layers each student keeps; `all` means the teacher itself (no distillation).
     layers: tuple[tuple[int, ...] | Literal["all"], ...] = ("all", (0, 2, 4))
+    # Structured pruning after layer selection, healed with `distill`; `none` skips it.
+    prune: tuple[PruneChoice | Literal["none"], ...] = ("none",)
     quantization: tuple[Literal["int8_dynamic", "int8_static", "openvino_int8", "fp32"], ...] = (
         "int8_dynamic", "openvino_int8")
     distill: DistillConfig = DistillConfig()  # its keep_layers is set per candidate
@@ -185,13 +199,19 @@ class SearchSpec(StrictModel):
 
     def candidates(self) -> TargetSpec:
         variants = []
+        heal = self.distill.model_copy(update={"keep_layers": None})
         for layers in self.layers:
-            torch_steps = [] if layers == "all" else [self.distill.model_copy(update={"keep_layers": tuple(layers)})]
-            prefix = "teacher" if layers == "all" else "l" + ".".join(map(str, layers))
-            for choice in self.quantization:
-                step, backend = QUANTIZATION_CHOICES[choice]
-                steps = torch_steps + ([step] if step else [])
-                variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend, "steps": steps})
+            for prune in self.prune:
+                torch_steps = [] if layers == "all" else [self.distill.model_copy(update={"keep_layers": tuple(layers)})]
+                prefix = "teacher" if layers == "all" else "l" + ".".join(map(str, layers))
+                if prune != "none":
+                    torch_steps.append(PruneConfig(heads=prune.heads, ffn=prune.ffn, heal=heal))
+                    prefix += f"-{prune.label}"
+                for choice in self.quantization:
+                    step, backend = QUANTIZATION_CHOICES[choice]
+                    steps = torch_steps + ([step] if step else [])
+                    variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend,
+                                     "steps": steps})
         return TargetSpec.model_validate({"target": self.target, "variants": variants,
                                           "budget": self.budget.model_dump(exclude_none=True)})
 

@@ -143,6 +143,7 @@ data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement
 benchmark: {warmup: 2, min_runs: 10}
 search:
   layers: [all, [1]]
+  prune: [none, {heads: 0.5, ffn: 0.5}]
   quantization: [fp32, int8_dynamic]
   distill: {corpus: [wordnet], sentences: 200, batch_size: 16}
   budget: {seq_len: 64, p95_ms: 1000, max_size_mb: 0.15, min_teacher_cosine: 0.5}
@@ -157,10 +158,14 @@ def test_search_measures_every_candidate_and_publishes_the_front(tmp_path, capsy
     assert main(["search", str(path), "--out", str(out), "--publish", str(published)]) == 0
     report = Report.model_validate_json((out / "report.json").read_text())
     names = [r.name for r in report.results]
-    assert names == ["teacher-fp32", "teacher-int8-dynamic", "l1-fp32", "l1-int8-dynamic"]
+    assert names == ["teacher-fp32", "teacher-int8-dynamic", "teacher-h50f50-fp32", "teacher-h50f50-int8-dynamic",
+                     "l1-fp32", "l1-int8-dynamic", "l1-h50f50-fp32", "l1-h50f50-int8-dynamic"]
     assert all(r.latency_ms.kind == "measured" for r in report.results)
     search = report.search
-    assert search["candidates"] == 4 and search["quality"] == "cosine to teacher x100"
+    assert search["candidates"] == 8 and search["quality"] == "cosine to teacher x100"
+    pruned = read_manifest(out / "bundles" / "l1-h50f50-int8-dynamic")["steps"]
+    assert [s["step"] for s in pruned] == ["distill", "prune", "export_onnx", "int8_dynamic"]
+    assert pruned[1]["layers_after"] == [{"heads": 2, "ffn": 32}] and pruned[1]["heal"]["steps"] > 0
     for axis in ("latency", "size"):
         on_front = [r for r in report.results if r.name in search["fronts"][axis]]
         cost = (lambda r: r.latency_ms.p50) if axis == "latency" else (lambda r: r.size_mb)
