@@ -81,6 +81,16 @@ class DistillConfig(StrictModel):
     seed: int = 0
 
 
+class VocabPruneConfig(StrictModel):
+    """Keep only the tokens a corpus uses (plus special and single-character tokens)."""
+
+    step: Literal["vocab_prune"] = "vocab_prune"
+    stage: ClassVar[str] = "torch"
+    corpus: tuple[str, ...] = ("wordnet-calibration",)  # the text the bundle will see
+    max_tokens: int | None = Field(None, ge=16)  # cap on the kept vocabulary; None: every used token
+    min_count: int = Field(1, ge=1)
+
+
 Ratio = Annotated[float, Field(ge=0.0, le=0.9)]
 
 
@@ -97,7 +107,7 @@ class PruneConfig(StrictModel):
 
 
 StepConfig = Annotated[
-    Union[DistillConfig, PruneConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
+    Union[DistillConfig, PruneConfig, VocabPruneConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
     Field(discriminator="step"),
 ]
 

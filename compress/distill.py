@@ -139,7 +139,9 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         step, losses, resumed_from = state["step"], state["losses"], state["step"]
         log(f"    distill: resuming from step {step}/{total_steps} ({checkpoint.name})")
 
-    tokenizer = copy.deepcopy(teacher.tokenizer)
+    # The student reads text through its own tokenizer (a pruned vocabulary has other ids); the
+    # targets are the teacher's embeddings of the same sentences.
+    tokenizer = copy.deepcopy(origin.tokenizer)
     tokenizer.enable_truncation(max_length=cfg.max_seq_length)
     from edgeslim.runtime.text import tokenize
 
@@ -183,7 +185,7 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
     for tensor in student.state_dict().values():
         digest.update(tensor.detach().numpy().tobytes())
     result = EncoderModel(
-        name=f"{origin.name}-student{len(student.encoder.layer)}L", bert=student, tokenizer=teacher.tokenizer,
+        name=f"{origin.name}-student{len(student.encoder.layer)}L", bert=student, tokenizer=origin.tokenizer,
         pooling=teacher.pooling, normalize=teacher.normalize, max_seq_length=teacher.max_seq_length,
         weights_sha256=digest.hexdigest(), license=teacher.license,
     )

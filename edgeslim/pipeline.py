@@ -192,7 +192,7 @@ class Runner:
                 raise RecipeError("all targets of one recipe must share the latency operating point "
                                   "(batch, seq_len, threads) so every speedup refers to the same baseline")
             for variant in spec.variants:
-                results.append(self._variant(model, target, spec, variant, budget, ids, baseline.latency_ms.p50))
+                results.append(self._variant(model, target, spec, variant, budget, baseline.latency_ms.p50))
 
         report = Report(
             edgeslim_version=__version__,
@@ -246,8 +246,9 @@ class Runner:
                                 student=None if student is teacher else student)
         return model, {**record, **data_record}
 
-    def _exported(self, teacher, torch_steps) -> tuple[object, list[dict]]:
-        """(ONNX artifact, records) of the teacher after `torch_steps`; computed once per step list."""
+    def _exported(self, teacher, torch_steps) -> tuple[object, list[dict], EncoderModel]:
+        """(ONNX artifact, records, PyTorch model) of the teacher after `torch_steps`; computed once
+        per step list."""
         key = json.dumps([s.model_dump(mode="json") for s in torch_steps])
         if key in self._exports:
             return self._exports[key]
@@ -255,6 +256,13 @@ class Runner:
         for cfg in torch_steps:
             if cfg.step == "distill":
                 model, record = self._distill(teacher, model, cfg)
+            elif cfg.step == "vocab_prune":
+                from edgeslim.compress.vocab import prune_vocabulary
+
+                corpus = [t for name in cfg.corpus for t in load_corpus(name).texts]
+                model, record = prune_vocabulary(model, cfg, corpus, self.data.agreement_texts)
+                self.log(f"    vocab_prune: {record['vocab_before']} -> {record['vocab_after']} tokens, "
+                         f"held-out OOV rate {record['heldout_oov_rate']:.2%}")
             else:  # prune, then heal by distilling the teacher into the pruned model
                 from edgeslim.compress.prune import prune_model
 
@@ -267,26 +275,29 @@ class Runner:
         folder.mkdir(parents=True, exist_ok=True)
         self.log("    exporting to ONNX (parity-checked against PyTorch)")
         onnx_model, export_record = export_onnx(model, folder / "model.onnx", self.data.calibration.texts[:32])
-        self._exports[key] = (onnx_model, records + [{"step": "export_onnx", **export_record}])
+        self._exports[key] = (onnx_model, records + [{"step": "export_onnx", **export_record}], model)
         return self._exports[key]
 
-    def _variant(self, model, target, spec, variant, budget, ids, baseline_p50):
+    def _variant(self, model, target, spec, variant, budget, baseline_p50):
         chain = [s.step for s in variant.torch_steps] + ["export_onnx"] + [s.step for s in variant.export_steps]
         self.log(f"  [{target.name}] {variant.name}: {' -> '.join(chain)}")
         workdir = self.work / variant.name
         workdir.mkdir(parents=True, exist_ok=True)
-        artifact, records = self._exported(model, variant.torch_steps)
+        artifact, records, student = self._exported(model, variant.torch_steps)
         records = list(records)
+        # The student's own tokenizer: a pruned vocabulary has other token ids.
         ctx = StepContext(workdir=workdir, calibration_texts=self.data.calibration.texts,
-                          tokenize=model.tokenize, max_seq_length=model.max_seq_length,
-                          pooling=model.pooling, normalize=model.normalize, log=self.log)
+                          tokenize=student.tokenize, max_seq_length=student.max_seq_length,
+                          pooling=student.pooling, normalize=student.normalize, log=self.log)
         for step in variant.export_steps:
             artifact, record = apply_step(artifact, step, ctx)
             records.append(record)
 
+        # Same text as the baseline's input, in this student's own token ids.
+        ids = latency_input(student, self.data.agreement_texts, budget.seq_len)
         staging = staging_dir(self.bundles, variant.name)
         files = target.export(artifact, variant.backend, staging)
-        model.tokenizer.save(str(staging / "tokenizer.json"))
+        student.tokenizer.save(str(staging / "tokenizer.json"))
         used = {s.step: s for s in variant.steps}
         calibration = {"corpus": self.data.calibration.name, "sha256": self.data.calibration.sha256,
                        "sentences": max([getattr(s, "calibration_samples", 0) for s in used.values()] or [0])}

@@ -113,7 +113,7 @@ class VariantSpec(StrictModel):
         stages = [is_torch_step(s) for s in steps]
         if stages != sorted(stages, reverse=True):
             order = [s.step for s in steps]
-            raise ValueError(f"steps {order}: PyTorch-side steps (distill, prune) must come before export-side steps "
+            raise ValueError(f"steps {order}: PyTorch-side steps (distill, prune, vocab_prune) must come before export-side steps "
                              "(int8_*, openvino_*)")
         return steps
 

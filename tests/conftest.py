@@ -60,6 +60,12 @@ targets:
         steps:
           - {step: distill, keep_layers: [0], corpus: [wordnet], sentences: 400, batch_size: 16, epochs: 1}
           - {step: int8_dynamic}
+      - name: small-vocab-student
+        backend: onnxruntime
+        steps:
+          - {step: vocab_prune, corpus: [wordnet-calibration], max_tokens: 200}
+          - {step: distill, keep_layers: [0], corpus: [wordnet], sentences: 400, batch_size: 16, epochs: 1}
+          - {step: int8_dynamic}
 """
 
 

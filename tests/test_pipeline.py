@@ -12,7 +12,7 @@ from edgeslim.runtime import load, read_manifest
 
 from conftest import TINY_RECIPE, write_recipe
 
-VARIANTS = ["ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-int8", "student-int8"]
+VARIANTS = ["ort-fp32", "ort-int8-dynamic", "ort-int8-static", "ov-int8", "student-int8", "small-vocab-student"]
 
 
 def test_run_exits_zero_when_required_bundles_pass(tiny_run):
@@ -177,3 +177,19 @@ def test_search_measures_every_candidate_and_publishes_the_front(tmp_path, capsy
     assert sorted(p.name for p in published.iterdir()) == sorted(
         ["report.json", "report.md", "pareto-latency.png", "pareto-latency.svg", "pareto-size.png", "pareto-size.svg"])
     assert "## Search" in (published / "report.md").read_text()
+
+
+def test_vocab_pruned_bundle_ships_its_own_tokenizer(tiny_run):
+    import onnx
+    from tokenizers import Tokenizer
+
+    bundle = tiny_run["out"] / "bundles" / "small-vocab-student"
+    steps = [s["step"] for s in read_manifest(bundle)["steps"]]
+    assert steps == ["vocab_prune", "distill", "export_onnx", "int8_dynamic"]
+    vocab = Tokenizer.from_file(str(bundle / "tokenizer.json")).get_vocab_size()
+    assert vocab <= 200
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    tables = [i.dims[0] for i in graph.initializer if len(i.dims) == 2 and i.dims[1] == 32 and i.dims[0] > 100]
+    assert vocab in tables
+    vectors = load(bundle).encode(["The ornithorhynchus paddled past a xylophonist.", "plain words"])
+    assert vectors.shape == (2, 32)

@@ -1,0 +1,97 @@
+"""Vocabulary pruning: keep the tokens a corpus needs, shrink the embedding table to match,
+and rewrite the tokenizer with the new ids, so model and tokenizer stay consistent.
+
+Kept: special tokens, every single-character piece (with and without the `##` prefix, so any
+word can still be spelled out instead of turning into [UNK]), then the corpus's most frequent
+tokens up to `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections import Counter
+
+import torch
+from tokenizers import Tokenizer
+
+from edgeslim.compress.configs import VocabPruneConfig
+from edgeslim.errors import StepError
+
+
+def _kept_ids(tokenizer: Tokenizer, texts, cfg: VocabPruneConfig) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    counts = Counter(i for enc in tokenizer.encode_batch(list(texts), add_special_tokens=False) for i in enc.ids)
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values()} | {
+        t for t in vocab if t.startswith("[") and t.endswith("]")}
+    always = {vocab[t] for t in vocab if t in special or len(t.removeprefix("##")) == 1}
+    frequent = [i for i, c in counts.most_common() if c >= cfg.min_count and i not in always]
+    room = None if cfg.max_tokens is None else max(0, cfg.max_tokens - len(always))
+    if room is not None and cfg.max_tokens < len(always):
+        raise StepError(f"vocab_prune.max_tokens={cfg.max_tokens} is below the {len(always)} special and "
+                        "single-character tokens that are always kept")
+    return sorted(always | set(frequent[:room]))
+
+
+def _remapped_tokenizer(tokenizer: Tokenizer, kept: list[int]) -> Tokenizer:
+    old_to_new = {old: new for new, old in enumerate(kept)}
+    id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+    spec = json.loads(tokenizer.to_str())
+    if spec["model"]["type"] != "WordPiece":
+        raise StepError(f"vocab_prune supports WordPiece tokenizers, this one is {spec['model']['type']}")
+    spec["model"]["vocab"] = {id_to_token[old]: new for old, new in old_to_new.items()}
+    for added in spec.get("added_tokens", []):
+        added["id"] = old_to_new[added["id"]]
+    post = spec.get("post_processor") or {}
+    for special in (post.get("special_tokens") or {}).values():
+        special["ids"] = [old_to_new[i] for i in special["ids"]]
+    for key in ("sep", "cls"):  # BertProcessing stores [token, id] pairs
+        if key in post:
+            post[key] = [post[key][0], old_to_new[post[key][1]]]
+    if spec.get("padding"):
+        spec["padding"]["pad_id"] = old_to_new[spec["padding"]["pad_id"]]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def prune_vocabulary(model, cfg: VocabPruneConfig, corpus_texts, heldout_texts):
+    """Return (EncoderModel with a smaller vocabulary and its own tokenizer, record)."""
+    from edgeslim.models import EncoderModel
+
+    kept = _kept_ids(model.tokenizer, corpus_texts, cfg)
+    bert = copy.deepcopy(model.bert)
+    old = bert.embeddings.word_embeddings
+    new = torch.nn.Embedding(len(kept), old.embedding_dim, padding_idx=None)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[torch.tensor(kept)])
+    bert.embeddings.word_embeddings = new
+    bert.config.vocab_size = len(kept)
+    if bert.config.pad_token_id is not None:
+        bert.config.pad_token_id = kept.index(bert.config.pad_token_id) if bert.config.pad_token_id in kept else 0
+    tokenizer = _remapped_tokenizer(model.tokenizer, kept)
+    tokenizer.enable_truncation(max_length=model.max_seq_length)
+
+    kept_set = set(kept)
+    original = model.tokenizer.encode_batch(list(heldout_texts), add_special_tokens=False)
+    total = sum(len(e.ids) for e in original)
+    missing = sum(i not in kept_set for e in original for i in e.ids)
+    unk_id = tokenizer.token_to_id("[UNK]")
+    pruned = tokenizer.encode_batch(list(heldout_texts), add_special_tokens=False)
+    new_total = sum(len(e.ids) for e in pruned)
+    record = {
+        "vocab_before": old.num_embeddings,
+        "vocab_after": len(kept),
+        "embedding_mb_saved_fp32": round((old.num_embeddings - len(kept)) * old.embedding_dim * 4 / 1e6, 2),
+        "heldout_sentences": len(heldout_texts),
+        # Tokens of held-out text (original tokenizer) that are not kept: those words are re-spelled
+        # from smaller pieces, which the model saw less of.
+        "heldout_oov_rate": round(missing / max(1, total), 5),
+        "heldout_unk_rate": round(sum(i == unk_id for e in pruned for i in e.ids) / max(1, new_total), 5),
+        "heldout_token_growth": round(new_total / max(1, total), 4),
+    }
+    digest = model.weights_sha256 + f":vocab{len(kept)}"
+    return EncoderModel(
+        name=f"{model.name}-vocab{len(kept)}", bert=bert, tokenizer=tokenizer, pooling=model.pooling,
+        normalize=model.normalize, max_seq_length=model.max_seq_length,
+        weights_sha256=hashlib.sha256(digest.encode()).hexdigest(), license=model.license,
+    ), record
