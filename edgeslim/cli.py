@@ -72,7 +72,8 @@ def cmd_recipe_check(args) -> int:
 
     recipe, path = load_recipe(args.file)
     variants = sum(len(t.variants) for t in recipe.targets)
-    print(f"{path}: ok (recipe {recipe.name!r}, {len(recipe.targets)} target(s), {variants} variant(s))")
+    search = f", search grid of {len(recipe.search.candidates().variants)} candidates" if recipe.search else ""
+    print(f"{path}: ok (recipe {recipe.name!r}, {len(recipe.targets)} target(s), {variants} variant(s){search})")
     return 0
 
 

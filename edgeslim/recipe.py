@@ -17,16 +17,18 @@ errors into one `RecipeError` naming the file, the key path and what is allowed.
 
 from __future__ import annotations
 
+import itertools
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeslim.calibration_data import CORPORA
-from edgeslim.compress.configs import DistillConfig, PruneConfig, StepConfig, StrictModel, is_torch_step
+from edgeslim.compress.configs import (DistillConfig, PruneConfig, StepConfig, StrictModel, VocabPruneConfig,
+                                       is_torch_step)
 from edgeslim.errors import RecipeError
 from edgeslim.targets import TARGETS
 
@@ -183,10 +185,14 @@ class SearchSpec(StrictModel):
     placed on the Pareto front. Students are distilled once and reused across quantizations."""
 
     target: str = "x86-cpu"
-    # Teacher layers each student keeps; `all` means the teacher itself (no distillation).
+    # Teacher layers each student keeps; `all` means the teacher itself (no distillation) and
+    # [0, 1, 2, 3, 4, 5] a full-depth distilled student.
     layers: tuple[tuple[int, ...] | Literal["all"], ...] = ("all", (0, 2, 4))
     # Structured pruning after layer selection, healed with `distill`; `none` skips it.
     prune: tuple[PruneChoice | Literal["none"], ...] = ("none",)
+    # Vocabulary cap for distilled students (tokens kept from the distillation corpus); `full`
+    # keeps the teacher's. Not combined with layers `all`, the untouched teacher.
+    vocab: tuple[Annotated[int, Field(ge=1000)] | Literal["full"], ...] = ("full",)
     quantization: tuple[Literal["int8_dynamic", "int8_static", "openvino_int8", "fp32"], ...] = (
         "int8_dynamic", "openvino_int8")
     distill: DistillConfig = DistillConfig()  # its keep_layers is set per candidate
@@ -200,18 +206,22 @@ class SearchSpec(StrictModel):
     def candidates(self) -> TargetSpec:
         variants = []
         heal = self.distill.model_copy(update={"keep_layers": None})
-        for layers in self.layers:
-            for prune in self.prune:
-                torch_steps = [] if layers == "all" else [self.distill.model_copy(update={"keep_layers": tuple(layers)})]
-                prefix = "teacher" if layers == "all" else "l" + ".".join(map(str, layers))
-                if prune != "none":
-                    torch_steps.append(PruneConfig(heads=prune.heads, ffn=prune.ffn, heal=heal))
-                    prefix += f"-{prune.label}"
-                for choice in self.quantization:
-                    step, backend = QUANTIZATION_CHOICES[choice]
-                    steps = torch_steps + ([step] if step else [])
-                    variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend,
-                                     "steps": steps})
+        for vocab, layers, prune in itertools.product(self.vocab, self.layers, self.prune):
+            if layers == "all" and vocab != "full":
+                continue  # `all` is the untouched teacher; list every layer for a full-depth student
+            torch_steps = [] if layers == "all" else [self.distill.model_copy(update={"keep_layers": tuple(layers)})]
+            prefix = "teacher" if layers == "all" else "l" + ".".join(map(str, layers))
+            if vocab != "full":  # before distillation, which then heals the re-spelled words
+                torch_steps.insert(0, VocabPruneConfig(corpus=self.distill.corpus, max_tokens=vocab))
+                prefix += f"-v{vocab // 1000}k"
+            if prune != "none":
+                torch_steps.append(PruneConfig(heads=prune.heads, ffn=prune.ffn, heal=heal))
+                prefix += f"-{prune.label}"
+            for choice in self.quantization:
+                step, backend = QUANTIZATION_CHOICES[choice]
+                steps = torch_steps + ([step] if step else [])
+                variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend,
+                                 "steps": steps})
         return TargetSpec.model_validate({"target": self.target, "variants": variants,
                                           "budget": self.budget.model_dump(exclude_none=True)})
 
