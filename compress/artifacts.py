@@ -24,4 +24,15 @@ class OpenVinoModel:
         return [(self.xml_path, "model.xml"), (self.xml_path.with_suffix(".bin"), "model.bin")]
 
 
-ModelArtifact = OnnxModel | OpenVinoModel
+@dataclass(frozen=True)
+class StaticTable:
+    """A (vocabulary, dim) token-vector table in .npy form."""
+
+    path: Path
+    format = "static"
+
+    def bundle_names(self) -> list[tuple[Path, str]]:
+        return [(self.path, "embeddings.npy")]
+
+
+ModelArtifact = OnnxModel | OpenVinoModel | StaticTable

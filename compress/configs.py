@@ -91,6 +91,16 @@ class VocabPruneConfig(StrictModel):
     min_count: int = Field(1, ge=1)
 
 
+class StaticEmbeddingConfig(StrictModel):
+    """Replace the encoder by a static token-vector table distilled from it (model2vec): the
+    embedding of a text is the mean of its tokens' vectors. Pure numpy at run time."""
+
+    step: Literal["static_embeddings"] = "static_embeddings"
+    stage: ClassVar[str] = "torch"
+    dtype: Literal["float16", "float32"] = "float16"
+    sif_coefficient: float | None = Field(1e-4, ge=0, lt=1)  # frequency down-weighting; null: none
+
+
 Ratio = Annotated[float, Field(ge=0.0, le=0.9)]
 
 
@@ -107,7 +117,7 @@ class PruneConfig(StrictModel):
 
 
 StepConfig = Annotated[
-    Union[DistillConfig, PruneConfig, VocabPruneConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
+    Union[DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
     Field(discriminator="step"),
 ]
 

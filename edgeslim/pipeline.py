@@ -256,6 +256,16 @@ class Runner:
         for cfg in torch_steps:
             if cfg.step == "distill":
                 model, record = self._distill(teacher, model, cfg)
+            elif cfg.step == "static_embeddings":  # always last: the encoder becomes a table, no export
+                from edgeslim.compress.static import make_static
+
+                folder = self.work / f"static-{len(self._exports)}"
+                folder.mkdir(parents=True, exist_ok=True)
+                artifact, static, record = make_static(model, cfg, folder)
+                self.log(f"    static_embeddings: {record['vocabulary']} x {record['dim']} {record['dtype']} table")
+                records.append({"step": cfg.step, "config": cfg.model_dump(mode="json"), **record})
+                self._exports[key] = (artifact, records, static)
+                return self._exports[key]
             elif cfg.step == "vocab_prune":
                 from edgeslim.compress.vocab import prune_vocabulary
 
@@ -279,7 +289,8 @@ class Runner:
         return self._exports[key]
 
     def _variant(self, model, target, spec, variant, budget, baseline_p50):
-        chain = [s.step for s in variant.torch_steps] + ["export_onnx"] + [s.step for s in variant.export_steps]
+        exported = not any(s.step == "static_embeddings" for s in variant.torch_steps)
+        chain = [s.step for s in variant.torch_steps] + ["export_onnx"] * exported + [s.step for s in variant.export_steps]
         self.log(f"  [{target.name}] {variant.name}: {' -> '.join(chain)}")
         workdir = self.work / variant.name
         workdir.mkdir(parents=True, exist_ok=True)
@@ -309,11 +320,11 @@ class Runner:
             "model_file": files.model_file,
             "tokenizer_file": "tokenizer.json",
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in INPUT_NAMES],
-            "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "sequence", model.hidden_size]}],
-            "embedding_dim": model.hidden_size,
-            "pooling": model.pooling,
-            "normalize": model.normalize,
-            "max_seq_length": model.max_seq_length,
+            "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", "sequence", student.hidden_size]}],
+            "embedding_dim": student.hidden_size,
+            "pooling": student.pooling,
+            "normalize": student.normalize,
+            "max_seq_length": student.max_seq_length,
             "truncation": "truncate",
             "source_model": {"name": model.name, "weights_sha256": model.weights_sha256, "license": model.license},
             "recipe": {"name": self.recipe.name, "file_sha256": sha256_file(self.recipe_path),

@@ -115,9 +115,19 @@ class VariantSpec(StrictModel):
         stages = [is_torch_step(s) for s in steps]
         if stages != sorted(stages, reverse=True):
             order = [s.step for s in steps]
-            raise ValueError(f"steps {order}: PyTorch-side steps (distill, prune, vocab_prune) must come before export-side steps "
+            raise ValueError(f"steps {order}: PyTorch-side steps (distill, prune, vocab_prune, static_embeddings) must come before export-side steps "
                              "(int8_*, openvino_*)")
         return steps
+
+    @model_validator(mode="after")
+    def _static_is_final(self):
+        names = [s.step for s in self.steps]
+        if "static_embeddings" in names and (names[-1] != "static_embeddings" or self.backend != "static"):
+            raise ValueError(f"variant {self.name!r}: static_embeddings turns the model into a lookup table, so it "
+                             "must be the last step and the backend must be `static`")
+        if self.backend == "static" and "static_embeddings" not in names:
+            raise ValueError(f"variant {self.name!r}: backend `static` runs static_embeddings tables; add that step")
+        return self
 
     @property
     def torch_steps(self) -> tuple:
@@ -168,6 +178,7 @@ QUANTIZATION_CHOICES = {  # search name -> (export-side step, backend)
     "int8_static": ({"step": "int8_static"}, "onnxruntime"),
     "openvino_int8": ({"step": "openvino_int8"}, "openvino"),
     "fp32": (None, "onnxruntime"),
+    "static": ({"step": "static_embeddings"}, "static"),
 }
 
 
@@ -193,7 +204,7 @@ class SearchSpec(StrictModel):
     # Vocabulary cap for distilled students (tokens kept from the distillation corpus); `full`
     # keeps the teacher's. Not combined with layers `all`, the untouched teacher.
     vocab: tuple[Annotated[int, Field(ge=1000)] | Literal["full"], ...] = ("full",)
-    quantization: tuple[Literal["int8_dynamic", "int8_static", "openvino_int8", "fp32"], ...] = (
+    quantization: tuple[Literal["int8_dynamic", "int8_static", "openvino_int8", "fp32", "static"], ...] = (
         "int8_dynamic", "openvino_int8")
     distill: DistillConfig = DistillConfig()  # its keep_layers is set per candidate
     budget: BudgetSpec = BudgetSpec()

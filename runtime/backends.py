@@ -11,7 +11,7 @@ import numpy as np
 from edgeslim.errors import BackendError
 
 # backend name -> the Python module it needs
-BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "static": "numpy"}
 
 
 def available_backends() -> list[str]:
@@ -76,6 +76,28 @@ class OpenVinoBackend:
         return self.request.get_output_tensor(0).data.copy()
 
 
+class StaticBackend:
+    """A token-vector table: the "model" is a lookup; pooling does the rest. numpy only."""
+
+    name = "static"
+
+    def __init__(self, model_path: Path):
+        try:
+            self.table = np.load(model_path).astype(np.float32)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot read the embedding table {model_path}: {exc}") from None
+        if self.table.ndim != 2:
+            raise BackendError(f"{model_path}: expected a (vocabulary, dim) table, got shape {self.table.shape}")
+        self.providers = ["numpy"]
+        self.input_names = ["input_ids", "attention_mask"]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        ids = feeds["input_ids"]
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.table)):
+            raise BackendError(f"token id out of range for a table of {len(self.table)} rows")
+        return self.table[ids]
+
+
 def open_backend(name: str, model_path: Path, threads: int | None, options: dict) -> OnnxRuntimeBackend | OpenVinoBackend:
     if name not in BACKEND_MODULES:
         raise BackendError(f"unknown backend {name!r}; this runtime knows: {', '.join(BACKEND_MODULES)}")
@@ -86,4 +108,6 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
         )
     if name == "onnxruntime":
         return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"))
+    if name == "static":
+        return StaticBackend(model_path)
     return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"))

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from edgeslim.errors import TargetError
-from edgeslim.compress.artifacts import ModelArtifact, OnnxModel, OpenVinoModel
+from edgeslim.compress.artifacts import ModelArtifact, OnnxModel, OpenVinoModel, StaticTable
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
 
 # ISA flags that decide which int8/bf16 kernels the backends pick.
@@ -60,8 +60,8 @@ def read_host_profile() -> DeviceProfile:
 
 class X86Cpu:
     name = "x86-cpu"
-    description = "x86-64 CPU (the host): ONNX Runtime or OpenVINO, latency measured here"
-    backends = ("onnxruntime", "openvino")
+    description = "x86-64 CPU (the host): ONNX Runtime, OpenVINO or a static table, latency measured here"
+    backends = ("onnxruntime", "openvino", "static")
     latency_kind = "measured"
     backend_options = {
         # ORT 1.32's fused SkipLayerNormalization kernel is slower than Add + LayerNormalization
@@ -69,6 +69,7 @@ class X86Cpu:
         "onnxruntime": {"providers": ["CPUExecutionProvider"], "disabled_optimizers": ["SkipLayerNormFusion"]},
         # Without the hint OpenVINO runs bf16 on CPUs that have it; bundles are measured in f32.
         "openvino": {"device": "CPU", "config": {"INFERENCE_PRECISION_HINT": "f32"}},
+        "static": {},
     }
     default_budget = Budget(
         p95_ms=20.0,  # batch 1, 128 tokens, 1 thread
@@ -82,7 +83,7 @@ class X86Cpu:
         return read_host_profile()
 
     def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles:
-        wanted = {"onnxruntime": OnnxModel, "openvino": OpenVinoModel}
+        wanted = {"onnxruntime": OnnxModel, "openvino": OpenVinoModel, "static": StaticTable}
         if backend not in wanted:
             raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.backends)}")
         if not isinstance(artifact, wanted[backend]):

@@ -19,7 +19,11 @@ def artifacts(tiny_model, tmp_path_factory):
     onnx_model, _ = export_onnx(tiny_model, folder / "model.onnx", texts[:8])
     ctx = StepContext(folder, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None)
     ov_model, _ = apply_step(onnx_model, OpenVinoConvertConfig(), ctx)
-    return {"onnxruntime": onnx_model, "openvino": ov_model}
+    from edgeslim.compress.configs import StaticEmbeddingConfig
+    from edgeslim.compress.static import make_static
+
+    static_table, _, _ = make_static(tiny_model, StaticEmbeddingConfig(), folder)
+    return {"onnxruntime": onnx_model, "openvino": ov_model, "static": static_table}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
