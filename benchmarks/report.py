@@ -19,45 +19,36 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class Latency(_Model):
+class _Timing(_Model):
+    """Percentiles of one timed loop (warm-up first), and where and how it ran."""
+
     p50: float
     p90: float
     p95: float
     p99: float
     mean: float | None = None
     batch: int
-    seq_len: int
     threads: int
     runs: int
     warmup: int | None = None
     seconds: float | None = None
     kind: Literal["measured", "estimated"]
     where: str  # the machine measured on, or the model an estimate comes from
-    what: str | None = None  # what one timed run covers
     background_cpu_cores: float | None = None
     load_avg_1m: float | None = None
 
 
-class RealLengthLatency(_Model):
+class Latency(_Timing):
+    seq_len: int
+    what: str | None = None  # what one timed run covers
+
+
+class RealLengthLatency(_Timing):
     """Latency on real sentences (no padding to a fixed length), per batch size."""
 
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    mean: float | None = None
-    batch: int
-    threads: int
-    runs: int
     batches: int  # distinct batches cycled through
     tokens_per_sentence_mean: float
     sentences_from: str
-    kind: Literal["measured", "estimated"]
-    where: str
-    warmup: int | None = None
-    seconds: float | None = None
-    background_cpu_cores: float | None = None
-    load_avg_1m: float | None = None
 
 
 class Accuracy(_Model):

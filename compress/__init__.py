@@ -1,8 +1,10 @@
-"""Model surgery: ONNX export and int8 quantization (distillation and pruning come next).
+"""Model surgery: distillation, structured and vocabulary pruning, static embeddings (PyTorch
+side, run by the pipeline before export), ONNX export, and int8 quantization (export side).
 
-Each technique is a frozen config (`configs.py`) plus one function that applies it; the
-function is found through `_HANDLERS`, imported only when a step runs (torch, onnx and
-openvino are heavy).
+Each technique is a frozen config (`configs.py`) plus one function that applies it. Export-side
+functions are found through `_HANDLERS`, imported only when a step runs (torch, onnx and
+openvino are heavy); the PyTorch-side ones are `distill.distill`, `prune.prune_model`,
+`vocab.prune_vocabulary` and `static.make_static`.
 
     artifact, record = apply_step(OnnxModel(path), Int8DynamicConfig(), ctx)
 """
@@ -13,15 +15,20 @@ from importlib import import_module
 
 from edgeslim.compress.artifacts import ModelArtifact, OnnxModel, OpenVinoModel
 from edgeslim.compress.configs import (
+    DistillConfig,
     Int8DynamicConfig,
     Int8StaticConfig,
     OpenVinoConvertConfig,
     OpenVinoInt8Config,
+    PruneConfig,
+    StaticEmbeddingConfig,
     StepConfig,
+    VocabPruneConfig,
 )
 from edgeslim.compress.context import StepContext
 
 __all__ = [
+    "DistillConfig",
     "Int8DynamicConfig",
     "Int8StaticConfig",
     "ModelArtifact",
@@ -29,8 +36,11 @@ __all__ = [
     "OpenVinoConvertConfig",
     "OpenVinoInt8Config",
     "OpenVinoModel",
+    "PruneConfig",
+    "StaticEmbeddingConfig",
     "StepConfig",
     "StepContext",
+    "VocabPruneConfig",
     "apply_step",
 ]
 

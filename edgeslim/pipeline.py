@@ -232,9 +232,9 @@ class Runner:
         """The distillation corpus minus every sentence of the evaluation sets."""
         texts = list(dict.fromkeys(t for name in cfg.corpus for t in load_corpus(name).texts))
         evaluation = {_norm(t) for t in self.data.texts}
-        kept = [t for t in texts if _norm(t) not in evaluation][: cfg.sentences]
-        return kept, {"corpus": list(cfg.corpus), "dropped_overlapping_evaluation": len(texts) - len(
-            [t for t in texts if _norm(t) not in evaluation]), "disjoint_from_evaluation": True}
+        disjoint = [t for t in texts if _norm(t) not in evaluation]
+        return disjoint[: cfg.sentences], {"corpus": list(cfg.corpus), "disjoint_from_evaluation": True,
+                                           "dropped_overlapping_evaluation": len(texts) - len(disjoint)}
 
     def _distill(self, teacher, student, cfg):
         from edgeslim.compress.distill import cache_dir, distill
