@@ -22,7 +22,7 @@ from edgeslim.benchmarks.report import (Accuracy, Latency, RealLengthLatency, Re
                                         write_atomic)
 from edgeslim.benchmarks.worker import run_worker
 from edgeslim.bundle import MODEL_CARD, publish, render_model_card, staging_dir, write_manifest
-from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, load_stsb, texts_sha256
+from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, load_stsb
 from edgeslim.compress import StepContext, apply_step
 from edgeslim.compress.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
 from edgeslim.errors import EdgeslimError, RecipeError
@@ -49,8 +49,9 @@ class EvalData:
 
     @property
     def texts(self) -> list[str]:
-        extra = [s for s in (self.stsb.sentences if self.stsb else ()) if s not in set(self.agreement_texts)]
-        return self.agreement_texts + extra
+        """Every evaluation sentence: the agreement set, then STS-B sentences not already in it."""
+        seen = set(self.agreement_texts)
+        return self.agreement_texts + [s for s in (self.stsb.sentences if self.stsb else ()) if s not in seen]
 
     def describe(self) -> dict:
         described = {
@@ -228,18 +229,19 @@ class Runner:
             "plots": [p.name for p in plots],
         }
 
-    def _distill_texts(self, cfg) -> tuple[list[str], dict]:
-        """The distillation corpus minus every sentence of the evaluation sets."""
-        texts = list(dict.fromkeys(t for name in cfg.corpus for t in load_corpus(name).texts))
+    def _training_texts(self, corpus: tuple[str, ...], limit: int | None = None) -> tuple[list[str], dict]:
+        """Sentences of `corpus` minus every sentence of the evaluation sets: what distillation
+        and vocabulary pruning may learn from."""
+        texts = list(dict.fromkeys(t for name in corpus for t in load_corpus(name).texts))
         evaluation = {_norm(t) for t in self.data.texts}
         disjoint = [t for t in texts if _norm(t) not in evaluation]
-        return disjoint[: cfg.sentences], {"corpus": list(cfg.corpus), "disjoint_from_evaluation": True,
-                                           "dropped_overlapping_evaluation": len(texts) - len(disjoint)}
+        return disjoint[:limit], {"corpus": list(corpus), "disjoint_from_evaluation": True,
+                                  "dropped_overlapping_evaluation": len(texts) - len(disjoint)}
 
     def _distill(self, teacher, student, cfg):
         from edgeslim.compress.distill import cache_dir, distill
 
-        texts, data_record = self._distill_texts(cfg)
+        texts, data_record = self._training_texts(cfg.corpus, cfg.sentences)
         self.log(f"    distill: {len(texts)} sentences from {', '.join(cfg.corpus)} "
                  f"({data_record['dropped_overlapping_evaluation']} evaluation sentences dropped)")
         model, record = distill(teacher, cfg, texts, cache_dir() / "distill", log=self.log,
@@ -269,8 +271,9 @@ class Runner:
             elif cfg.step == "vocab_prune":
                 from edgeslim.compress.vocab import prune_vocabulary
 
-                corpus = [t for name in cfg.corpus for t in load_corpus(name).texts]
+                corpus, data_record = self._training_texts(cfg.corpus)
                 model, record = prune_vocabulary(model, cfg, corpus, self.data.agreement_texts)
+                record.update(data_record)
                 self.log(f"    vocab_prune: {record['vocab_before']} -> {record['vocab_after']} tokens, "
                          f"held-out OOV rate {record['heldout_oov_rate']:.2%}")
             else:  # prune, then heal by distilling the teacher into the pruned model

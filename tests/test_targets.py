@@ -8,7 +8,6 @@ from edgeslim.calibration_data import load_corpus
 from edgeslim.compress import OpenVinoConvertConfig, StepContext, apply_step
 from edgeslim.compress.export import export_onnx
 from edgeslim.errors import TargetError
-from edgeslim.runtime import load
 from edgeslim.targets import TARGETS, Budget, DeviceProfile, get_target
 
 
