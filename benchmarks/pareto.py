@@ -42,12 +42,18 @@ def plot_fronts(results: list[Result], baseline: Result, out_dir: Path, title: s
     for axis, (cost, label) in COSTS.items():
         fig, ax = plt.subplots(figsize=(7.5, 5))
         on_front = front(results, cost)
-        for result in results:
+        xs = [cost(r) for r in [*results, baseline]]
+        ys = [quality(r)[0] for r in [*results, baseline]]
+        xspan, yspan = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        placed: list[tuple[float, float]] = []
+        for result in sorted(results, key=lambda r: (cost(r), quality(r)[0])):
+            x, y = cost(result), quality(result)[0]
             marker = "o" if result.latency_ms.kind == "measured" else "^"
-            ax.scatter(cost(result), quality(result)[0], marker=marker, s=40,
-                       color="tab:blue" if result in on_front else "tab:gray", zorder=3)
-            ax.annotate(result.name, (cost(result), quality(result)[0]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.scatter(x, y, marker=marker, s=40, color="tab:blue" if result in on_front else "tab:gray", zorder=3)
+            # Stack the labels of points that sit close together instead of printing them on top of each other.
+            near = sum(abs(px - x) < 0.05 * xspan and abs(py - y) < 0.05 * yspan for px, py in placed)
+            ax.annotate(result.name, (x, y), fontsize=7, xytext=(4, 3 - 9 * near), textcoords="offset points")
+            placed.append((x, y))
         ax.plot([cost(r) for r in on_front], [quality(r)[0] for r in on_front], color="tab:blue", lw=1)
         ax.scatter(cost(baseline), quality(baseline)[0], marker="*", s=120, color="tab:red", zorder=4)
         ax.annotate("teacher (PyTorch fp32)", (cost(baseline), quality(baseline)[0]), fontsize=7,
