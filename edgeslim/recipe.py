@@ -208,6 +208,8 @@ class SearchSpec(StrictModel):
         "int8_dynamic", "openvino_int8")
     distill: DistillConfig = DistillConfig()  # its keep_layers is set per candidate
     budget: BudgetSpec = BudgetSpec()
+    # Hand-picked candidates measured next to the grid (e.g. a student trained longer).
+    include: tuple[VariantSpec, ...] = ()
 
     @field_validator("target")
     @classmethod
@@ -233,6 +235,7 @@ class SearchSpec(StrictModel):
                 steps = torch_steps + ([step] if step else [])
                 variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend,
                                  "steps": steps})
+        variants += [v.model_dump(mode="json") for v in self.include]
         return TargetSpec.model_validate({"target": self.target, "variants": variants,
                                           "budget": self.budget.model_dump(exclude_none=True)})
 

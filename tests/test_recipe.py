@@ -80,3 +80,26 @@ def test_distill_must_come_before_export_side_steps(tmp_path):
                                "steps: [{step: int8_dynamic}, {step: distill, keep_layers: [0]}]}", 1)
     with pytest.raises(RecipeError, match="must come before export-side steps"):
         load_recipe(write_recipe(tmp_path, text))
+
+
+def test_search_grid_and_included_candidates(tmp_path):
+    text = """
+name: s
+search:
+  layers: [all, [0, 2, 4]]
+  vocab: [full, 12000]
+  quantization: [int8_dynamic, static]
+  distill: {corpus: [wordnet], sentences: 100}
+  include:
+    - {name: longer, backend: onnxruntime, steps: [{step: distill, keep_layers: [0, 3], epochs: 3}, {step: int8_dynamic}]}
+"""
+    recipe, _ = load_recipe(write_recipe(tmp_path, text))
+    variants = recipe.for_search().targets[0].variants
+    assert [v.name for v in variants] == [
+        "teacher-int8-dynamic", "teacher-static", "l0.2.4-int8-dynamic", "l0.2.4-static",
+        "l0.2.4-v12k-int8-dynamic", "l0.2.4-v12k-static", "longer"]
+    steps = {v.name: [s.step for s in v.steps] for v in variants}
+    assert steps["l0.2.4-v12k-static"] == ["vocab_prune", "distill", "static_embeddings"]
+    assert variants[-1].steps[0].epochs == 3
+    with pytest.raises(RecipeError, match="duplicate variant names"):
+        load_recipe(write_recipe(tmp_path, text.replace("name: longer", "name: teacher-static"), "dup.yaml"))
