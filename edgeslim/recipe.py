@@ -216,6 +216,15 @@ class SearchSpec(StrictModel):
     def _known_target(cls, value):
         return TargetSpec._known_target(value)
 
+    @model_validator(mode="after")
+    def _grid_expands(self):
+        try:
+            self.candidates()  # so `recipe check` catches duplicate names and impossible candidates
+        except ValidationError as exc:
+            raise ValueError("the search grid expands to invalid candidates: "
+                             + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        return self
+
     def candidates(self) -> TargetSpec:
         variants = []
         heal = self.distill.model_copy(update={"keep_layers": None})
