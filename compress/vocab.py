@@ -89,7 +89,9 @@ def prune_vocabulary(model, cfg: VocabPruneConfig, corpus_texts, heldout_texts):
         "heldout_unk_rate": round(sum(i == unk_id for e in pruned for i in e.ids) / max(1, new_total), 5),
         "heldout_token_growth": round(new_total / max(1, total), 4),
     }
-    digest = model.weights_sha256 + f":vocab{len(kept)}"
+    # Identity of the new model: the source's weights plus exactly which tokens were kept (not
+    # just how many), so caches keyed on it never mix up two vocabularies of the same size.
+    digest = model.weights_sha256 + tokenizer.to_str()
     return EncoderModel(
         name=f"{model.name}-vocab{len(kept)}", bert=bert, tokenizer=tokenizer, pooling=model.pooling,
         normalize=model.normalize, max_seq_length=model.max_seq_length,

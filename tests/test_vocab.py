@@ -58,3 +58,13 @@ def test_exported_model_and_tokenizer_agree(pruned, tmp_path):
 def test_cap_below_the_always_kept_tokens_is_a_step_error(tiny_model):
     with pytest.raises(StepError, match="always kept"):
         prune_vocabulary(tiny_model, VocabPruneConfig(max_tokens=20), ["a b c"], ["a"])
+
+
+def test_model_identity_depends_on_which_tokens_are_kept_not_how_many(tiny_model):
+    """Distillation caches are keyed on it: two vocabularies of one size must not collide."""
+    config = VocabPruneConfig(max_tokens=200)
+    a, _ = prune_vocabulary(tiny_model, config, load_corpus("wordnet-calibration").texts[:300], ["x"])
+    b, _ = prune_vocabulary(tiny_model, config, load_corpus("wordnet-calibration").texts[300:600], ["x"])
+    assert a.tokenizer.get_vocab_size() == b.tokenizer.get_vocab_size()
+    assert a.tokenizer.get_vocab() != b.tokenizer.get_vocab()
+    assert a.weights_sha256 != b.weights_sha256
