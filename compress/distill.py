@@ -129,7 +129,7 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
 
-    step, resumed_from, losses = 0, None, []
+    step, resumed_from, losses, trained_before = 0, None, [], 0.0
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         student.load_state_dict(state["student"])
@@ -137,6 +137,7 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         step, losses, resumed_from = state["step"], state["losses"], state["step"]
+        trained_before = state.get("train_seconds", 0.0)
         log(f"    distill: resuming from step {step}/{total_steps} ({checkpoint.name})")
 
     # The student reads text through its own tokenizer (a pruned vocabulary has other ids); the
@@ -174,7 +175,8 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == total_steps):
             _save_checkpoint(checkpoint, {"step": step, "student": student.state_dict(), "losses": losses,
                                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                          "rng": torch.get_rng_state()})
+                                          "rng": torch.get_rng_state(),
+                                          "train_seconds": trained_before + time.perf_counter() - started})
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started
@@ -198,6 +200,8 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         "resumed_from_step": resumed_from,
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
         "train_seconds_this_call": round(seconds, 1),
+        # All calls together, also when this one only loaded a finished checkpoint from the cache.
+        "train_seconds_total": round(trained_before + seconds, 1),
         "steps_per_second": round((step - start_step) / seconds, 2) if seconds > 0 and step > start_step else None,
         "processes": world_size,
         "device": str(device),

@@ -110,6 +110,7 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tiny_model, t
 
     resumed, record = distill(tiny_model, cfg, texts, workdir, log=lambda _: None, progress=False)
     assert record["resumed_from_step"] >= checkpoint_step  # nothing before the last checkpoint is redone
+    assert record["train_seconds_total"] > record["train_seconds_this_call"]
     # The lost work is what ran after the last checkpoint: under checkpoint_every steps by construction.
     assert record["steps"] == 960
     straight, _ = distill(tiny_model, cfg, texts, tmp_path / "straight", log=lambda _: None, progress=False)
