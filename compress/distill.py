@@ -181,15 +181,12 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         bar.close()
     seconds = time.perf_counter() - started
     student = student.cpu().eval()
-    from edgeslim.models import EncoderModel
+    from edgeslim.models import EncoderModel, weights_digest
 
-    digest = hashlib.sha256()
-    for tensor in student.state_dict().values():
-        digest.update(tensor.detach().numpy().tobytes())
     result = EncoderModel(
         name=f"{origin.name}-student{len(student.encoder.layer)}L", bert=student, tokenizer=origin.tokenizer,
         pooling=teacher.pooling, normalize=teacher.normalize, max_seq_length=teacher.max_seq_length,
-        weights_sha256=digest.hexdigest(), license=teacher.license,
+        weights_sha256=weights_digest(student), license=teacher.license,
     )
     record = {
         "layers": len(student.encoder.layer),

@@ -12,7 +12,6 @@ it), so `save_pruned`/`load_pruned` store the per-layer shapes next to the weigh
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from pathlib import Path
 
@@ -76,12 +75,12 @@ def prune_model(model, cfg: PruneConfig):
     with torch.no_grad():
         pruner.step()
     after = parameter_count(bert)
-    from edgeslim.models import EncoderModel
+    from edgeslim.models import EncoderModel, weights_digest
 
     pruned = EncoderModel(
         name=f"{model.name}-pruned", bert=bert, tokenizer=model.tokenizer, pooling=model.pooling,
         normalize=model.normalize, max_seq_length=model.max_seq_length,
-        weights_sha256=_weights_sha256(bert), license=model.license,
+        weights_sha256=weights_digest(bert), license=model.license,
     )
     record = {
         "importance": "L2 magnitude per coupled group (torch-pruning GroupMagnitudeImportance)",
@@ -91,13 +90,6 @@ def prune_model(model, cfg: PruneConfig):
         "layers_after": layer_shapes(bert),
     }
     return pruned, record
-
-
-def _weights_sha256(bert) -> str:
-    digest = hashlib.sha256()
-    for tensor in bert.state_dict().values():
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def save_pruned(bert, path: Path) -> None:

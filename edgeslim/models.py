@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 
 from edgeslim.errors import RecipeError
 from edgeslim.recipe import ModelSpec
-from edgeslim.runtime.text import pool, tokenize
+from edgeslim.runtime.text import encodings_to_arrays, pool, tokenize
 
 # A finite additive mask instead of transformers' finfo.min: the latter wrecks int8 activation
 # scales. exp(-30) ~ 1e-13, so float results are unchanged.
@@ -50,11 +50,11 @@ class EncoderModel:
         texts = list(texts)
         out = np.zeros((len(texts), self.hidden_size), np.float32)
         # Sorted by length, so each batch pads little; results go back in input order.
-        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
-        order = np.argsort(lengths, kind="stable")
+        encodings = self.tokenizer.encode_batch(texts)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            ids, mask = self.tokenize([texts[i] for i in rows])
+            ids, mask = encodings_to_arrays([encodings[i] for i in rows])
             out[rows] = self.embed_tokens(ids, mask)
         return out
 
@@ -104,6 +104,14 @@ class ExportableEncoder(torch.nn.Module):
         for layer in self.encoder.layer:
             hidden = layer(hidden, attention_mask=additive)
         return hidden
+
+
+def weights_digest(bert: torch.nn.Module) -> str:
+    """sha256 over every tensor of a model's state dict: its identity for caches and manifests."""
+    digest = hashlib.sha256()
+    for tensor in bert.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_encoder(spec: ModelSpec) -> EncoderModel:
@@ -170,9 +178,6 @@ def _tiny_random_bert(spec: ModelSpec) -> EncoderModel:
         intermediate_size=64, max_position_embeddings=max(spec.max_seq_length, 128),
     )
     bert = BertModel(config, add_pooling_layer=False).eval()
-    digest = hashlib.sha256()
-    for tensor in bert.state_dict().values():
-        digest.update(tensor.numpy().tobytes())
     return EncoderModel(
         name="tiny-random-bert",
         bert=bert,
@@ -180,6 +185,6 @@ def _tiny_random_bert(spec: ModelSpec) -> EncoderModel:
         pooling=spec.pooling,
         normalize=spec.normalize,
         max_seq_length=spec.max_seq_length,
-        weights_sha256=digest.hexdigest(),
+        weights_sha256=weights_digest(bert),
         license="random weights made by edgeslim for tests; no restrictions",
     )

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 from edgeslim.errors import BundleError, InputError
 from edgeslim.runtime.backends import open_backend
 from edgeslim.runtime.bundle import read_manifest, verify_files
-from edgeslim.runtime.text import pool, tokenize
+from edgeslim.runtime.text import encodings_to_arrays, pool
 
 OVERLONG_POLICIES = ("truncate", "error")
 
@@ -49,7 +49,7 @@ class Encoder:
         out = np.empty((len(texts), self.dim), np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            ids, mask = tokenize(self.tokenizer, [texts[i] for i in rows])
+            ids, mask = encodings_to_arrays([encodings[i] for i in rows])
             out[rows] = self.embed_tokens(ids, mask)
         return out
 

@@ -9,7 +9,11 @@ from tokenizers import Tokenizer
 def tokenize(tokenizer: Tokenizer, texts, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask) as int64, padded to the longest text or to `pad_to`.
     The tokenizer's own truncation applies first."""
-    encodings = tokenizer.encode_batch(list(texts))
+    return encodings_to_arrays(tokenizer.encode_batch(list(texts)), pad_to)
+
+
+def encodings_to_arrays(encodings, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) from `tokenizers` encodings already computed."""
     length = pad_to or max(len(e.ids) for e in encodings)
     ids = np.zeros((len(encodings), length), np.int64)
     mask = np.zeros((len(encodings), length), np.int64)
