@@ -86,7 +86,9 @@ class Result(_Model):
     latency_real_ms: list[RealLengthLatency] = Field(default_factory=list)
     peak_rss_mb: float
     accuracy: Accuracy
-    speedup_vs_baseline: float  # baseline p50 / this p50, same run, same input, same threads
+    # baseline p50 / this p50, same run, same input, same threads; None for estimated latency
+    # (an estimate for another device divided by a host measurement would mix the two).
+    speedup_vs_baseline: float | None
     budget: BudgetVerdict | None = None
     required: bool = False
     providers: list[str] = Field(default_factory=list)
@@ -135,7 +137,7 @@ def table_rows(report: Report) -> list[list[str]]:
         rows.append([
             r.name, r.target, r.backend, _fmt(r.latency_ms.p50), _fmt(r.latency_ms.p95), r.latency_ms.kind,
             _fmt(r.size_mb, 1), _fmt(r.peak_rss_mb, 0), _fmt(r.accuracy.teacher_cosine_mean, 4),
-            _fmt(r.accuracy.stsb_spearman), f"{r.speedup_vs_baseline:.2f}x", verdict_text(r),
+            _fmt(r.accuracy.stsb_spearman), (f"{r.speedup_vs_baseline:.2f}x" if r.speedup_vs_baseline is not None else "-"), verdict_text(r),
         ])
     return rows
 
@@ -185,6 +187,9 @@ def render_markdown(report: Report) -> str:
               "|---|---|---|---|---|---|---|"]
     for r in [report.baseline, *report.results]:
         lat = r.latency_ms
+        if lat.kind == "estimated":
+            lines.append(f"| {r.name} | {lat.p50:.2f} | - | - | - | estimated: {lat.where} | - |")
+            continue
         lines.append(f"| {r.name} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p95:.2f} | {lat.p99:.2f} | {lat.runs} | "
                      f"{_fmt(lat.background_cpu_cores)} |")
     real = [(r.name, x) for r in [report.baseline, *report.results] for x in r.latency_real_ms]

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from edgeslim.compress.artifacts import ModelArtifact, OnnxModel, OpenVinoModel
+from edgeslim.compress.artifacts import LiteRtModel, ModelArtifact, OnnxModel, OpenVinoModel
 from edgeslim.compress.configs import (
     DistillConfig,
     Int8DynamicConfig,
     Int8StaticConfig,
+    LiteRtConvertConfig,
+    LiteRtInt8DynamicConfig,
     OpenVinoConvertConfig,
     OpenVinoInt8Config,
     PruneConfig,
@@ -31,6 +33,9 @@ __all__ = [
     "DistillConfig",
     "Int8DynamicConfig",
     "Int8StaticConfig",
+    "LiteRtConvertConfig",
+    "LiteRtInt8DynamicConfig",
+    "LiteRtModel",
     "ModelArtifact",
     "OnnxModel",
     "OpenVinoConvertConfig",
@@ -51,6 +56,8 @@ _HANDLERS = {
     Int8StaticConfig: "edgeslim.compress.quantize_ort:int8_static",
     OpenVinoInt8Config: "edgeslim.compress.openvino:int8",
     OpenVinoConvertConfig: "edgeslim.compress.openvino:convert",
+    LiteRtConvertConfig: "edgeslim.compress.litert:convert",
+    LiteRtInt8DynamicConfig: "edgeslim.compress.litert:dynamic_int8",
 }
 
 

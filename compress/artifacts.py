@@ -35,4 +35,16 @@ class StaticTable:
         return [(self.path, "embeddings.npy")]
 
 
-ModelArtifact = OnnxModel | OpenVinoModel | StaticTable
+@dataclass(frozen=True)
+class LiteRtModel:
+    """A .tflite flatbuffer with static input shape (1, seq_len), int32 inputs."""
+
+    path: Path
+    seq_len: int
+    format = "litert"
+
+    def bundle_names(self) -> list[tuple[Path, str]]:
+        return [(self.path, "model.tflite")]
+
+
+ModelArtifact = OnnxModel | OpenVinoModel | StaticTable | LiteRtModel

@@ -61,6 +61,22 @@ class OpenVinoConvertConfig(StrictModel):
     step: Literal["openvino_convert"] = "openvino_convert"
 
 
+class LiteRtConvertConfig(StrictModel):
+    """Convert the PyTorch model to a float32 LiteRT .tflite (litert-torch), static shape
+    (1, max_seq_length), int32 inputs; checked against PyTorch on calibration sentences."""
+
+    step: Literal["litert_convert"] = "litert_convert"
+    parity_samples: int = Field(16, ge=1, le=256)
+    min_parity_cosine: float = Field(0.9999, gt=0.0, le=1.0)
+
+
+class LiteRtInt8DynamicConfig(StrictModel):
+    """Dynamic-range int8 for LiteRT: int8 weights, float activations (ai-edge-quantizer)."""
+
+    step: Literal["litert_int8_dynamic"] = "litert_int8_dynamic"
+    recipe: Literal["dynamic_wi8_afp32"] = "dynamic_wi8_afp32"
+
+
 class DistillConfig(StrictModel):
     """Distil the teacher's pooled embeddings into a student initialised from its layers."""
 
@@ -117,7 +133,8 @@ class PruneConfig(StrictModel):
 
 
 StepConfig = Annotated[
-    Union[DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig],
+    Union[DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig,
+          LiteRtConvertConfig, LiteRtInt8DynamicConfig],
     Field(discriminator="step"),
 ]
 

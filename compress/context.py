@@ -20,3 +20,4 @@ class StepContext:
     pooling: str
     normalize: bool
     log: Callable[[str], None] = field(default=print)
+    torch_model: object | None = None  # the variant's EncoderModel, for converters that trace PyTorch

@@ -87,7 +87,9 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
             f"- latency ({lat['kind']}, {lat['where']}): p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, "
             f"p99 {lat['p99']:.2f} ms at batch {lat['batch']}, {lat['seq_len']} tokens, {lat['threads']} thread(s), "
             f"{lat['runs']} runs",
-            f"- {result['speedup_vs_baseline']:.2f}x the PyTorch fp32 teacher's p50 in the same run",
+            (f"- {result['speedup_vs_baseline']:.2f}x the PyTorch fp32 teacher's p50 in the same run"
+             if result["speedup_vs_baseline"] is not None else "- no speedup figure: the latency is an estimate "
+             "for another device, the teacher was measured on this host"),
             f"- size {result['size_mb']:.1f} MB; peak RSS {result['peak_rss_mb']:.0f} MB",
             f"- cosine to the teacher on {acc['eval_set']} ({acc['eval_sentences']} sentences, disjoint from "
             f"calibration: {acc['disjoint_from_calibration']}): mean {acc['teacher_cosine_mean']:.4f}, "

@@ -11,7 +11,11 @@ import numpy as np
 from edgeslim.errors import BackendError
 
 # backend name -> the Python module it needs
-BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "static": "numpy"}
+BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "static": "numpy",
+                   "litert": "ai_edge_litert"}
+
+
+_EXTRAS = {"onnxruntime": "runtime", "litert": "litert"}
 
 
 def available_backends() -> list[str]:
@@ -76,6 +80,51 @@ class OpenVinoBackend:
         return self.request.get_output_tensor(0).data.copy()
 
 
+class LiteRtBackend:
+    """LiteRT (ai-edge-litert) on a static-shape (1, seq) int32 graph: each row is padded to the
+    graph's length and run alone; the mask keeps the padding out of the pooled result."""
+
+    name = "litert"
+
+    def __init__(self, model_path: Path, threads: int | None, input_order: list[str]):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            interpreter = Interpreter(str(model_path), num_threads=threads or None)
+            self.runner = interpreter.get_signature_runner()
+        except Exception as exc:  # LiteRT raises plain RuntimeError/ValueError for bad models
+            raise BackendError(f"LiteRT cannot load {model_path}: {exc}") from None
+        details = self.runner.get_input_details()
+        # litert-torch names inputs args_0, args_1... in forward() order; the manifest says which is which.
+        self._graph_names = sorted(details, key=lambda n: details[n]["index"])
+        if len(self._graph_names) != len(input_order):
+            raise BackendError(f"{model_path}: the graph has inputs {self._graph_names}, the manifest names "
+                               f"{input_order}")
+        self._order = list(input_order)
+        shape = details[self._graph_names[0]]["shape"]
+        if len(shape) != 2 or shape[0] != 1:
+            raise BackendError(f"{model_path}: expected a (1, seq) input, got shape {list(shape)}")
+        self.seq_len = int(shape[1])
+        self.providers = ["LiteRT CPU (XNNPACK)"]
+        self.input_names = list(input_order)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        first = feeds[self._order[0]]
+        batch, seq = first.shape
+        if seq > self.seq_len:
+            raise BackendError(f"sequence length {seq} exceeds the LiteRT graph's static length {self.seq_len}")
+        rows = []
+        for row in range(batch):
+            args = {}
+            for graph_name, name in zip(self._graph_names, self._order):
+                padded = np.zeros((1, self.seq_len), np.int32)  # pad id 0, mask 0
+                padded[0, :seq] = feeds[name][row]
+                args[graph_name] = padded
+            out = self.runner(**args)
+            rows.append(next(iter(out.values()))[0, :seq])
+        return np.stack(rows)
+
+
 class StaticBackend:
     """A token-vector table: the "model" is a lookup; pooling does the rest. numpy only."""
 
@@ -104,10 +153,12 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
     if importlib.util.find_spec(BACKEND_MODULES[name]) is None:
         raise BackendError(
             f"this bundle needs the {name} backend, which is not installed; installed backends: "
-            f"{available_backends() or 'none'} (pip install 'edgeslim[{'runtime' if name == 'onnxruntime' else name}]')"
+            f"{available_backends() or 'none'} (pip install 'edgeslim[{_EXTRAS.get(name, name)}]')"
         )
     if name == "onnxruntime":
         return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"))
     if name == "static":
         return StaticBackend(model_path)
+    if name == "litert":
+        return LiteRtBackend(model_path, threads, options.get("input_order", ["input_ids", "attention_mask"]))
     return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"))

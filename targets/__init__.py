@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from edgeslim.errors import TargetError
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, Target
+from edgeslim.targets.arm_cortex_a import RPI4, RPI5
 from edgeslim.targets.x86_cpu import TARGET as _x86_cpu
 
 __all__ = ["TARGETS", "Budget", "BundleFiles", "DeviceProfile", "Target", "get_target"]
 
 TARGETS: dict[str, Target] = {
     _x86_cpu.name: _x86_cpu,
+    RPI4.name: RPI4,
+    RPI5.name: RPI5,
 }
 
 

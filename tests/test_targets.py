@@ -22,7 +22,12 @@ def artifacts(tiny_model, tmp_path_factory):
     from edgeslim.compress.static import make_static
 
     static_table, _, _ = make_static(tiny_model, StaticEmbeddingConfig(), folder)
-    return {"onnxruntime": onnx_model, "openvino": ov_model, "static": static_table}
+    from edgeslim.compress import LiteRtConvertConfig
+
+    litert_ctx = StepContext(folder, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None,
+                             torch_model=tiny_model)
+    litert_model, _ = apply_step(None, LiteRtConvertConfig(parity_samples=2), litert_ctx)
+    return {"onnxruntime": onnx_model, "openvino": ov_model, "static": static_table, "litert": litert_model}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

@@ -1,0 +1,55 @@
+"""Latency estimates for devices this machine is not: a roofline of the model's MAC count and
+the bytes it must read, against a device profile's peak MAC/s and memory bandwidth.
+
+    estimate = max(MACs / (peak MAC/s per core x threads), weight bytes / bandwidth)
+
+No kernel efficiency factor is applied, so it is an optimistic bound: real kernels reach a
+fraction of peak. `tests/test_roofline.py` checks the model against a measurement on the host
+(same formula with the host's own profile) and states the factor it allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeslim.targets.base import DeviceProfile
+
+INT8_STEPS = frozenset({"int8_dynamic", "int8_static", "openvino_int8", "litert_int8_dynamic"})
+
+
+@dataclass(frozen=True)
+class Estimate:
+    ms: float
+    macs: float
+    weight_bytes: int
+    bound: str  # "compute" or "memory"
+    precision: str  # "int8" or "fp32"
+    model: str  # how the figure was computed, for the report
+
+    def where(self, profile: DeviceProfile, threads: int) -> str:
+        return (f"estimated: roofline on {profile.name} ({threads} thread(s)), {self.macs / 1e9:.2f} GMAC, "
+                f"{self.weight_bytes / 1e6:.1f} MB weights, {self.precision} peak, {self.bound}-bound, "
+                "no kernel-efficiency factor")
+
+
+def encoder_macs(torch_model, seq_len: int, batch: int = 1) -> float:
+    """MACs of one forward pass, counted from the model's own layers (so pruned and distilled
+    students count right): every Linear applied to each token, plus the two attention matmuls."""
+    import torch
+
+    linear = sum(m.in_features * m.out_features for m in torch_model.bert.encoder.modules()
+                 if isinstance(m, torch.nn.Linear))
+    attention = sum(2 * seq_len * seq_len * layer.attention.self.all_head_size
+                    for layer in torch_model.bert.encoder.layer)
+    return float(batch * (seq_len * linear + attention))
+
+
+def estimate_latency(profile: DeviceProfile, macs: float, weight_bytes: int, int8: bool, threads: int) -> Estimate:
+    threads = max(1, min(threads, profile.cores))
+    peak = (profile.peak_int8_macs_per_s if int8 else profile.peak_fp32_macs_per_s) / profile.cores * threads
+    compute_s = macs / peak
+    memory_s = weight_bytes / (profile.memory_bandwidth_gbs * 1e9) if profile.memory_bandwidth_gbs else 0.0
+    bound = "compute" if compute_s >= memory_s else "memory"
+    return Estimate(ms=round(1000 * max(compute_s, memory_s), 3), macs=macs, weight_bytes=weight_bytes, bound=bound,
+                    precision="int8" if int8 else "fp32",
+                    model="max(MACs / (peak MAC/s per core x threads), weight bytes / memory bandwidth)")

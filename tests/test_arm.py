@@ -1,0 +1,105 @@
+"""Raspberry Pi targets: LiteRT export and runtime, estimated latency, on the tiny model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeslim.calibration_data import load_corpus
+from edgeslim.compress import LiteRtConvertConfig, LiteRtInt8DynamicConfig, StepContext, apply_step
+from edgeslim.runtime import load
+from edgeslim.targets import get_target
+from edgeslim.targets.roofline import encoder_macs, estimate_latency
+from tests.conftest import write_recipe
+
+ARM_RECIPE = """
+name: tiny-arm
+model: {source: tiny-random-bert, max_seq_length: 64}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
+benchmark: {warmup: 2, min_runs: 10}
+targets:
+  - target: rpi5
+    required: [litert-int8-dynamic]
+    budget: {seq_len: 64, max_size_mb: 5, max_peak_rss_mb: 2000, min_teacher_cosine: 0.95}
+    variants:
+      - {name: litert-fp32, backend: litert, steps: [{step: litert_convert}]}
+      - {name: litert-int8-dynamic, backend: litert, steps: [{step: litert_convert}, {step: litert_int8_dynamic}]}
+      - {name: ort-fp32, backend: onnxruntime}
+"""
+
+
+@pytest.fixture(scope="module")
+def arm_run(tmp_path_factory):
+    from edgeslim.cli import main
+
+    folder = tmp_path_factory.mktemp("arm-run")
+    out = folder / "out"
+    code = main(["run", str(write_recipe(folder, ARM_RECIPE)), "--out", str(out)])
+    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+
+
+def test_arm_run_labels_latency_estimated_and_measures_accuracy(arm_run):
+    assert arm_run["exit_code"] == 0
+    results = {r["name"]: r for r in arm_run["report"]["results"]}
+    assert set(results) == {"litert-fp32", "litert-int8-dynamic", "ort-fp32"}
+    for r in results.values():
+        assert r["target"] == "rpi5"
+        assert r["latency_ms"]["kind"] == "estimated" and "roofline on Raspberry Pi 5" in r["latency_ms"]["where"]
+        assert r["speedup_vs_baseline"] is None and r["latency_real_ms"] == []
+        assert r["latency_ms"]["p50"] > 0
+    # The baseline stays measured on the host: the two kinds are never mixed in one figure.
+    assert arm_run["report"]["baseline"]["latency_ms"]["kind"] == "measured"
+    assert results["litert-fp32"]["accuracy"]["teacher_cosine_mean"] > 0.9999
+    assert results["litert-int8-dynamic"]["accuracy"]["teacher_cosine_mean"] > 0.95
+    assert results["litert-int8-dynamic"]["size_mb"] < results["litert-fp32"]["size_mb"]
+    # int8 peak is higher on the A76 (sdot), so the int8 estimate is lower.
+    assert results["litert-int8-dynamic"]["latency_ms"]["p50"] < results["litert-fp32"]["latency_ms"]["p50"]
+    markdown = (arm_run["out"] / "report.md").read_text()
+    assert "estimated" in markdown
+
+
+def test_litert_bundle_pads_to_its_static_length_without_changing_results(arm_run):
+    bundle = arm_run["out"] / "bundles" / "litert-fp32"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["backend"] == "litert" and manifest["model_file"] == "model.tflite"
+    encoder = load(bundle)
+    texts = ["a short one", "a noticeably longer sentence with several more words in it"]
+    together = encoder.encode(texts)
+    alone = np.stack([encoder.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_litert_rejects_sequences_longer_than_the_graph(arm_run):
+    from edgeslim.errors import InputError
+
+    encoder = load(arm_run["out"] / "bundles" / "litert-fp32")
+    ids = np.ones((1, 65), np.int64)
+    with pytest.raises(InputError, match="exceeds the bundle's max_seq_length 64"):
+        encoder.embed_tokens(ids, ids)
+
+
+def test_litert_steps_produce_int8_weights(tiny_model, tmp_path):
+    texts = load_corpus("wordnet-calibration").texts
+    ctx = StepContext(tmp_path, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None, torch_model=tiny_model)
+    fp32, record = apply_step(None, LiteRtConvertConfig(parity_samples=4), ctx)
+    assert record["parity_min_cosine"] > 0.9999 and record["input_dtype"] == "int32"
+    int8, record = apply_step(fp32, LiteRtInt8DynamicConfig(), ctx)
+    assert record["size_mb_after"] < record["size_mb_before"]
+
+
+def test_roofline_is_compute_bound_for_minilm_shapes_and_scales_with_threads():
+    rpi5 = get_target("rpi5").profile()
+    macs = 1.43e9  # all-MiniLM-L6-v2 at 128 tokens
+    one = estimate_latency(rpi5, macs, 23_000_000, int8=True, threads=1)
+    four = estimate_latency(rpi5, macs, 23_000_000, int8=True, threads=4)
+    assert one.bound == "compute" and one.ms == pytest.approx(1000 * macs / (rpi5.peak_int8_macs_per_s / 4), rel=1e-3)
+    assert four.ms < one.ms
+    rpi4 = get_target("rpi4").profile()
+    assert estimate_latency(rpi4, macs, 23_000_000, True, 1).ms > one.ms  # no sdot, lower clock
+
+
+def test_mac_count_matches_the_closed_form(tiny_model):
+    cfg = tiny_model.bert.config
+    s, h, f, layers = 16, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    expected = layers * (s * (4 * h * h + 2 * h * f) + 2 * s * s * h)
+    assert encoder_macs(tiny_model, s) == expected
