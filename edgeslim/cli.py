@@ -5,6 +5,7 @@
     edgeslim recipe check FILE          validate a recipe without running it
     edgeslim recipe list                the packaged recipes
     edgeslim verify BUNDLE              check a bundle's checksums and encode a sentence
+    edgeslim verify BUNDLE --arch aarch64   run it on an emulated arm64 userland, cosine to the host
     edgeslim targets                    the registered targets and their default budgets
 
 Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle),
@@ -88,12 +89,33 @@ def cmd_recipe_list(args) -> int:
 def cmd_verify(args) -> int:
     from edgeslim.runtime import load
 
+    if args.arch == "aarch64":
+        return _verify_aarch64(args)
     encoder = load(args.bundle)
     vector = encoder.encode([args.text])
     manifest = encoder.manifest
     print(f"{args.bundle}: {len(manifest['files'])} files, checksums ok; {manifest['target']} / {manifest['backend']} "
           f"({', '.join(encoder.providers)}); encoded {vector.shape[1]}-d, norm {float((vector ** 2).sum()) ** 0.5:.4f}")
     return 0
+
+
+def _verify_aarch64(args) -> int:
+    from edgeslim.aarch64 import CPUS, verify_on_aarch64
+    from edgeslim.calibration_data import load_corpus
+    from edgeslim.runtime import read_manifest
+
+    manifest = read_manifest(Path(args.bundle))
+    cpu = CPUS.get(manifest.get("target"), "cortex-a76")
+    texts = list(load_corpus("wordnet-heldout").texts[: args.sentences])  # never calibration data
+    report = verify_on_aarch64(Path(args.bundle), texts, cpu=cpu)
+    ok = report.cosine_min >= args.min_cosine and not report.heavy_importable
+    print(f"{args.bundle}: ran on {report.machine} (qemu-user, -cpu {report.cpu}, Debian bookworm arm64 userland) "
+          f"with {', '.join(report.providers)}; torch/transformers/tensorflow importable there: "
+          f"{report.heavy_importable or 'none'}")
+    print(f"  {report.sentences} held-out wordnet sentences: pooled cosine to this host's run "
+          f"min {report.cosine_min:.6f}, mean {report.cosine_mean:.6f} (required >= {args.min_cosine}): "
+          f"{'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
 
 
 def cmd_targets(args) -> int:
@@ -128,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check a bundle and encode one sentence with it")
     verify.add_argument("bundle")
     verify.add_argument("--text", default="edgeslim checks this bundle.")
+    verify.add_argument("--arch", choices=["host", "aarch64"], default="host",
+                        help="aarch64: run the bundle on an emulated arm64 Debian userland without torch "
+                             "and compare with this host (needs qemu-user-static and mmdebstrap)")
+    verify.add_argument("--sentences", type=int, default=32, help="held-out sentences for --arch aarch64")
+    verify.add_argument("--min-cosine", type=float, default=0.999, help="pass mark for --arch aarch64")
     verify.set_defaults(func=cmd_verify)
     sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
     return parser

@@ -119,3 +119,16 @@ def test_litert_runtime_imports_no_heavy_framework(arm_run):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]"), out
     assert "LiteRT" in out
+
+
+@pytest.mark.aarch64
+@pytest.mark.parametrize("variant", ["litert-int8-dynamic", "ort-fp32"])
+def test_bundle_runs_on_an_arm64_userland_without_torch(arm_run, variant, capsys):
+    """The real thing: Debian arm64 python3.11 under qemu-user, aarch64 wheels, no torch."""
+    from edgeslim.cli import main
+
+    code = main(["verify", str(arm_run["out"] / "bundles" / variant), "--arch", "aarch64", "--sentences", "8"])
+    out = capsys.readouterr().out
+    print(out)
+    assert "ran on aarch64" in out and "importable there: none" in out
+    assert code == 0 and "PASS" in out
