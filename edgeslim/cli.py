@@ -6,6 +6,7 @@
     edgeslim recipe list                the packaged recipes
     edgeslim verify BUNDLE              check a bundle's checksums and encode a sentence
     edgeslim verify BUNDLE --arch aarch64   run it on an emulated arm64 userland, cosine to the host
+    edgeslim export-firmware BUNDLE     a LiteRT bundle as C source + header for firmware
     edgeslim targets                    the registered targets and their default budgets
 
 Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle),
@@ -118,6 +119,21 @@ def _verify_aarch64(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_export_firmware(args) -> int:
+    from edgeslim.firmware import export_firmware
+
+    out = Path(args.out) if args.out else Path(args.bundle).with_name(Path(args.bundle).name + "-firmware")
+    info = export_firmware(Path(args.bundle), out)
+    print(f"{out}: {', '.join(info['files'])}; {info['symbol']}_tflite = {info['bytes']:,} bytes, sha256 "
+          f"{info['sha256'][:16]}..., arena estimate {info['arena_estimate']:,} bytes")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            print(f"  {kind[:-1]} {t['name']}: {t['dtype']} {t['shape']}, scale {t['scale']:g}, zero point {t['zero_point']}")
+    print(f"  check: cc -O2 -DMODEL_SYMBOL={info['symbol']} -DMODEL_HEADER='\"{info['symbol']}.h\"' "
+          f"model_check.c {info['symbol']}.c -o model_check && ./model_check")
+    return 0
+
+
 def cmd_targets(args) -> int:
     from edgeslim.targets import TARGETS
 
@@ -156,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--sentences", type=int, default=32, help="held-out sentences for --arch aarch64")
     verify.add_argument("--min-cosine", type=float, default=0.999, help="pass mark for --arch aarch64")
     verify.set_defaults(func=cmd_verify)
+    firmware = sub.add_parser("export-firmware", help="a LiteRT bundle as C source (aligned array, sha256, header)")
+    firmware.add_argument("bundle")
+    firmware.add_argument("--out", help="output folder (default: BUNDLE-firmware next to the bundle)")
+    firmware.set_defaults(func=cmd_export_firmware)
     sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
     return parser
 

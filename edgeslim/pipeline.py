@@ -115,11 +115,12 @@ class Runner:
         self.bundles = out_dir / "bundles"
         self._exports: dict[str, tuple] = {}
 
-    def _worker(self, spec: dict, budget: Budget, ids: list[int], texts: list[str]):
+    def _worker(self, spec: dict, budget: Budget, ids: list[int], texts: list[str], real_lengths: bool = True):
         bench = self.recipe.benchmark
         return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "input_ids": ids,
                            "warmup": bench.warmup, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds,
-                           "real_batches": list(bench.real_length_batches), "real_texts": self.real_texts},
+                           "real_batches": list(bench.real_length_batches) if real_lengths else [],
+                           "real_texts": self.real_texts},
                           texts)
 
     def _result(self, name, target, backend, bundle, size_mb, measured, embeddings, budget, baseline_p50, steps,
@@ -339,7 +340,9 @@ class Runner:
             "budget": budget.to_dict(),
         }
         write_manifest(staging, manifest)
-        measured, embeddings = self._worker({"kind": "bundle", "path": str(staging)}, budget, ids, self.data.texts)
+        # Host timings on real lengths say nothing about another device: skipped for estimated targets.
+        measured, embeddings = self._worker({"kind": "bundle", "path": str(staging)}, budget, ids, self.data.texts,
+                                            real_lengths=target.latency_kind == "measured")
         size_mb = sum(p.stat().st_size for p in staging.iterdir()) / 1e6
         final = self.bundles / variant.name
         result = self._result(variant.name, target.name, variant.backend, str(final), size_mb, measured,

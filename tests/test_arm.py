@@ -132,3 +132,42 @@ def test_bundle_runs_on_an_arm64_userland_without_torch(arm_run, variant, capsys
     print(out)
     assert "ran on aarch64" in out and "importable there: none" in out
     assert code == 0 and "PASS" in out
+
+
+def test_firmware_export_compiles_and_checks_itself(arm_run, tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    from edgeslim.cli import main
+
+    bundle = arm_run["out"] / "bundles" / "litert-int8-dynamic"
+    out = tmp_path / "fw"
+    assert main(["export-firmware", str(bundle), "--out", str(out)]) == 0
+    symbol = "litert_int8_dynamic"
+    header = (out / f"{symbol}.h").read_text()
+    assert "INPUT0_DIMS {1, 64}" in header and "ARENA_BYTES_ESTIMATE" in header and "tokenizer.json" in header
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "a C compiler is part of the dev set-up (gcc)"
+    exe = tmp_path / "model_check"
+    subprocess.run([cc, "-O2", "-Wall", "-Werror", f"-DMODEL_SYMBOL={symbol}", f'-DMODEL_HEADER="{symbol}.h"',
+                    str(out / "model_check.c"), str(out / f"{symbol}.c"), "-o", str(exe)], check=True, cwd=out)
+    ok = subprocess.run([str(exe), str(bundle / "model.tflite")], capture_output=True, text=True)
+    assert ok.returncode == 0 and "identical to the .tflite" in ok.stdout, ok.stdout
+    # A flipped byte in the array is caught at start-up.
+    source = (out / f"{symbol}.c").read_text()
+    first = source.index("0x", source.index("{"))
+    flipped = source[:first] + ("0x01" if source[first:first + 4] != "0x01" else "0x02") + source[first + 4:]
+    (out / f"{symbol}.c").write_text(flipped)
+    subprocess.run([cc, "-O2", f"-DMODEL_SYMBOL={symbol}", f'-DMODEL_HEADER="{symbol}.h"',
+                    str(out / "model_check.c"), str(out / f"{symbol}.c"), "-o", str(exe)], check=True, cwd=out)
+    bad = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "FAIL: sha256" in bad.stdout
+
+
+def test_firmware_export_refuses_a_non_litert_bundle(arm_run, tmp_path):
+    from edgeslim.errors import BundleError
+    from edgeslim.firmware import export_firmware
+
+    with pytest.raises(BundleError, match="takes a LiteRT bundle"):
+        export_firmware(arm_run["out"] / "bundles" / "ort-fp32", tmp_path / "fw")
+    assert not (tmp_path / "fw").exists()
