@@ -201,7 +201,8 @@ class Runner:
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             recipe=recipe.model_dump(mode="json"),
             recipe_file=str(self.recipe_path),
-            host={**targets[0][1].profile().to_dict(), "python": platform.python_version(), **_versions()},
+            # the machine this ran on, whatever the targets are
+            host={**get_target("x86-cpu").profile().to_dict(), "python": platform.python_version(), **_versions()},
             data=data.describe(),
             skipped=data.skipped,
             baseline=baseline,

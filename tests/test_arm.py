@@ -171,3 +171,8 @@ def test_firmware_export_refuses_a_non_litert_bundle(arm_run, tmp_path):
     with pytest.raises(BundleError, match="takes a LiteRT bundle"):
         export_firmware(arm_run["out"] / "bundles" / "ort-fp32", tmp_path / "fw")
     assert not (tmp_path / "fw").exists()
+
+
+def test_report_host_is_this_machine_not_the_target(arm_run):
+    assert arm_run["report"]["host"]["source"] == "host"
+    assert "Raspberry" not in arm_run["report"]["host"]["name"]
