@@ -10,7 +10,7 @@ from edgeslim.compress import LiteRtConvertConfig, LiteRtInt8DynamicConfig, Step
 from edgeslim.runtime import load
 from edgeslim.targets import get_target
 from edgeslim.targets.roofline import encoder_macs, estimate_latency
-from tests.conftest import write_recipe
+from conftest import write_recipe
 
 ARM_RECIPE = """
 name: tiny-arm
