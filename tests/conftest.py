@@ -70,6 +70,21 @@ targets:
 """
 
 
+def encode_in_fresh_process(bundle) -> str:
+    """Load `bundle` and encode one sentence in a new interpreter; prints the vector's shape, the
+    providers and the heavy frameworks that got imported (the runtime must import none)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from edgeslim.runtime import load; "
+        f"e = load({str(bundle)!r}); v = e.encode(['a small test']); "
+        "heavy = [m for m in ('torch', 'transformers', 'tensorflow', 'jax') if m in sys.modules]; "
+        "print(v.shape, e.providers, heavy)"
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+
+
 def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))

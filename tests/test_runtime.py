@@ -5,18 +5,13 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import encode_in_fresh_process
 from edgeslim.errors import BackendError, BundleError, InputError
 from edgeslim.runtime import MANIFEST_NAME, load, read_manifest
 
 
 def test_runtime_imports_no_heavy_framework(tiny_bundle):
-    script = (
-        "import sys; from edgeslim.runtime import load; "
-        f"e = load({str(tiny_bundle)!r}); v = e.encode(['a small test']); "
-        "heavy = [m for m in ('torch', 'transformers', 'tensorflow', 'jax') if m in sys.modules]; "
-        "print(v.shape, heavy)"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    out = encode_in_fresh_process(tiny_bundle)
     assert out.strip().endswith("[]"), out
     assert "(1, 32)" in out
 
