@@ -93,6 +93,8 @@ class Result(_Model):
     required: bool = False
     providers: list[str] = Field(default_factory=list)
     steps: list[dict] = Field(default_factory=list)
+    # The device's own estimator's figures (Vela: cycles, SRAM/DRAM/flash, CPU fallbacks).
+    device_estimate: dict | None = None
 
 
 class Report(_Model):
@@ -192,6 +194,20 @@ def render_markdown(report: Report) -> str:
             continue
         lines.append(f"| {r.name} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p95:.2f} | {lat.p99:.2f} | {lat.runs} | "
                      f"{_fmt(lat.background_cpu_cores)} |")
+    npu = [r for r in report.results if r.device_estimate]
+    if npu:
+        lines += ["", "## NPU compiler estimates", "",
+                  "| variant | accelerator | cycles | NPU clock MHz | SRAM KiB | DRAM KiB | flash KiB | CPU operators |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in npu:
+            d = r.device_estimate
+            flash = d.get("on_chip_flash_used_kib", 0) + d.get("off_chip_flash_used_kib", 0)
+            lines.append(f"| {r.name} | {d['accelerator']} ({d['system_config']}, {d['memory_mode']}) | "
+                         f"{d['cycles_total']:,} | {d['npu_clock_mhz']:.0f} | {d['sram_used_kib']:.0f} | "
+                         f"{d['dram_used_kib']:.0f} | {flash:.0f} | {d['cpu_operators']} |")
+        for r in npu:
+            for line in r.device_estimate["cpu_operator_list"]:
+                lines.append(f"- {r.name} runs on the CPU: {line[:200]}")
     real = [(r.name, x) for r in [report.baseline, *report.results] for x in r.latency_real_ms]
     if real:
         lines += ["", f"## Latency on real sentence lengths ({real[0][1].sentences_from}, no fixed-length padding)", "",

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from edgeslim.compress.artifacts import LiteRtModel, ModelArtifact, OnnxModel, OpenVinoModel
+from edgeslim.compress.artifacts import LiteRtModel, ModelArtifact, NpuBodyModel, OnnxModel, OpenVinoModel
 from edgeslim.compress.configs import (
     DistillConfig,
     Int8DynamicConfig,
     Int8StaticConfig,
     LiteRtConvertConfig,
     LiteRtInt8DynamicConfig,
+    NpuBodyQuantizeConfig,
     OpenVinoConvertConfig,
     OpenVinoInt8Config,
     PruneConfig,
@@ -37,6 +38,8 @@ __all__ = [
     "LiteRtInt8DynamicConfig",
     "LiteRtModel",
     "ModelArtifact",
+    "NpuBodyModel",
+    "NpuBodyQuantizeConfig",
     "OnnxModel",
     "OpenVinoConvertConfig",
     "OpenVinoInt8Config",
@@ -58,6 +61,7 @@ _HANDLERS = {
     OpenVinoConvertConfig: "edgeslim.compress.openvino:convert",
     LiteRtConvertConfig: "edgeslim.compress.litert:convert",
     LiteRtInt8DynamicConfig: "edgeslim.compress.litert:dynamic_int8",
+    NpuBodyQuantizeConfig: "edgeslim.compress.npu_body:quantize_body",
 }
 
 

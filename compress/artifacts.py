@@ -47,4 +47,18 @@ class LiteRtModel:
         return [(self.path, "model.tflite")]
 
 
-ModelArtifact = OnnxModel | OpenVinoModel | StaticTable | LiteRtModel
+@dataclass(frozen=True)
+class NpuBodyModel:
+    """An integer-only encoder body (.tflite, static (1, seq_len)) plus its CPU prelude
+    (embedding tables and LayerNorm, .npz) that turns token ids into the body's input."""
+
+    path: Path
+    prelude: Path
+    seq_len: int
+    format = "npu-body"
+
+    def bundle_names(self) -> list[tuple[Path, str]]:
+        return [(self.path, "model.tflite"), (self.prelude, "prelude.npz")]
+
+
+ModelArtifact = OnnxModel | OpenVinoModel | StaticTable | LiteRtModel | NpuBodyModel

@@ -77,6 +77,22 @@ class LiteRtInt8DynamicConfig(StrictModel):
     recipe: Literal["dynamic_wi8_afp32"] = "dynamic_wi8_afp32"
 
 
+class NpuBodyQuantizeConfig(StrictModel):
+    """Integer-only encoder body for microcontroller NPUs (Arm Ethos-U): the transformer layers
+    as a static-shape .tflite with integer activations (ai-edge-quantizer, calibrated on the
+    recipe's calibration corpus); embedding lookup and the additive mask stay on the CPU.
+
+    `int16-mixed`: int8 weights, int16 activations except the ops the NPU runs in int8 only
+    (BATCH_MATMUL, GELU) and SOFTMAX. `int8`: int8 everywhere (post-training, loses much
+    accuracy on MiniLM: pooled cosine ~0.84). LayerNorm is rewritten without
+    SQUARED_DIFFERENCE, which the quantizer leaves in float at int16."""
+
+    step: Literal["npu_body_quantize"] = "npu_body_quantize"
+    activations: Literal["int16-mixed", "int8"] = "int16-mixed"
+    calibration_samples: int = Field(64, ge=8, le=1024)
+    embeddings_dtype: Literal["float16", "float32"] = "float16"  # the CPU-side token table
+
+
 class DistillConfig(StrictModel):
     """Distil the teacher's pooled embeddings into a student initialised from its layers."""
 
@@ -134,7 +150,7 @@ class PruneConfig(StrictModel):
 
 StepConfig = Annotated[
     Union[DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig,
-          LiteRtConvertConfig, LiteRtInt8DynamicConfig],
+          LiteRtConvertConfig, LiteRtInt8DynamicConfig, NpuBodyQuantizeConfig],
     Field(discriminator="step"),
 ]
 

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,8 @@ class AarchReport:
     sentences: int
     cosine_min: float
     cosine_mean: float
+    guest_embeddings: np.ndarray = field(repr=False, default=None)
+    host_embeddings: np.ndarray = field(repr=False, default=None)
 
 
 def default_cache() -> Path:
@@ -146,4 +148,5 @@ def verify_on_aarch64(bundle: Path, texts: list[str], cpu: str = "cortex-a76", c
     cosines = (guest * host).sum(1) / (np.linalg.norm(guest, axis=1) * np.linalg.norm(host, axis=1))
     return AarchReport(machine=guest_info["machine"], cpu=cpu, providers=guest_info["providers"],
                        heavy_importable=guest_info["heavy_importable"], sentences=len(texts),
-                       cosine_min=float(cosines.min()), cosine_mean=float(cosines.mean()))
+                       cosine_min=float(cosines.min()), cosine_mean=float(cosines.mean()),
+                       guest_embeddings=guest, host_embeddings=host)

@@ -107,6 +107,9 @@ def latency_input(model: EncoderModel, texts: list[str], seq_len: int) -> list[i
     raise RecipeError(f"the evaluation texts are too short to build a {seq_len}-token latency input")
 
 
+TRACING_STEPS = frozenset({"litert_convert", "npu_body_quantize"})
+
+
 class Runner:
     def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, log=print, searching: bool = False):
         self.recipe, self.recipe_path, self.out, self.log = recipe, recipe_path, out_dir, log
@@ -250,10 +253,11 @@ class Runner:
                                 student=None if student is teacher else student)
         return model, {**record, **data_record}
 
-    def _exported(self, teacher, torch_steps) -> tuple[object, list[dict], EncoderModel]:
+    def _exported(self, teacher, torch_steps, onnx: bool = True) -> tuple[object, list[dict], EncoderModel]:
         """(ONNX artifact, records, PyTorch model) of the teacher after `torch_steps`; computed once
-        per step list."""
-        key = json.dumps([s.model_dump(mode="json") for s in torch_steps])
+        per step list. onnx=False skips the ONNX export (the artifact is None) for variants whose
+        export steps trace the PyTorch model themselves."""
+        key = json.dumps([[s.model_dump(mode="json") for s in torch_steps], onnx])
         if key in self._exports:
             return self._exports[key]
         model, records = teacher, []
@@ -286,6 +290,9 @@ class Runner:
                 if cfg.heal is not None:
                     model, record["heal"] = self._distill(teacher, model, cfg.heal)
             records.append({"step": cfg.step, "config": cfg.model_dump(mode="json"), **record})
+        if not onnx:
+            self._exports[key] = (None, records, model)
+            return self._exports[key]
         folder = self.work / f"export-{len(self._exports)}"
         folder.mkdir(parents=True, exist_ok=True)
         self.log("    exporting to ONNX (parity-checked against PyTorch)")
@@ -294,12 +301,14 @@ class Runner:
         return self._exports[key]
 
     def _variant(self, model, target, spec, variant, budget, baseline_p50):
-        exported = not any(s.step == "static_embeddings" for s in variant.torch_steps)
+        # Steps that convert the PyTorch model themselves need no ONNX export first.
+        onnx = not (variant.export_steps and variant.export_steps[0].step in TRACING_STEPS)
+        exported = onnx and not any(s.step == "static_embeddings" for s in variant.torch_steps)
         chain = [s.step for s in variant.torch_steps] + ["export_onnx"] * exported + [s.step for s in variant.export_steps]
         self.log(f"  [{target.name}] {variant.name}: {' -> '.join(chain)}")
         workdir = self.work / variant.name
         workdir.mkdir(parents=True, exist_ok=True)
-        artifact, records, student = self._exported(model, variant.torch_steps)
+        artifact, records, student = self._exported(model, variant.torch_steps, onnx)
         records = list(records)
         # The student's own tokenizer: a pruned vocabulary has other token ids.
         ctx = StepContext(workdir=workdir, calibration_texts=self.data.calibration.texts,
@@ -332,7 +341,8 @@ class Runner:
             "normalize": student.normalize,
             "max_seq_length": student.max_seq_length,
             "truncation": "truncate",
-            "source_model": {"name": model.name, "weights_sha256": model.weights_sha256, "license": model.license},
+            "source_model": {"name": model.name, "weights_sha256": model.weights_sha256, "license": model.license,
+                             "recipe_model": self.recipe.model.model_dump(mode="json")},
             "recipe": {"name": self.recipe.name, "file_sha256": sha256_file(self.recipe_path),
                        "variant": variant.model_dump(mode="json")},
             "steps": records,
@@ -349,7 +359,7 @@ class Runner:
         result = self._result(variant.name, target.name, variant.backend, str(final), size_mb, measured,
                               embeddings, budget, baseline_p50, records, target.latency_kind)
         if target.latency_kind == "estimated":
-            self._use_estimate(result, target, student, staging / files.model_file, records, budget)
+            self._use_estimate(result, target, student, staging, files.model_file, records, budget)
         result.budget = check(result, budget)
         result.required = variant.name in spec.required
         # The measured figures go into the bundle itself, then it is published in one rename.
@@ -364,10 +374,22 @@ class Runner:
 
 
     @staticmethod
-    def _use_estimate(result: Result, target, student, model_file: Path, records, budget: Budget) -> None:
-        """Replace the host timing by the target's roofline estimate: this machine is not the device."""
+    def _use_estimate(result: Result, target, student, bundle_dir: Path, model_file: str, records,
+                      budget: Budget) -> None:
+        """Replace the host timing by the target's estimate (its own estimator, such as Vela's,
+        or the roofline of its profile): this machine is not the device."""
         from edgeslim.targets.roofline import INT8_STEPS, encoder_macs, estimate_latency
 
+        result.latency_real_ms = []  # host timings on real lengths say nothing about the device
+        result.speedup_vs_baseline = None
+        if hasattr(target, "estimate"):
+            est = target.estimate(bundle_dir, budget)
+            result.latency_ms = Latency(p50=est.ms, p90=est.ms, p95=est.ms, p99=est.ms, batch=budget.batch,
+                                        threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
+                                        where=est.where, what=est.what)
+            result.device_estimate = est.details
+            return
+        model_file = bundle_dir / model_file
         profile = target.profile()
         int8 = any(r.get("step") in INT8_STEPS for r in records)
         est = estimate_latency(profile, encoder_macs(student, budget.seq_len, budget.batch),
@@ -375,8 +397,6 @@ class Runner:
         result.latency_ms = Latency(p50=est.ms, p90=est.ms, p95=est.ms, p99=est.ms, batch=budget.batch,
                                     threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
                                     where=est.where(profile, budget.threads), what=est.model)
-        result.latency_real_ms = []  # host timings on real lengths say nothing about the device
-        result.speedup_vs_baseline = None
 
 
 def _versions() -> dict:

@@ -12,10 +12,10 @@ from edgeslim.errors import BackendError
 
 # backend name -> the Python module it needs
 BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "static": "numpy",
-                   "litert": "ai_edge_litert"}
+                   "litert": "ai_edge_litert", "litert-body": "ai_edge_litert"}
 
 
-_EXTRAS = {"onnxruntime": "runtime", "litert": "litert"}
+_EXTRAS = {"onnxruntime": "runtime", "litert": "litert", "litert-body": "litert"}
 
 
 def available_backends() -> list[str]:
@@ -125,6 +125,53 @@ class LiteRtBackend:
         return np.stack(rows)
 
 
+class LiteRtBodyBackend:
+    """An integer-only encoder body (the Ethos-U bundle's graph) in LiteRT on this CPU, behind
+    the CPU prelude (embedding lookup, LayerNorm, additive mask) in numpy: the same split and
+    the same integer graph as the device, so accuracy measured here is the device's."""
+
+    name = "litert-body"
+
+    def __init__(self, model_path: Path, threads: int | None, prelude_file: str):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from edgeslim.runtime.prelude import load_prelude
+
+        self.tables = load_prelude(model_path.with_name(prelude_file))
+        try:
+            self.runner = Interpreter(str(model_path), num_threads=threads or None).get_signature_runner()
+        except Exception as exc:  # LiteRT raises plain RuntimeError/ValueError for bad models
+            raise BackendError(f"LiteRT cannot load {model_path}: {exc}") from None
+        details = self.runner.get_input_details()
+        names = sorted(details, key=lambda n: details[n]["index"])
+        if len(names) != 2 or len(details[names[0]]["shape"]) != 3:
+            raise BackendError(f"{model_path}: expected inputs (hidden (1, seq, dim), additive mask (1, 1, 1, seq)), "
+                               f"got {[list(details[n]['shape']) for n in names]}")
+        self._hidden, self._mask = (details[n] | {"name": n} for n in names)
+        self._output = next(iter(self.runner.get_output_details().values()))
+        self.seq_len = int(self._hidden["shape"][1])
+        self.providers = [f"LiteRT CPU ({self._hidden['dtype'].__name__} activations)"]
+        self.input_names = ["input_ids", "attention_mask"]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        from edgeslim.runtime.prelude import dequantize, embed_tokens, quantize
+
+        ids, mask = feeds["input_ids"], feeds["attention_mask"]
+        batch, seq = ids.shape
+        if seq > self.seq_len:
+            raise BackendError(f"sequence length {seq} exceeds the NPU graph's static length {self.seq_len}")
+        padded_ids = np.zeros((batch, self.seq_len), np.int64)
+        padded_mask = np.zeros((batch, self.seq_len), np.int64)
+        padded_ids[:, :seq], padded_mask[:, :seq] = ids, mask
+        hidden, additive = embed_tokens(self.tables, padded_ids, padded_mask)
+        rows = []
+        for row in range(batch):
+            out = self.runner(**{self._hidden["name"]: quantize(hidden[row:row + 1], self._hidden),
+                                 self._mask["name"]: quantize(additive[row:row + 1], self._mask)})
+            rows.append(dequantize(next(iter(out.values())), self._output)[0, :seq])
+        return np.stack(rows)
+
+
 class StaticBackend:
     """A token-vector table: the "model" is a lookup; pooling does the rest. numpy only."""
 
@@ -159,6 +206,8 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
         return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"))
     if name == "static":
         return StaticBackend(model_path)
+    if name == "litert-body":
+        return LiteRtBodyBackend(model_path, threads, options.get("prelude", "prelude.npz"))
     if name == "litert":
         return LiteRtBackend(model_path, threads, options.get("input_order", ["input_ids", "attention_mask"]))
     return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"))

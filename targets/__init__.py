@@ -9,6 +9,7 @@ from __future__ import annotations
 from edgeslim.errors import TargetError
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, Target
 from edgeslim.targets.arm_cortex_a import RPI4, RPI5
+from edgeslim.targets.ethos_u import ETHOS_U55_128, ETHOS_U65_256, ETHOS_U85_256
 from edgeslim.targets.x86_cpu import TARGET as _x86_cpu
 
 __all__ = ["TARGETS", "Budget", "BundleFiles", "DeviceProfile", "Target", "get_target"]
@@ -17,6 +18,9 @@ TARGETS: dict[str, Target] = {
     _x86_cpu.name: _x86_cpu,
     RPI4.name: RPI4,
     RPI5.name: RPI5,
+    ETHOS_U55_128.name: ETHOS_U55_128,
+    ETHOS_U65_256.name: ETHOS_U65_256,
+    ETHOS_U85_256.name: ETHOS_U85_256,
 }
 
 

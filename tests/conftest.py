@@ -85,6 +85,20 @@ def encode_in_fresh_process(bundle) -> str:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
 
 
+def compile_firmware_check(folder: Path, symbol: str, werror: bool = True) -> Path:
+    """Build export-firmware's model_check.c with the generated array; returns the executable."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "a C compiler is part of the dev set-up (gcc)"
+    exe = folder / "model_check"
+    flags = ["-O2", "-Wall", "-Werror"] if werror else ["-O2"]
+    subprocess.run([cc, *flags, f"-DMODEL_SYMBOL={symbol}", f'-DMODEL_HEADER="{symbol}.h"',
+                    str(folder / "model_check.c"), str(folder / f"{symbol}.c"), "-o", str(exe)], check=True, cwd=folder)
+    return exe
+
+
 def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))

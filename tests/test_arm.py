@@ -10,7 +10,7 @@ from edgeslim.compress import LiteRtConvertConfig, LiteRtInt8DynamicConfig, Step
 from edgeslim.runtime import load
 from edgeslim.targets import get_target
 from edgeslim.targets.roofline import encoder_macs, estimate_latency
-from conftest import encode_in_fresh_process, write_recipe
+from conftest import compile_firmware_check, encode_in_fresh_process, write_recipe
 
 ARM_RECIPE = """
 name: tiny-arm
@@ -125,7 +125,6 @@ def test_bundle_runs_on_an_arm64_userland_without_torch(arm_run, variant, capsys
 
 
 def test_firmware_export_compiles_and_checks_itself(arm_run, tmp_path, capsys):
-    import shutil
     import subprocess
 
     from edgeslim.cli import main
@@ -136,11 +135,7 @@ def test_firmware_export_compiles_and_checks_itself(arm_run, tmp_path, capsys):
     symbol = "litert_int8_dynamic"
     header = (out / f"{symbol}.h").read_text()
     assert "INPUT0_DIMS {1, 64}" in header and "ARENA_BYTES_ESTIMATE" in header and "tokenizer.json" in header
-    cc = shutil.which("gcc") or shutil.which("cc")
-    assert cc, "a C compiler is part of the dev set-up (gcc)"
-    exe = tmp_path / "model_check"
-    subprocess.run([cc, "-O2", "-Wall", "-Werror", f"-DMODEL_SYMBOL={symbol}", f'-DMODEL_HEADER="{symbol}.h"',
-                    str(out / "model_check.c"), str(out / f"{symbol}.c"), "-o", str(exe)], check=True, cwd=out)
+    exe = compile_firmware_check(out, symbol)
     ok = subprocess.run([str(exe), str(bundle / "model.tflite")], capture_output=True, text=True)
     assert ok.returncode == 0 and "identical to the .tflite" in ok.stdout, ok.stdout
     # A flipped byte in the array is caught at start-up.
@@ -148,8 +143,7 @@ def test_firmware_export_compiles_and_checks_itself(arm_run, tmp_path, capsys):
     first = source.index("0x", source.index("{"))
     flipped = source[:first] + ("0x01" if source[first:first + 4] != "0x01" else "0x02") + source[first + 4:]
     (out / f"{symbol}.c").write_text(flipped)
-    subprocess.run([cc, "-O2", f"-DMODEL_SYMBOL={symbol}", f'-DMODEL_HEADER="{symbol}.h"',
-                    str(out / "model_check.c"), str(out / f"{symbol}.c"), "-o", str(exe)], check=True, cwd=out)
+    exe = compile_firmware_check(out, symbol, werror=False)
     bad = subprocess.run([str(exe)], capture_output=True, text=True)
     assert bad.returncode == 1 and "FAIL: sha256" in bad.stdout
 

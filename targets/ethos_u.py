@@ -1,0 +1,165 @@
+"""Arm Ethos-U microNPUs (U55-128, U65-256, U85-256): an integer encoder body compiled by Vela.
+
+A bundle holds the integer body as LiteRT runs it on the host (`model.tflite`, where accuracy
+is measured), the same body compiled for the NPU by Vela (`model_vela.tflite`, what the
+firmware flashes), the CPU prelude tables and the tokenizer. Latency is Vela's own performance
+estimate for the NPU (cycles at the system config's clock); memory is Vela's SRAM/DRAM/flash
+use; the report lists every operator Vela leaves to the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeslim.compress.artifacts import ModelArtifact, NpuBodyModel
+from edgeslim.errors import ExportError, TargetError
+from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
+
+VELA_MODEL = "model_vela.tflite"
+VELA_SUMMARY = "vela_summary.csv"
+VELA_LOG = "vela_cpu_operators.txt"
+
+
+@dataclass(frozen=True)
+class DeviceEstimate:
+    ms: float
+    where: str
+    what: str
+    details: dict
+
+
+def vela_executable() -> str:
+    beside = Path(sys.executable).with_name("vela")  # the venv's own, even when not on PATH
+    found = str(beside) if beside.is_file() else shutil.which("vela")
+    if not found:
+        raise ExportError("Vela is not installed; it compiles Ethos-U bundles: pip install 'edgeslim[compress]' "
+                          "(ethos-u-vela)")
+    return found
+
+
+def run_vela(model: Path, accelerator: str, out_dir: Path) -> tuple[Path, Path, list[str]]:
+    """Compile `model` for `accelerator`: (compiled .tflite, summary .csv, CPU operator lines)."""
+    proc = subprocess.run([vela_executable(), str(model), "--accelerator-config", accelerator, "--output-dir",
+                           str(out_dir), "--show-cpu-operations"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ExportError(f"Vela failed for {accelerator} on {model.name} (exit {proc.returncode}):\n"
+                          f"{(proc.stdout + proc.stderr)[-2000:]}")
+    compiled = out_dir / f"{model.stem}_vela.tflite"
+    summaries = sorted(out_dir.glob(f"{model.stem}_summary_*.csv"))
+    if not compiled.is_file() or not summaries:
+        raise ExportError(f"Vela reported success but wrote no compiled model or summary in {out_dir}")
+    cpu_lines = [re.sub(r"\s+", " ", line.strip()) for line in proc.stdout.splitlines()
+                 if line.strip().startswith("CPU:")]
+    return compiled, summaries[0], cpu_lines
+
+
+def read_summary(path: Path) -> dict:
+    with open(path, newline="") as handle:
+        row = next(csv.DictReader(handle))
+    return row
+
+
+class EthosU:
+    backends = ("litert-body",)
+    latency_kind = "estimated"
+    backend_options = {"litert-body": {"prelude": "prelude.npz", "device_model": VELA_MODEL,
+                                       "vela_summary": VELA_SUMMARY}}
+
+    def __init__(self, name: str, accelerator: str, description: str, profile: DeviceProfile, budget: Budget):
+        self.name, self.accelerator, self.description = name, accelerator, description
+        self._profile = profile
+        self.default_budget = budget
+
+    def profile(self) -> DeviceProfile:
+        return self._profile
+
+    def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles:
+        if backend not in self.backends:
+            raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.backends)}")
+        if not isinstance(artifact, NpuBodyModel):
+            raise TargetError(f"target {self.name} compiles an integer encoder body, but the steps produced a "
+                              f"{artifact.format} model; add an npu_body_quantize step")
+        files = copy_artifact(artifact, bundle_dir)
+        vela_dir = bundle_dir / ".vela"
+        try:
+            compiled, summary, cpu_lines = run_vela(bundle_dir / files.model_file, self.accelerator, vela_dir)
+            os.replace(compiled, bundle_dir / VELA_MODEL)
+            os.replace(summary, bundle_dir / VELA_SUMMARY)
+            (bundle_dir / VELA_LOG).write_text("".join(line + "\n" for line in cpu_lines), encoding="utf-8")
+        finally:
+            shutil.rmtree(vela_dir, ignore_errors=True)
+        return BundleFiles(model_file=files.model_file, files=files.files + (VELA_MODEL, VELA_SUMMARY, VELA_LOG))
+
+    def estimate(self, bundle_dir: Path, budget: Budget) -> DeviceEstimate:
+        """Vela's performance estimate for the NPU graph, and its memory use."""
+        summary = read_summary(bundle_dir / VELA_SUMMARY)
+        cpu_lines = (bundle_dir / VELA_LOG).read_text(encoding="utf-8").splitlines()
+        ms = float(summary["inference_time"]) * 1000 * budget.batch
+        clock_mhz = float(summary["core_clock"]) / 1e6
+        details = {
+            "estimator": f"Vela {_vela_version()}",
+            "accelerator": summary["accelerator_configuration"],
+            "system_config": summary["system_config"],
+            "memory_mode": summary["memory_mode"],
+            "npu_clock_mhz": clock_mhz,
+            "cycles_total": int(float(summary["cycles_total"])),
+            "cycles_npu": int(float(summary["cycles_npu"])),
+            "nn_macs": int(float(summary["nn_macs"])),
+            "sram_used_kib": float(summary["sram_memory_used"]),
+            "dram_used_kib": float(summary["dram_memory_used"]),
+            "on_chip_flash_used_kib": float(summary["on_chip_flash_memory_used"]),
+            "off_chip_flash_used_kib": float(summary["off_chip_flash_memory_used"]),
+            "weights_npu_encoded_bytes": int(float(summary["total_npu_encoded_weights"])),
+            "weights_storage": summary["weights_storage_area"],
+            "cpu_operators": len(cpu_lines),
+            "cpu_operator_list": cpu_lines,
+        }
+        where = (f"estimated: Vela {_vela_version()} performance model, {summary['accelerator_configuration']} "
+                 f"at {clock_mhz:.0f} MHz ({summary['system_config']}, {summary['memory_mode']}); NPU graph only, "
+                 "the CPU prelude (embedding lookup, LayerNorm) is not included")
+        return DeviceEstimate(ms=round(ms, 3), where=where, what="Vela cycles_total / NPU clock, one inference",
+                              details=details)
+
+
+def _vela_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ethos-u-vela")
+    except PackageNotFoundError:
+        return "?"
+
+
+def _profile(name: str, macs_per_cycle: int, clock_mhz: int, sram_kib: int, notes: str) -> DeviceProfile:
+    peak = macs_per_cycle * clock_mhz * 1e6
+    return DeviceProfile(name=name, cores=1, clock_ghz=clock_mhz / 1000, isa_features=("int8", "int16 activations"),
+                         peak_fp32_macs_per_s=0.0, peak_int8_macs_per_s=peak, memory_bandwidth_gbs=None,
+                         ram_mb=max(1, sram_kib // 1024), source="datasheet", notes=notes)
+
+
+# MACs per cycle is the number after the dash in the configuration name (int8 x int8).
+ETHOS_U55_128 = EthosU(
+    "ethos-u55-128", "ethos-u55-128",
+    "Arm Ethos-U55 with 128 MACs/cycle (e.g. Corstone-300 class MCUs): integer body via Vela, latency estimated",
+    _profile("Arm Ethos-U55-128", 128, 500, 384, "Vela's default system config; int16 activations run at half rate"),
+    Budget(p95_ms=None, max_size_mb=60.0, max_peak_rss_mb=None, min_teacher_cosine=0.97, min_stsb_spearman=78.0),
+)
+ETHOS_U65_256 = EthosU(
+    "ethos-u65-256", "ethos-u65-256",
+    "Arm Ethos-U65 with 256 MACs/cycle (e.g. NXP i.MX 93): integer body via Vela, latency estimated",
+    _profile("Arm Ethos-U65-256", 256, 1000, 384, "Vela's default system config (client-server, dedicated SRAM)"),
+    Budget(p95_ms=250.0, max_size_mb=60.0, max_peak_rss_mb=None, min_teacher_cosine=0.97, min_stsb_spearman=78.0),
+)
+ETHOS_U85_256 = EthosU(
+    "ethos-u85-256", "ethos-u85-256",
+    "Arm Ethos-U85 with 256 MACs/cycle (Corstone-320 class): integer body via Vela, latency estimated",
+    _profile("Arm Ethos-U85-256", 256, 1000, 384, "Vela's default system config"),
+    Budget(p95_ms=100.0, max_size_mb=60.0, max_peak_rss_mb=None, min_teacher_cosine=0.97, min_stsb_spearman=78.0),
+)
