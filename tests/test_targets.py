@@ -27,7 +27,14 @@ def artifacts(tiny_model, tmp_path_factory):
     litert_ctx = StepContext(folder, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None,
                              torch_model=tiny_model)
     litert_model, _ = apply_step(None, LiteRtConvertConfig(parity_samples=2), litert_ctx)
-    return {"onnxruntime": onnx_model, "openvino": ov_model, "static": static_table, "litert": litert_model}
+    from edgeslim.compress import NpuBodyQuantizeConfig
+
+    body_ctx = StepContext(folder / "body", texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None,
+                           torch_model=tiny_model)
+    body_ctx.workdir.mkdir()
+    npu_body, _ = apply_step(None, NpuBodyQuantizeConfig(calibration_samples=8), body_ctx)
+    return {"onnxruntime": onnx_model, "openvino": ov_model, "static": static_table, "litert": litert_model,
+            "litert-body": npu_body}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
