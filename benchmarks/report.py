@@ -109,6 +109,8 @@ class Report(_Model):
     baseline: Result
     results: list[Result]
     search: dict | None = None  # fronts, chosen bundle and plots of `edgeslim search`
+    # Per target of the run: its device profile, latency kind and the variant its profile favours.
+    targets: dict[str, dict] = Field(default_factory=dict)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
@@ -163,7 +165,16 @@ def render_markdown(report: Report) -> str:
         "|" + "---|" * len(TABLE_HEADER),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
-    lines += ["", "`*` passed every check that could run; some could not (see below).", "", "## Data", ""]
+    lines += ["", "`*` passed every check that could run; some could not (see below).", ""]
+    if report.targets:
+        lines += ["## Targets", ""]
+        for name, t in report.targets.items():
+            profile = t["profile"]
+            default = f" Default variant: {t['default_variant']}." if t.get("default_variant") else ""
+            lines.append(f"- **{name}**: {profile['name']} ({profile['source']} profile), latency {t['latency_kind']}. "
+                         f"{profile.get('notes', '')}.{default}")
+        lines.append("")
+    lines += ["## Data", ""]
     for key, value in report.data.items():
         lines.append(f"- {key}: {value}")
     if report.skipped:

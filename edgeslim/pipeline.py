@@ -210,6 +210,8 @@ class Runner:
             skipped=data.skipped,
             baseline=baseline,
             results=results,
+            targets={t.name: {"profile": t.profile().to_dict(), "latency_kind": t.latency_kind,
+                              "default_variant": getattr(t, "default_variant", None)} for _, t in targets},
         )
         if self.searching:
             report.search = self._search_summary(report)

@@ -56,6 +56,9 @@ def test_arm_run_labels_latency_estimated_and_measures_accuracy(arm_run):
     assert results["litert-int8-dynamic"]["latency_ms"]["p50"] < results["litert-fp32"]["latency_ms"]["p50"]
     markdown = (arm_run["out"] / "report.md").read_text()
     assert "estimated" in markdown
+    # The report says what the profile favours and why (sdot on the A76).
+    assert arm_run["report"]["targets"]["rpi5"]["default_variant"] == "litert-int8-dynamic"
+    assert "## Targets" in markdown and "sdot" in markdown
 
 
 def test_litert_bundle_pads_to_its_static_length_without_changing_results(arm_run):
