@@ -8,6 +8,7 @@
     edgeslim verify BUNDLE --arch aarch64   run it on an emulated arm64 userland, cosine to the host
     edgeslim export-firmware BUNDLE     a LiteRT bundle as C source + header for firmware
     edgeslim targets                    the registered targets and their default budgets
+    edgeslim compare REPORT... [--html OUT]  results of several runs: table, charts, HTML page
 
 Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle),
 3 a bundle the recipe marks as required missed its budget.
@@ -167,6 +168,16 @@ def _teacher_embeddings_for(manifest: dict, texts: list[str], source: str | None
     return teacher_embeddings(teacher, texts, manifest["max_seq_length"], log=lambda _: None)
 
 
+def cmd_compare(args) -> int:
+    from edgeslim.benchmarks.compare import compare
+
+    header, rows = compare([Path(p) for p in args.reports], Path(args.html) if args.html else None)
+    print(_table(header, rows))
+    if args.html:
+        print(f"\nwrote {args.html}")
+    return 0
+
+
 def cmd_export_firmware(args) -> int:
     from edgeslim.firmware import export_firmware
 
@@ -227,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     firmware.add_argument("--out", help="output folder (default: BUNDLE-firmware next to the bundle)")
     firmware.set_defaults(func=cmd_export_firmware)
     sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
+    comparing = sub.add_parser("compare", help="results of several reports side by side (table, charts, HTML)")
+    comparing.add_argument("reports", nargs="+", help="report.json files or run folders")
+    comparing.add_argument("--html", help="write a self-contained HTML page with the charts here")
+    comparing.set_defaults(func=cmd_compare)
     return parser
 
 

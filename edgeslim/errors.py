@@ -45,3 +45,7 @@ class BudgetExceeded(EdgeslimError):
     def __init__(self, message: str, failures: list[str]):
         super().__init__(message)
         self.failures = failures
+
+
+class ReportError(EdgeslimError):
+    """A report file that is missing, unreadable or not an edgeslim report."""

@@ -9,6 +9,7 @@ Tests of the other tier are deselected (pytest reports how many), never silently
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -29,8 +30,8 @@ def pytest_collection_modifyitems(config, items):
         return
     keep, drop = [], []
     for item in items:
-        # aarch64 tests (qemu-user, minutes) run with the real tier.
-        is_real = item.get_closest_marker("real") is not None or item.get_closest_marker("aarch64") is not None
+        # aarch64 (qemu-user) and browser (headless Chromium) tests need system packages: real tier.
+        is_real = any(item.get_closest_marker(m) is not None for m in ("real", "aarch64", "browser"))
         (keep if is_real == (tier == "real") else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -151,3 +152,32 @@ def real_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("real-run") / "out"
     report = run_recipe(recipe, path, out)
     return {"report": report, "out": out}
+
+
+ETHOS_RECIPE = """
+name: tiny-ethos
+model: {source: tiny-random-bert, max_seq_length: 64}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
+benchmark: {warmup: 2, min_runs: 10}
+targets:
+  - target: ethos-u65-256
+    required: [npu-int16-mixed]
+    budget: {seq_len: 64, min_teacher_cosine: 0.97}
+    variants:
+      - {name: npu-int16-mixed, backend: litert-body, steps: [{step: npu_body_quantize, calibration_samples: 32}]}
+  - target: ethos-u85-256
+    budget: {seq_len: 64, min_teacher_cosine: 0.9}
+    variants:
+      - {name: u85-int8, backend: litert-body, steps: [{step: npu_body_quantize, activations: int8, calibration_samples: 32}]}
+"""
+
+
+@pytest.fixture(scope="session")
+def ethos_run(tmp_path_factory):
+    """The tiny model through the Ethos-U targets (integer body, Vela), once per session."""
+    from edgeslim.cli import main
+
+    folder = tmp_path_factory.mktemp("ethos-run")
+    out = folder / "out"
+    code = main(["run", str(write_recipe(folder, ETHOS_RECIPE)), "--out", str(out)])
+    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}

@@ -7,35 +7,7 @@ import numpy as np
 import pytest
 
 from edgeslim.runtime import load
-from conftest import compile_firmware_check, encode_in_fresh_process, write_recipe
-
-ETHOS_RECIPE = """
-name: tiny-ethos
-model: {source: tiny-random-bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10}
-targets:
-  - target: ethos-u65-256
-    required: [npu-int16-mixed]
-    budget: {seq_len: 64, min_teacher_cosine: 0.97}
-    variants:
-      - {name: npu-int16-mixed, backend: litert-body, steps: [{step: npu_body_quantize, calibration_samples: 32}]}
-  - target: ethos-u85-256
-    budget: {seq_len: 64, min_teacher_cosine: 0.9}
-    variants:
-      - {name: u85-int8, backend: litert-body, steps: [{step: npu_body_quantize, activations: int8, calibration_samples: 32}]}
-"""
-
-
-@pytest.fixture(scope="module")
-def ethos_run(tmp_path_factory):
-    from edgeslim.cli import main
-
-    folder = tmp_path_factory.mktemp("ethos-run")
-    out = folder / "out"
-    code = main(["run", str(write_recipe(folder, ETHOS_RECIPE)), "--out", str(out)])
-    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
-
+from conftest import compile_firmware_check, encode_in_fresh_process
 
 def test_ethos_run_reports_vela_estimates_memory_and_no_cpu_fallback(ethos_run):
     assert ethos_run["exit_code"] == 0

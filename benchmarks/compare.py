@@ -1,0 +1,228 @@
+"""`edgeslim compare REPORT... [--html OUT]`: results of any number of runs side by side.
+
+Reports may come from different recipes, targets and machines. Every point keeps its latency
+kind: measured points are filled circles, estimated ones hollow triangles, and the page says
+that the two are different kinds of figure. The Pareto front (lower latency or size, higher
+accuracy) is drawn over all points; budgets are drawn per target as dashed limits.
+The HTML page is one file: charts are embedded PNGs, no scripts or fonts from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from edgeslim.benchmarks.report import Report, Result
+from edgeslim.errors import ReportError
+
+
+@dataclass(frozen=True)
+class Point:
+    run: str  # which report it came from
+    result: Result
+    is_teacher: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.result.name} [{self.run.split(':')[0]}]"
+
+
+def load_report(path: Path) -> Report:
+    path = Path(path)
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot read report {file}: {exc.strerror or exc}; pass a report.json or a run folder "
+                          "holding one") from None
+    try:
+        return Report.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ReportError(f"{file} is not an edgeslim.report/1 file: {where}: {first['msg']}") from None
+
+
+def run_label(report: Report, index: int) -> str:
+    return f"{index + 1}:{report.recipe.get('name', '?')}@{report.host.get('name', '?')[:24]}"
+
+
+def collect(reports: list[Report]) -> list[Point]:
+    points = []
+    for index, report in enumerate(reports):
+        label = run_label(report, index)
+        points.append(Point(label, report.baseline, True))
+        points += [Point(label, r, False) for r in report.results]
+    return points
+
+
+def quality_axis(points: list[Point]) -> tuple[callable, str, str]:
+    """STS-B when every point has it, else cosine to the teacher: one axis for all points."""
+    if all(p.result.accuracy.stsb_spearman is not None for p in points):
+        return (lambda r: r.accuracy.stsb_spearman), "STS-B test Spearman x100", "stsb_spearman"
+    return (lambda r: 100 * r.accuracy.teacher_cosine_mean), "cosine to teacher x100", "teacher_cosine_mean"
+
+
+COST_AXES = {
+    "latency": (lambda r: r.latency_ms.p50, "p50 latency, ms (log scale)", "p95_ms"),
+    "size": (lambda r: r.size_mb, "bundle size, MB (log scale)", "size_mb"),
+}
+
+
+def pareto_front(points: list[Point], cost, quality) -> list[Point]:
+    """Points no other point beats on both cost (lower) and quality (higher)."""
+    kept, best = [], float("-inf")
+    for p in sorted(points, key=lambda p: (cost(p.result), -quality(p.result))):
+        if quality(p.result) > best:
+            kept.append(p)
+            best = quality(p.result)
+    return kept
+
+
+def table(points: list[Point], fronts: dict[str, list[Point]]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "variant", "target", "backend", "p50 ms", "latency", "size MB", "cos teacher", "STS-B",
+              "budget", "front"]
+    rows = []
+    for p in points:
+        r = p.result
+        budget = "-" if r.budget is None else ("PASS" if r.budget.passed else "FAIL")
+        on = [axis for axis, f in fronts.items() if p in f]
+        rows.append([p.run, r.name, r.target, r.backend, f"{r.latency_ms.p50:.2f}", r.latency_ms.kind,
+                     f"{r.size_mb:.1f}", f"{r.accuracy.teacher_cosine_mean:.4f}",
+                     "n/a" if r.accuracy.stsb_spearman is None else f"{r.accuracy.stsb_spearman:.2f}", budget,
+                     ",".join(on) or "-"])
+    return header, rows
+
+
+def _chart(points: list[Point], axis: str, quality, quality_label: str, quality_check: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost, cost_label, cost_check = COST_AXES[axis]
+    targets = sorted({p.result.target for p in points})
+    colours = {t: plt.get_cmap("tab10")(i % 10) for i, t in enumerate(targets)}
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    for p in points:
+        r, colour = p.result, colours[p.result.target]
+        x, y = cost(r), quality(r)
+        if r.latency_ms.kind == "measured" or axis == "size":
+            ax.scatter(x, y, marker="*" if p.is_teacher else "o", s=110 if p.is_teacher else 45, color=colour, zorder=3)
+        else:
+            ax.scatter(x, y, marker="^", s=55, facecolors="none", edgecolors=colour, linewidths=1.5, zorder=3)
+        ax.annotate(p.label, (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
+    front = pareto_front(points, lambda r: cost(r), quality)
+    ax.plot([cost(p.result) for p in front], [quality(p.result) for p in front], color="black", lw=1.2,
+            ls="-", zorder=2, label="Pareto front (all points)")
+    # Budgets: each target's limit on this axis and on accuracy, dashed in the target's colour.
+    drawn = set()
+    for p in points:
+        if p.result.budget is None:
+            continue
+        for c in p.result.budget.checks:
+            key = (p.result.target, c.name, c.limit)
+            if key in drawn:
+                continue
+            drawn.add(key)
+            colour = colours[p.result.target]
+            if c.name == cost_check:
+                ax.axvline(c.limit, color=colour, ls="--", lw=0.9, alpha=0.8)
+                ax.annotate(f"{p.result.target} budget", (c.limit, ax.get_ylim()[0]), rotation=90, fontsize=6,
+                            color=colour, xytext=(2, 4), textcoords="offset points")
+            elif c.name == quality_check:
+                limit = c.limit * (100 if quality_check == "teacher_cosine_mean" else 1)
+                ax.axhline(limit, color=colour, ls="--", lw=0.9, alpha=0.8)
+    for t in targets:
+        ax.scatter([], [], marker="s", color=colours[t], label=f"target {t}")
+    ax.scatter([], [], marker="o", color="gray", label="measured")
+    ax.scatter([], [], marker="^", facecolors="none", edgecolors="gray", label="estimated (not measured)")
+    ax.scatter([], [], marker="*", color="gray", s=90, label="teacher (PyTorch fp32, measured)")
+    ax.set_xscale("log")
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel(quality_label)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.set_title(f"{axis} vs accuracy; dashed: budgets per target")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def render_html(reports: list[Report], sources: list[str]) -> str:
+    points = collect(reports)
+    quality, quality_label, quality_check = quality_axis(points)
+    fronts = {axis: pareto_front(points, cost, quality) for axis, (cost, _, _) in COST_AXES.items()}
+    header, rows = table(points, fronts)
+    charts = {axis: base64.b64encode(_chart(points, axis, quality, quality_label, quality_check)).decode()
+              for axis in COST_AXES}
+    esc = html.escape
+    runs = "".join(f"<li><b>{esc(run_label(r, i))}</b>: {esc(sources[i])}, created {esc(r.created)}, host "
+                   f"{esc(str(r.host.get('name')))}, edgeslim {esc(r.edgeslim_version)}</li>"
+                   for i, r in enumerate(reports))
+    kinds = sorted({p.result.latency_ms.kind for p in points})
+    body_rows = "".join(
+        f"<tr class=\"{esc(row[5])}\">" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    estimated = [p for p in points if p.result.latency_ms.kind == "estimated"]
+    where = "".join(f"<li>{esc(p.label)}: {esc(p.result.latency_ms.where or '')}</li>" for p in estimated)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>edgeslim compare</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #bbb; padding: 3px 7px; text-align: left; }}
+th {{ background: #eee; }}
+tr.estimated td {{ font-style: italic; background: #fff8e6; }}
+img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
+</style></head>
+<body>
+<h1>edgeslim compare: {len(reports)} report(s), {len(points)} points</h1>
+<ul>{runs}</ul>
+<p>Latency kinds present: {esc(', '.join(kinds))}. <b>Measured</b> figures were timed on the machine named
+in their run; <b>estimated</b> ones (italic rows, hollow triangles) come from a model of the device and
+are not measurements. The Pareto front is drawn over all points; accuracy axis: {esc(quality_label)}.</p>
+<h2>Accuracy vs latency</h2>
+<img id="chart-latency" alt="accuracy vs latency chart" src="data:image/png;base64,{charts['latency']}">
+<h2>Accuracy vs size</h2>
+<img id="chart-size" alt="accuracy vs size chart" src="data:image/png;base64,{charts['size']}">
+<h2>All results</h2>
+<table id="results"><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr></thead>
+<tbody>{body_rows}</tbody></table>
+<h2>How the estimated figures were made</h2>
+<ul>{where or '<li>none</li>'}</ul>
+<script>
+// Marks the page once both charts have decoded, so a headless browser can check they render.
+window.addEventListener("load", function () {{
+  var ok = Array.from(document.images).every(function (i) {{ return i.complete && i.naturalWidth > 0; }});
+  document.body.setAttribute("data-charts-rendered", ok ? "yes" : "no");
+  document.body.setAttribute("data-table-rows", document.querySelectorAll("#results tbody tr").length);
+}});
+</script>
+</body></html>
+"""
+
+
+def compare(paths: list[Path], html_out: Path | None = None) -> tuple[list[str], list[list[str]]]:
+    """Table of all points; with html_out, also the self-contained page (written atomically)."""
+    if not paths:
+        raise ReportError("compare needs at least one report (report.json or a run folder)")
+    reports = [load_report(p) for p in paths]
+    points = collect(reports)
+    quality, _, _ = quality_axis(points)
+    fronts = {axis: pareto_front(points, cost, quality) for axis, (cost, _, _) in COST_AXES.items()}
+    if html_out is not None:
+        html_out = Path(html_out)
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = html_out.with_name(f".{html_out.name}.{os.getpid()}.tmp")
+        tmp.write_text(render_html(reports, [str(p) for p in paths]), encoding="utf-8")
+        os.replace(tmp, html_out)
+    return table(points, fronts)
