@@ -18,6 +18,8 @@ class OnnxModel:
 @dataclass(frozen=True)
 class OpenVinoModel:
     xml_path: Path
+    # (batch, seq) shapes the IR is meant to be compiled for; None: dynamic shapes.
+    static_shapes: tuple[tuple[int, int], ...] | None = None
     format = "openvino"
 
     def bundle_names(self) -> list[tuple[Path, str]]:

@@ -45,6 +45,18 @@ class Int8StaticConfig(StrictModel):
     # sensitivity analysis.
     sensitivity_samples: int = Field(64, ge=8, le=1024)
     op_types: tuple[str, ...] = ("MatMul", "Gather")
+    # TensorRT's explicit quantization takes symmetric int8 only: activation_type int8 with
+    # symmetric_activations true.
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    symmetric_activations: bool = False
+
+
+class OnnxFp16Config(StrictModel):
+    """Float16 weights and compute in the ONNX graph (inputs and outputs stay as they are), for
+    GPUs and TensorRT; the ops in `op_block_list` stay float32."""
+
+    step: Literal["onnx_fp16"] = "onnx_fp16"
+    op_block_list: tuple[str, ...] | None = None  # None: onnxruntime's default list
 
 
 class OpenVinoInt8Config(StrictModel):
@@ -53,6 +65,24 @@ class OpenVinoInt8Config(StrictModel):
     step: Literal["openvino_int8"] = "openvino_int8"
     calibration_samples: int = Field(128, ge=8, le=4096)
     preset: Literal["performance", "mixed"] = "mixed"
+    # The device NNCF places quantizers for (NPU: the patterns its compiler fuses).
+    target_device: Literal["ANY", "CPU", "GPU", "NPU"] = "ANY"
+
+
+class OpenVinoStaticShapesConfig(StrictModel):
+    """Fix an OpenVINO IR's input shapes (NPUs compile static shapes only). The IR is saved at
+    the largest shape; the bundle lists every (batch, seq) it was compiled and checked for, and
+    the runtime pads each call up to the smallest listed shape that holds it."""
+
+    step: Literal["openvino_static_shapes"] = "openvino_static_shapes"
+    batch: int = Field(1, ge=1, le=64)
+    seq_lengths: tuple[int, ...] = (32, 64, 128)
+
+    @model_validator(mode="after")
+    def _sorted_unique(self):
+        if not self.seq_lengths or sorted(set(self.seq_lengths)) != list(self.seq_lengths) or self.seq_lengths[0] < 1:
+            raise ValueError(f"seq_lengths must be positive, ascending and unique, got {list(self.seq_lengths)}")
+        return self
 
 
 class OpenVinoConvertConfig(StrictModel):
@@ -150,7 +180,7 @@ class PruneConfig(StrictModel):
 
 StepConfig = Annotated[
     Union[DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig,
-          LiteRtConvertConfig, LiteRtInt8DynamicConfig, NpuBodyQuantizeConfig],
+          LiteRtConvertConfig, LiteRtInt8DynamicConfig, NpuBodyQuantizeConfig, OpenVinoStaticShapesConfig, OnnxFp16Config],
     Field(discriminator="step"),
 ]
 

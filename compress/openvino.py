@@ -49,6 +49,7 @@ def int8(artifact, cfg: OpenVinoInt8Config, ctx: StepContext):
         nncf.Dataset(feeds),
         model_type=nncf.ModelType.TRANSFORMER,
         preset=nncf.QuantizationPreset(cfg.preset),
+        target_device=nncf.TargetDevice[cfg.target_device],
         subset_size=len(feeds),
     )
     out = _save(ov, quantized, ctx.workdir / "model.int8.xml")
@@ -57,6 +58,28 @@ def int8(artifact, cfg: OpenVinoInt8Config, ctx: StepContext):
         "openvino": ov.get_version(),
         "nncf": nncf.__version__,
         "model_type": "transformer",
+        "target_device": cfg.target_device,
         "calibration_sentences": len(texts),
         "fake_quantize_nodes": fake_quantize,
     }
+
+
+def static_shapes(artifact, cfg, ctx: StepContext):
+    """Reshape the IR to static (batch, seq) inputs; saved at the largest seq length."""
+    import openvino as ov
+
+    if not isinstance(artifact, OpenVinoModel):
+        raise StepError(f"{cfg.step} reshapes an OpenVINO IR; it got a {artifact.format} model "
+                        "(put openvino_convert or openvino_int8 before it)")
+    too_long = [n for n in cfg.seq_lengths if n > ctx.max_seq_length]
+    if too_long:
+        raise StepError(f"{cfg.step}: seq_lengths {too_long} exceed the model's max_seq_length "
+                        f"{ctx.max_seq_length}; allowed: 1..{ctx.max_seq_length}")
+    core = ov.Core()
+    model = core.read_model(str(artifact.xml_path))
+    names = [port.get_any_name() for port in model.inputs]
+    model.reshape({name: ov.PartialShape([cfg.batch, cfg.seq_lengths[-1]]) for name in names})
+    out = _save(ov, model, ctx.workdir / "model.static.xml")
+    shapes = tuple((cfg.batch, n) for n in cfg.seq_lengths)
+    return OpenVinoModel(out.xml_path, shapes), {"inputs": names, "static_shapes": [list(s) for s in shapes],
+                                                 "saved_at": [cfg.batch, cfg.seq_lengths[-1]]}

@@ -120,8 +120,10 @@ def int8_static(artifact, cfg: Int8StaticConfig, ctx: StepContext):
             source, candidate,
             calibration_data_reader=None if cache.exists() else _TextReader(ctx, calibration, pad_to),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(cfg.op_types), per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+            activation_type=QuantType.QInt8 if cfg.activation_type == "int8" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
             calibrate_method=_METHODS[cfg.calibration_method], calibration_cache_path=cache,
+            extra_options={"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True},
         )
         runs["count"] += 1
         return float((_embed(candidate, batches, ctx) * reference).sum(1).mean())
@@ -153,7 +155,8 @@ def int8_static(artifact, cfg: Int8StaticConfig, ctx: StepContext):
     target = ctx.workdir / "model.int8-static.onnx"
     os.replace(candidate, target)
     return OnnxModel(target), {
-        "activations": "uint8 (asymmetric)", "weights": "int8 per-channel (symmetric)", "format": "QDQ",
+        "activations": f"{cfg.activation_type} ({'symmetric' if cfg.symmetric_activations else 'asymmetric'})",
+        "weights": "int8 per-channel (symmetric)", "format": "QDQ",
         "calibration_sentences": len(calibration),
         "sensitivity_sentences": len(held_back),
         "matmuls": len(matmuls),

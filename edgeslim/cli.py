@@ -9,6 +9,7 @@
     edgeslim export-firmware BUNDLE     a LiteRT bundle as C source + header for firmware
     edgeslim targets                    the registered targets and their default budgets
     edgeslim compare REPORT... [--html OUT]  results of several runs: table, charts, HTML page
+    edgeslim bench BUNDLE [--json OUT]  measure a bundle's latency on this machine (runtime only)
 
 Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle),
 3 a bundle the recipe marks as required missed its budget.
@@ -168,6 +169,21 @@ def _teacher_embeddings_for(manifest: dict, texts: list[str], source: str | None
     return teacher_embeddings(teacher, texts, manifest["max_seq_length"], log=lambda _: None)
 
 
+def cmd_bench(args) -> int:
+    from edgeslim.benchmarks.bench_bundle import bench_bundle, write_json
+
+    result = bench_bundle(Path(args.bundle), args.threads, args.batch, args.seq_len, args.warmup, args.runs,
+                          args.seconds)
+    lat = result["latency_ms"]
+    print(f"{result['bundle']} ({result['target']}) {lat['where']}; providers {', '.join(result['providers'])}")
+    print(f"  batch {lat['batch']}, {lat['seq_len']} tokens, {lat['threads']} thread(s), {lat['warmup']} warm-up + "
+          f"{lat['runs']} runs: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, p95 {lat['p95']:.2f}, "
+          f"p99 {lat['p99']:.2f}; peak RSS {result['peak_rss_mb']} MB")
+    if args.json:
+        write_json(result, Path(args.json))
+    return 0
+
+
 def cmd_compare(args) -> int:
     from edgeslim.benchmarks.compare import compare
 
@@ -238,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     firmware.add_argument("--out", help="output folder (default: BUNDLE-firmware next to the bundle)")
     firmware.set_defaults(func=cmd_export_firmware)
     sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
+    bench = sub.add_parser("bench", help="measure a bundle's latency here, runtime only (on the device itself)")
+    bench.add_argument("bundle")
+    bench.add_argument("--threads", type=int, help="default: the bundle's budget operating point")
+    bench.add_argument("--batch", type=int)
+    bench.add_argument("--seq-len", type=int)
+    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--runs", type=int, default=100, help="at least this many timed runs")
+    bench.add_argument("--seconds", type=float, default=10.0, help="and at least this long")
+    bench.add_argument("--json", help="also write the result here")
+    bench.set_defaults(func=cmd_bench)
     comparing = sub.add_parser("compare", help="results of several reports side by side (table, charts, HTML)")
     comparing.add_argument("reports", nargs="+", help="report.json files or run folders")
     comparing.add_argument("--html", help="write a self-contained HTML page with the charts here")

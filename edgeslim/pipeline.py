@@ -324,8 +324,9 @@ class Runner:
         # Same text as the baseline's input, in this student's own token ids.
         ids = latency_input(student, self.data.agreement_texts, budget.seq_len)
         staging = staging_dir(self.bundles, variant.name)
-        files = target.export(artifact, variant.backend, staging)
+        # The tokenizer first: targets may read the bundle's max length from it.
         student.tokenizer.save(str(staging / "tokenizer.json"))
+        files = target.export(artifact, variant.backend, staging)
         used = {s.step: s for s in variant.steps}
         calibration = {"corpus": self.data.calibration.name, "sha256": self.data.calibration.sha256,
                        "sentences": max([getattr(s, "calibration_samples", 0) for s in used.values()] or [0])}
@@ -333,7 +334,7 @@ class Runner:
             "name": variant.name,
             "target": target.name,
             "backend": variant.backend,
-            "backend_options": target.backend_options[variant.backend],
+            "backend_options": {**target.backend_options[variant.backend], **files.backend_options},
             "model_file": files.model_file,
             "tokenizer_file": "tokenizer.json",
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in INPUT_NAMES],

@@ -26,11 +26,19 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model_path: Path, threads: int | None, providers: list[str] | None = None,
-                 disabled_optimizers: list[str] | None = None):
+                 disabled_optimizers: list[str] | None = None, policy: str = "all"):
         import onnxruntime as ort
 
         available = ort.get_available_providers()
         wanted = providers or ["CPUExecutionProvider"]
+        if policy == "first-available":
+            # A preference list (TensorRT, then CUDA, then CPU): use what this machine has, in order.
+            wanted = [p for p in wanted if p in available]
+            if not wanted:
+                raise BackendError(f"none of the bundle's execution providers {providers} is available here; "
+                                   f"available: {available}")
+        elif policy != "all":
+            raise BackendError(f"unknown providers_policy {policy!r}; allowed: all, first-available")
         unknown = [p for p in wanted if p not in available]
         if unknown:
             raise BackendError(f"execution providers {unknown} are not available here; available: {available}")
@@ -54,30 +62,81 @@ class OnnxRuntimeBackend:
 
 
 class OpenVinoBackend:
+    """OpenVINO on the first available device of the bundle's preference list. A bundle made for
+    static shapes (NPUs) lists them: each call is padded up to the smallest listed (batch, seq)
+    that holds it, and one compiled model per shape is kept."""
+
     name = "openvino"
 
-    def __init__(self, model_path: Path, threads: int | None, device: str = "CPU", config: dict | None = None):
+    def __init__(self, model_path: Path, threads: int | None, device: str | list[str] = "CPU",
+                 config: dict | None = None, static_shapes: list[list[int]] | None = None):
         import openvino as ov
 
-        core = ov.Core()
-        if device not in core.available_devices:
-            raise BackendError(f"OpenVINO device {device!r} is not available here; available: {core.available_devices}")
+        self._core = core = ov.Core()
+        preference = [device] if isinstance(device, str) else list(device)
+        usable = [d for d in preference if d in core.available_devices]
+        if not usable:
+            raise BackendError(f"none of the bundle's OpenVINO devices {preference} is available here; "
+                               f"available: {core.available_devices}")
+        self.device = usable[0]
         settings = {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
-        # Without this hint OpenVINO runs bf16 on CPUs that have it; a bundle states its precision.
-        settings.update(config or {"INFERENCE_PRECISION_HINT": "f32"})
-        if threads:
-            settings["INFERENCE_NUM_THREADS"] = str(threads)
+        if self.device == "CPU":
+            # Without this hint OpenVINO runs bf16 on CPUs that have it; a bundle states its precision.
+            settings.update(config or {"INFERENCE_PRECISION_HINT": "f32"})
+            if threads:
+                settings["INFERENCE_NUM_THREADS"] = str(threads)
+        self._settings, self._model_path = settings, model_path
+        self.static_shapes = sorted(tuple(s) for s in static_shapes) if static_shapes else None
+        self._compiled: dict = {}
         try:
-            self.compiled = core.compile_model(str(model_path), device, settings)
+            model = core.read_model(str(model_path))
+            self.input_names = [port.get_any_name() for port in model.inputs]
+            self._request(self.static_shapes[-1] if self.static_shapes else None)  # fail at load, not first use
+        except BackendError:
+            raise
         except Exception as exc:
-            raise BackendError(f"OpenVINO cannot compile {model_path} for {device}: {exc}") from None
-        self.providers = [device]
-        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
-        self.request = self.compiled.create_infer_request()
+            raise BackendError(f"OpenVINO cannot compile {model_path} for {self.device}: {exc}") from None
+        self.providers = [self.device] + ([f"static shapes {[list(s) for s in self.static_shapes]}"]
+                                          if self.static_shapes else [])
+
+    def _request(self, shape):
+        if shape not in self._compiled:
+            model = self._core.read_model(str(self._model_path))
+            if shape is not None:
+                import openvino as ov
+
+                model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
+            try:
+                compiled = self._core.compile_model(model, self.device, self._settings)
+            except Exception as exc:
+                raise BackendError(f"OpenVINO cannot compile {self._model_path} for {self.device} at shape "
+                                   f"{shape}: {exc}") from None
+            self._compiled[shape] = compiled.create_infer_request()
+        return self._compiled[shape]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        self.request.infer(feeds)
-        return self.request.get_output_tensor(0).data.copy()
+        if not self.static_shapes:
+            request = self._request(None)
+            request.infer(feeds)
+            return request.get_output_tensor(0).data.copy()
+        batch, seq = next(iter(feeds.values())).shape
+        fitting = [s for s in self.static_shapes if s[1] >= seq]
+        if not fitting:
+            raise BackendError(f"sequence length {seq} exceeds the bundle's static shapes "
+                               f"{[list(s) for s in self.static_shapes]}")
+        rows, length = fitting[0]
+        request = self._request(fitting[0])
+        out = []
+        for start in range(0, batch, rows):
+            chunk = {}
+            for name, array in feeds.items():
+                padded = np.zeros((rows, length), array.dtype)  # pad id 0, mask 0
+                part = array[start:start + rows]
+                padded[: len(part), :seq] = part
+                chunk[name] = padded
+            request.infer(chunk)
+            out.append(request.get_output_tensor(0).data[: min(rows, batch - start), :seq].copy())
+        return np.concatenate(out)
 
 
 class LiteRtBackend:
@@ -203,11 +262,13 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
             f"{available_backends() or 'none'} (pip install 'edgeslim[{_EXTRAS.get(name, name)}]')"
         )
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"))
+        return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"),
+                                  options.get("providers_policy", "all"))
     if name == "static":
         return StaticBackend(model_path)
     if name == "litert-body":
         return LiteRtBodyBackend(model_path, threads, options.get("prelude", "prelude.npz"))
     if name == "litert":
         return LiteRtBackend(model_path, threads, options.get("input_order", ["input_ids", "attention_mask"]))
-    return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"))
+    return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"),
+                           options.get("static_shapes"))

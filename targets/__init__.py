@@ -10,6 +10,8 @@ from edgeslim.errors import TargetError
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, Target
 from edgeslim.targets.arm_cortex_a import RPI4, RPI5
 from edgeslim.targets.ethos_u import ETHOS_U55_128, ETHOS_U65_256, ETHOS_U85_256
+from edgeslim.targets.intel_npu import TARGET as _intel_npu
+from edgeslim.targets.jetson import JETSON_ORIN_NANO, JETSON_ORIN_NX
 from edgeslim.targets.x86_cpu import TARGET as _x86_cpu
 
 __all__ = ["TARGETS", "Budget", "BundleFiles", "DeviceProfile", "Target", "get_target"]
@@ -21,6 +23,9 @@ TARGETS: dict[str, Target] = {
     ETHOS_U55_128.name: ETHOS_U55_128,
     ETHOS_U65_256.name: ETHOS_U65_256,
     ETHOS_U85_256.name: ETHOS_U85_256,
+    _intel_npu.name: _intel_npu,
+    JETSON_ORIN_NANO.name: JETSON_ORIN_NANO,
+    JETSON_ORIN_NX.name: JETSON_ORIN_NX,
 }
 
 

@@ -21,6 +21,8 @@ class DeviceProfile:
     memory_bandwidth_gbs: float | None
     ram_mb: int
     flash_mb: int | None = None
+    # Accelerators that run float models in fp16 (NPUs, GPUs): their float peak.
+    peak_fp16_macs_per_s: float | None = None
     # "host" when read from this machine; "datasheet" when typed in from vendor documents.
     source: str = "datasheet"
     notes: str = ""
@@ -56,6 +58,9 @@ class BundleFiles:
 
     model_file: str
     files: tuple[str, ...] = field(default_factory=tuple)
+    # Options that depend on this export (e.g. the static shapes it was compiled for); merged
+    # over the target's backend_options in the manifest.
+    backend_options: dict = field(default_factory=dict)
 
 
 class Target(Protocol):
@@ -68,6 +73,7 @@ class Target(Protocol):
 
     def profile(self) -> DeviceProfile: ...
 
+    # bundle_dir already holds tokenizer.json (its truncation max_length is the bundle's length).
     def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles: ...
 
 

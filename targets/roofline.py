@@ -46,10 +46,13 @@ def encoder_macs(torch_model, seq_len: int, batch: int = 1) -> float:
 
 def estimate_latency(profile: DeviceProfile, macs: float, weight_bytes: int, int8: bool, threads: int) -> Estimate:
     threads = max(1, min(threads, profile.cores))
-    peak = (profile.peak_int8_macs_per_s if int8 else profile.peak_fp32_macs_per_s) / profile.cores * threads
+    # Devices that run float in fp16 (NPUs, GPUs) use their fp16 peak for float models.
+    float_peak, float_name = ((profile.peak_fp16_macs_per_s, "fp16") if profile.peak_fp16_macs_per_s
+                              else (profile.peak_fp32_macs_per_s, "fp32"))
+    peak = (profile.peak_int8_macs_per_s if int8 else float_peak) / profile.cores * threads
     compute_s = macs / peak
     memory_s = weight_bytes / (profile.memory_bandwidth_gbs * 1e9) if profile.memory_bandwidth_gbs else 0.0
     bound = "compute" if compute_s >= memory_s else "memory"
     return Estimate(ms=round(1000 * max(compute_s, memory_s), 3), macs=macs, weight_bytes=weight_bytes, bound=bound,
-                    precision="int8" if int8 else "fp32",
+                    precision="int8" if int8 else float_name,
                     model="max(MACs / (peak MAC/s per core x threads), weight bytes / memory bandwidth)")

@@ -1,0 +1,71 @@
+"""`edgeslim bench BUNDLE`: the latency harness on whatever machine the bundle sits on, with the
+runtime only (no torch): what a Raspberry Pi or Jetson runs to replace an estimate with a
+measurement. Same rules as `edgeslim run`: warm-up, then >= `min_runs` runs and >= `min_seconds`,
+batch / sequence length / threads pinned (default: the bundle's budget operating point), one
+input of exactly `seq_len` real tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from edgeslim.benchmarks.harness import measure_latency, peak_rss_mb
+from edgeslim.errors import InputError
+
+# Real text to cut the latency input from (the bundle's own tokenizer turns it into ids).
+_TEXT = ("A bundle is measured on the device it was made for, with the input length, batch size and "
+         "thread count stated, so that the figure can be compared with the estimate it replaces. ")
+
+
+def _machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/device-tree/model").read_text(errors="ignore").splitlines():
+            return f"{line.strip(chr(0))} ({platform.machine()})"  # Raspberry Pi, Jetson boards name themselves here
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return name
+
+
+def bench_bundle(path: Path, threads: int | None = None, batch: int | None = None, seq_len: int | None = None,
+                 warmup: int = 10, min_runs: int = 100, min_seconds: float = 0.0) -> dict:
+    from edgeslim.runtime import load
+
+    encoder = load(path, threads=threads)
+    budget = encoder.manifest.get("budget") or {}
+    threads = threads or budget.get("threads") or 1
+    batch = batch or budget.get("batch") or 1
+    seq_len = seq_len or budget.get("seq_len") or encoder.manifest["max_seq_length"]
+    if seq_len > encoder.manifest["max_seq_length"]:
+        raise InputError(f"--seq-len {seq_len} exceeds the bundle's max_seq_length {encoder.manifest['max_seq_length']}")
+    ids = encoder.tokenizer.encode(_TEXT * (1 + seq_len // 20)).ids[:seq_len]
+    ids = np.repeat(np.asarray([ids], np.int64), batch, axis=0)
+    mask = np.ones_like(ids)
+    latency = measure_latency(lambda: encoder.embed_tokens(ids, mask), warmup, min_runs, min_seconds)
+    return {
+        "bundle": encoder.manifest["name"], "target": encoder.manifest["target"],
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "latency_ms": {**latency, "batch": batch, "seq_len": seq_len, "threads": threads, "kind": "measured",
+                       "where": f"measured on {_machine()}, edgeslim bench"},
+        "providers": encoder.providers, "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def write_json(result: dict, out: Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
