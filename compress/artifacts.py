@@ -51,16 +51,20 @@ class LiteRtModel:
 
 @dataclass(frozen=True)
 class NpuBodyModel:
-    """An integer-only encoder body (.tflite, static (1, seq_len)) plus its CPU prelude
-    (embedding tables and LayerNorm, .npz) that turns token ids into the body's input."""
+    """An integer-only encoder body plus its CPU prelude (embedding tables and LayerNorm, .npz)
+    that turns token ids into the body's input. One .tflite per static sequence length, all
+    with the same weights and quantization parameters; `paths` is ordered by length, the
+    longest last."""
 
-    path: Path
+    paths: tuple[Path, ...]
     prelude: Path
-    seq_len: int
+    seq_lengths: tuple[int, ...]
     format = "npu-body"
 
     def bundle_names(self) -> list[tuple[Path, str]]:
-        return [(self.path, "model.tflite"), (self.prelude, "prelude.npz")]
+        longest = [(self.paths[-1], "model.tflite")]
+        shorter = [(path, f"model_s{n}.tflite") for path, n in zip(self.paths[:-1], self.seq_lengths[:-1])]
+        return longest + shorter + [(self.prelude, "prelude.npz")]
 
 
 ModelArtifact = OnnxModel | OpenVinoModel | StaticTable | LiteRtModel | NpuBodyModel

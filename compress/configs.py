@@ -121,6 +121,9 @@ class NpuBodyQuantizeConfig(StrictModel):
     activations: Literal["int16-mixed", "int8"] = "int16-mixed"
     calibration_samples: int = Field(64, ge=8, le=1024)
     embeddings_dtype: Literal["float16", "float32"] = "float16"  # the CPU-side token table
+    # Static lengths to build the body for (each call runs the shortest that fits; the same
+    # quantization parameters in all). The model's max_seq_length is always included.
+    seq_lengths: tuple[int, ...] = (32,)
 
 
 class DistillConfig(StrictModel):

@@ -110,11 +110,16 @@ def quantize_body(artifact: ModelArtifact, cfg, ctx) -> tuple[NpuBodyModel, dict
         ids, mask = ctx.tokenize(list(texts), ctx.max_seq_length)
         return embed_tokens(tables, ids, mask), mask
 
-    (hidden, additive), _ = inputs(["an example sentence to trace the graph"])
-    float_path = ctx.workdir / "body_float.tflite"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        litert_torch.convert(body, (torch.from_numpy(hidden), torch.from_numpy(additive))).export(str(float_path))
+    lengths = sorted({n for n in cfg.seq_lengths if n < ctx.max_seq_length} | {ctx.max_seq_length})
+    float_paths = []
+    for length in lengths:
+        ids, mask = ctx.tokenize(["an example sentence to trace the graph"], length)
+        hidden, additive = embed_tokens(tables, ids, mask)
+        float_paths.append(ctx.workdir / f"body_float_s{length}.tflite")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            litert_torch.convert(body, (torch.from_numpy(hidden), torch.from_numpy(additive))).export(
+                str(float_paths[-1]))
 
     texts = list(ctx.calibration_texts[: cfg.calibration_samples])
     (hidden, additive), mask = inputs(texts)
@@ -126,17 +131,24 @@ def quantize_body(artifact: ModelArtifact, cfg, ctx) -> tuple[NpuBodyModel, dict
 
     rewrite_cosine = float((pool(rewritten, mask, "mean", True) * pool(reference, mask, "mean", True)).sum(1).min())
 
-    ctx.log(f"    npu_body_quantize: {cfg.activations} activations, calibrating on {len(texts)} sentences")
-    q = quantizer.Quantizer(str(float_path), _quantizer_recipe(cfg.activations))
+    ctx.log(f"    npu_body_quantize: {cfg.activations} activations, calibrating on {len(texts)} sentences at "
+            f"{ctx.max_seq_length} tokens; static lengths {lengths}")
+    recipe = _quantizer_recipe(cfg.activations)
     samples = [{"args_0": hidden[i:i + 1], "args_1": additive[i:i + 1]} for i in range(len(texts))]
-    stats = q.calibrate({"serving_default": samples})
-    path = ctx.workdir / "body_int.tflite"
-    q.quantize(stats).export_model(str(path), overwrite=True)
+    # Calibrated once on the longest graph; every length reuses those ranges (same tensor names),
+    # so all lengths share weights and quantization parameters.
+    stats = quantizer.Quantizer(str(float_paths[-1]), recipe).calibrate({"serving_default": samples})
+    paths = []
+    for length, float_path in zip(lengths, float_paths):
+        paths.append(ctx.workdir / f"body_int_s{length}.tflite")
+        quantizer.Quantizer(str(float_path), recipe).quantize(stats).export_model(str(paths[-1]), overwrite=True)
+    path = paths[-1]
     record = {"quantizer": "ai-edge-quantizer (post-training, min-max)", "activations": cfg.activations,
               "activation_bits": dict(_PRECISION[cfg.activations]), "weights": "int8 per-channel symmetric",
               "rewrites": ["LayerNorm via MUL (no SQUARED_DIFFERENCE)", "GELU as x*sigmoid(1.5958(x+0.044715x^3))"],
               "rewrite_min_cosine_calibration": round(rewrite_cosine, 6),
-              "calibration_sentences": len(texts), "input_shapes": [list(hidden.shape[1:]), list(additive.shape[1:])],
+              "calibration_sentences": len(texts), "seq_lengths": lengths,
+              "input_shapes": [list(hidden.shape[1:]), list(additive.shape[1:])],
               "cpu_prelude": f"embedding lookup + LayerNorm + additive mask (numpy), tables {cfg.embeddings_dtype}",
               "size_mb_body": round(path.stat().st_size / 1e6, 3), "size_mb_prelude": round(prelude.stat().st_size / 1e6, 3)}
-    return NpuBodyModel(path, prelude, ctx.max_seq_length), record
+    return NpuBodyModel(tuple(paths), prelude, tuple(lengths)), record

@@ -118,11 +118,14 @@ class Runner:
         self.bundles = out_dir / "bundles"
         self._exports: dict[str, tuple] = {}
 
-    def _worker(self, spec: dict, budget: Budget, ids: list[int], texts: list[str], real_lengths: bool = True):
+    def _worker(self, spec: dict, budget: Budget, ids: list[int], texts: list[str], on_device: bool = True):
+        """Measure in a fresh process. on_device=False (estimated targets): this host is not the
+        device, so its timings are not reported; a few runs only, for the peak RSS."""
         bench = self.recipe.benchmark
+        timing = ((bench.warmup, bench.min_runs, bench.min_seconds) if on_device else (1, 3, 0.0))
         return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "input_ids": ids,
-                           "warmup": bench.warmup, "min_runs": bench.min_runs, "min_seconds": bench.min_seconds,
-                           "real_batches": list(bench.real_length_batches) if real_lengths else [],
+                           "warmup": timing[0], "min_runs": timing[1], "min_seconds": timing[2],
+                           "real_batches": list(bench.real_length_batches) if on_device else [],
                            "real_texts": self.real_texts},
                           texts)
 
@@ -356,7 +359,7 @@ class Runner:
         write_manifest(staging, manifest)
         # Host timings on real lengths say nothing about another device: skipped for estimated targets.
         measured, embeddings = self._worker({"kind": "bundle", "path": str(staging)}, budget, ids, self.data.texts,
-                                            real_lengths=target.latency_kind == "measured")
+                                            on_device=target.latency_kind == "measured")
         size_mb = sum(p.stat().st_size for p in staging.iterdir()) / 1e6
         final = self.bundles / variant.name
         result = self._result(variant.name, target.name, variant.backend, str(final), size_mb, measured,

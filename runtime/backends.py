@@ -191,26 +191,34 @@ class LiteRtBodyBackend:
 
     name = "litert-body"
 
-    def __init__(self, model_path: Path, threads: int | None, prelude_file: str):
-        from ai_edge_litert.interpreter import Interpreter
-
+    def __init__(self, model_path: Path, threads: int | None, prelude_file: str, bodies: dict | None = None):
         from edgeslim.runtime.prelude import load_prelude
 
         self.tables = load_prelude(model_path.with_name(prelude_file))
+        files = [model_path.with_name(b["model"]) for b in (bodies or {}).values()] or [model_path]
+        # One graph per static length; each call runs the shortest that holds it.
+        self._graphs = sorted((self._open(path, threads) for path in files), key=lambda g: g["seq_len"])
+        self.seq_len = self._graphs[-1]["seq_len"]
+        self.providers = [f"LiteRT CPU ({self._graphs[0]['hidden']['dtype'].__name__} activations, static lengths "
+                          f"{[g['seq_len'] for g in self._graphs]})"]
+        self.input_names = ["input_ids", "attention_mask"]
+
+    @staticmethod
+    def _open(path: Path, threads: int | None) -> dict:
+        from ai_edge_litert.interpreter import Interpreter
+
         try:
-            self.runner = Interpreter(str(model_path), num_threads=threads or None).get_signature_runner()
+            runner = Interpreter(str(path), num_threads=threads or None).get_signature_runner()
         except Exception as exc:  # LiteRT raises plain RuntimeError/ValueError for bad models
-            raise BackendError(f"LiteRT cannot load {model_path}: {exc}") from None
-        details = self.runner.get_input_details()
+            raise BackendError(f"LiteRT cannot load {path}: {exc}") from None
+        details = runner.get_input_details()
         names = sorted(details, key=lambda n: details[n]["index"])
         if len(names) != 2 or len(details[names[0]]["shape"]) != 3:
-            raise BackendError(f"{model_path}: expected inputs (hidden (1, seq, dim), additive mask (1, 1, 1, seq)), "
+            raise BackendError(f"{path}: expected inputs (hidden (1, seq, dim), additive mask (1, 1, 1, seq)), "
                                f"got {[list(details[n]['shape']) for n in names]}")
-        self._hidden, self._mask = (details[n] | {"name": n} for n in names)
-        self._output = next(iter(self.runner.get_output_details().values()))
-        self.seq_len = int(self._hidden["shape"][1])
-        self.providers = [f"LiteRT CPU ({self._hidden['dtype'].__name__} activations)"]
-        self.input_names = ["input_ids", "attention_mask"]
+        hidden, mask = (details[n] | {"name": n} for n in names)
+        return {"runner": runner, "hidden": hidden, "mask": mask, "seq_len": int(hidden["shape"][1]),
+                "output": next(iter(runner.get_output_details().values()))}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         from edgeslim.runtime.prelude import dequantize, embed_tokens, quantize
@@ -219,15 +227,20 @@ class LiteRtBodyBackend:
         batch, seq = ids.shape
         if seq > self.seq_len:
             raise BackendError(f"sequence length {seq} exceeds the NPU graph's static length {self.seq_len}")
-        padded_ids = np.zeros((batch, self.seq_len), np.int64)
-        padded_mask = np.zeros((batch, self.seq_len), np.int64)
-        padded_ids[:, :seq], padded_mask[:, :seq] = ids, mask
-        hidden, additive = embed_tokens(self.tables, padded_ids, padded_mask)
         rows = []
         for row in range(batch):
-            out = self.runner(**{self._hidden["name"]: quantize(hidden[row:row + 1], self._hidden),
-                                 self._mask["name"]: quantize(additive[row:row + 1], self._mask)})
-            rows.append(dequantize(next(iter(out.values())), self._output)[0, :seq])
+            length = int(mask[row].sum()) if mask[row].any() else 1
+            graph = next(g for g in self._graphs if g["seq_len"] >= max(length, 1))
+            padded_ids = np.zeros((1, graph["seq_len"]), np.int64)
+            padded_mask = np.zeros((1, graph["seq_len"]), np.int64)
+            keep = min(seq, graph["seq_len"])
+            padded_ids[0, :keep], padded_mask[0, :keep] = ids[row, :keep], mask[row, :keep]
+            hidden, additive = embed_tokens(self.tables, padded_ids, padded_mask)
+            out = graph["runner"](**{graph["hidden"]["name"]: quantize(hidden, graph["hidden"]),
+                                     graph["mask"]["name"]: quantize(additive, graph["mask"])})
+            states = np.zeros((seq, self._graphs[-1]["hidden"]["shape"][2]), np.float32)
+            states[:keep] = dequantize(next(iter(out.values())), graph["output"])[0, :keep]
+            rows.append(states)
         return np.stack(rows)
 
 
@@ -267,7 +280,7 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
     if name == "static":
         return StaticBackend(model_path)
     if name == "litert-body":
-        return LiteRtBodyBackend(model_path, threads, options.get("prelude", "prelude.npz"))
+        return LiteRtBodyBackend(model_path, threads, options.get("prelude", "prelude.npz"), options.get("bodies"))
     if name == "litert":
         return LiteRtBackend(model_path, threads, options.get("input_order", ["input_ids", "attention_mask"]))
     return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"),

@@ -33,8 +33,13 @@ def artifacts(tiny_model, tmp_path_factory):
                            torch_model=tiny_model)
     body_ctx.workdir.mkdir()
     npu_body, _ = apply_step(None, NpuBodyQuantizeConfig(calibration_samples=8), body_ctx)
+    from edgeslim.compress import OpenVinoStaticShapesConfig
+
+    static_ctx = StepContext(folder / "static", texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None)
+    static_ctx.workdir.mkdir()
+    ov_static, _ = apply_step(ov_model, OpenVinoStaticShapesConfig(seq_lengths=(16, 64)), static_ctx)
     return {"onnxruntime": onnx_model, "openvino": ov_model, "static": static_table, "litert": litert_model,
-            "litert-body": npu_body}
+            "litert-body": npu_body, "intel-npu:openvino": ov_static}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -52,7 +57,8 @@ def test_target_contract(name, artifacts, tiny_model, tmp_path):
     for backend in target.backends:
         bundle = tmp_path / backend
         bundle.mkdir()
-        files = target.export(artifacts[backend], backend, bundle)
+        tiny_model.tokenizer.save(str(bundle / "tokenizer.json"))  # the pipeline writes it before export
+        files = target.export(artifacts.get(f"{name}:{backend}", artifacts[backend]), backend, bundle)
         assert files.model_file in files.files and all((bundle / f).is_file() for f in files.files)
     with pytest.raises(TargetError, match="no backend 'nonesuch'"):
         target.export(artifacts["onnxruntime"], "nonesuch", tmp_path)
