@@ -181,3 +181,40 @@ def ethos_run(tmp_path_factory):
     out = folder / "out"
     code = main(["run", str(write_recipe(folder, ETHOS_RECIPE)), "--out", str(out)])
     return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+
+
+NPU_JETSON_RECIPE = """
+name: tiny-npu-jetson
+model: {source: tiny-random-bert, max_seq_length: 64}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
+benchmark: {warmup: 2, min_runs: 10}
+targets:
+  - target: intel-npu
+    budget: {seq_len: 64, min_teacher_cosine: 0.95}
+    variants:
+      - name: npu-int8
+        backend: openvino
+        steps:
+          - {step: openvino_int8, target_device: NPU, calibration_samples: 16}
+          - {step: openvino_static_shapes, seq_lengths: [16, 32, 64]}
+  - target: jetson-orin-nano
+    budget: {seq_len: 64, min_teacher_cosine: 0.95}
+    variants:
+      - {name: trt-fp16, backend: onnxruntime, steps: [{step: onnx_fp16}]}
+      - name: trt-int8-qdq
+        backend: onnxruntime
+        steps:
+          - {step: int8_static, activation_type: int8, symmetric_activations: true, calibration_samples: 16,
+             sensitivity_samples: 16, cosine_floor: 0.95}
+"""
+
+
+@pytest.fixture(scope="session")
+def npu_jetson_run(tmp_path_factory):
+    """The tiny model through the Intel NPU and Jetson targets, once per session."""
+    from edgeslim.cli import main
+
+    folder = tmp_path_factory.mktemp("npu-jetson-run")
+    out = folder / "out"
+    code = main(["run", str(write_recipe(folder, NPU_JETSON_RECIPE)), "--out", str(out)])
+    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
