@@ -30,43 +30,22 @@ RECIPES = {
 
 
 def _recipe(spec):
-    entries = []
-    for op, bits in spec:
-        entries.append({"regex": ".*", "operation": op, "algorithm_key": "min_max_uniform_quantize",
-                        "op_config": {"activation_tensor_config": {"num_bits": bits, "symmetric": bits == 16,
-                                                                   "granularity": "TENSORWISE", "dtype": "INT"},
-                                      "weight_tensor_config": {"num_bits": 8, "symmetric": True,
-                                                               "granularity": "CHANNELWISE", "dtype": "INT"},
-                                      "compute_precision": "INTEGER", "explicit_dequantize": False,
-                                      "skip_checks": False, "min_weight_elements": 0}})
-    return entries
+    from edgeslim.compress import npu_body
+
+    return [rule for op, bits in spec for rule in npu_body._quantizer_recipe_for([(op, bits)])]
 
 
 REWRITE = "--rewrite" in sys.argv
 
 
 def _rewrite_for_npu(body):
-    """LayerNorm without SQUARED_DIFFERENCE and GELU as tanh: ops Vela runs in int16."""
-    import torch
+    """The npu_body_quantize step's rewrites (LayerNorm via MUL, GELU via sigmoid)."""
+    from types import SimpleNamespace
 
-    class MulLayerNorm(torch.nn.Module):
-        def __init__(self, ln):
-            super().__init__()
-            self.weight, self.bias, self.eps = ln.weight, ln.bias, ln.eps
+    from edgeslim.compress.npu_body import _npu_body
 
-        def forward(self, x):
-            centered = x - x.mean(-1, keepdim=True)
-            variance = (centered * centered).mean(-1, keepdim=True)
-            return centered * torch.rsqrt(variance + self.eps) * self.weight + self.bias
-
-    class TanhGelu(torch.nn.Module):
-        def forward(self, x):
-            return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-
-    for layer in body.layers:
-        layer.attention.output.LayerNorm = MulLayerNorm(layer.attention.output.LayerNorm)
-        layer.output.LayerNorm = MulLayerNorm(layer.output.LayerNorm)
-        layer.intermediate.intermediate_act_fn = TanhGelu()
+    rewritten, _ = _npu_body(SimpleNamespace(encoder=SimpleNamespace(layer=body.layers)))
+    body.layers = rewritten.layers
 
 
 def main(names: list[str]) -> None:

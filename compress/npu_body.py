@@ -33,6 +33,10 @@ _PRECISION = {
 
 
 def _quantizer_recipe(activations: str) -> list[dict]:
+    return _quantizer_recipe_for(_PRECISION[activations])
+
+
+def _quantizer_recipe_for(rules) -> list[dict]:
     return [{"regex": ".*", "operation": op, "algorithm_key": "min_max_uniform_quantize",
              "op_config": {"activation_tensor_config": {"num_bits": bits, "symmetric": bits == 16,
                                                         "granularity": "TENSORWISE", "dtype": "INT"},
@@ -40,7 +44,7 @@ def _quantizer_recipe(activations: str) -> list[dict]:
                                                     "granularity": "CHANNELWISE", "dtype": "INT"},
                            "compute_precision": "INTEGER", "explicit_dequantize": False,
                            "skip_checks": False, "min_weight_elements": 0}}
-            for op, bits in _PRECISION[activations]]
+            for op, bits in rules]
 
 
 def _npu_body(encoder):

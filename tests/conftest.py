@@ -100,6 +100,16 @@ def compile_firmware_check(folder: Path, symbol: str, werror: bool = True) -> Pa
     return exe
 
 
+def run_recipe_cli(tmp_path_factory, name: str, recipe_text: str) -> dict:
+    """`edgeslim run` on a recipe text in a fresh folder: exit code, output folder, report."""
+    from edgeslim.cli import main
+
+    folder = tmp_path_factory.mktemp(name)
+    out = folder / "out"
+    code = main(["run", str(write_recipe(folder, recipe_text)), "--out", str(out)])
+    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+
+
 def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))
@@ -175,12 +185,7 @@ targets:
 @pytest.fixture(scope="session")
 def ethos_run(tmp_path_factory):
     """The tiny model through the Ethos-U targets (integer body, Vela), once per session."""
-    from edgeslim.cli import main
-
-    folder = tmp_path_factory.mktemp("ethos-run")
-    out = folder / "out"
-    code = main(["run", str(write_recipe(folder, ETHOS_RECIPE)), "--out", str(out)])
-    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+    return run_recipe_cli(tmp_path_factory, "ethos-run", ETHOS_RECIPE)
 
 
 NPU_JETSON_RECIPE = """
@@ -212,9 +217,4 @@ targets:
 @pytest.fixture(scope="session")
 def npu_jetson_run(tmp_path_factory):
     """The tiny model through the Intel NPU and Jetson targets, once per session."""
-    from edgeslim.cli import main
-
-    folder = tmp_path_factory.mktemp("npu-jetson-run")
-    out = folder / "out"
-    code = main(["run", str(write_recipe(folder, NPU_JETSON_RECIPE)), "--out", str(out)])
-    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+    return run_recipe_cli(tmp_path_factory, "npu-jetson-run", NPU_JETSON_RECIPE)

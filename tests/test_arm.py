@@ -10,7 +10,7 @@ from edgeslim.compress import LiteRtConvertConfig, LiteRtInt8DynamicConfig, Step
 from edgeslim.runtime import load
 from edgeslim.targets import get_target
 from edgeslim.targets.roofline import encoder_macs, estimate_latency
-from conftest import compile_firmware_check, encode_in_fresh_process, write_recipe
+from conftest import compile_firmware_check, encode_in_fresh_process, run_recipe_cli
 
 ARM_RECIPE = """
 name: tiny-arm
@@ -30,12 +30,7 @@ targets:
 
 @pytest.fixture(scope="module")
 def arm_run(tmp_path_factory):
-    from edgeslim.cli import main
-
-    folder = tmp_path_factory.mktemp("arm-run")
-    out = folder / "out"
-    code = main(["run", str(write_recipe(folder, ARM_RECIPE)), "--out", str(out)])
-    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+    return run_recipe_cli(tmp_path_factory, "arm-run", ARM_RECIPE)
 
 
 def test_arm_run_labels_latency_estimated_and_measures_accuracy(arm_run):
