@@ -269,6 +269,13 @@ class StaticBackend:
 def open_backend(name: str, model_path: Path, threads: int | None, options: dict) -> OnnxRuntimeBackend | OpenVinoBackend:
     if name not in BACKEND_MODULES:
         raise BackendError(f"unknown backend {name!r}; this runtime knows: {', '.join(BACKEND_MODULES)}")
+    if name.startswith("litert") and importlib.util.find_spec("ai_edge_litert") is None \
+            and importlib.util.find_spec("tflite_runtime") is not None:
+        # tflite-runtime 2.14 (its last release) cannot load FULLY_CONNECTED v12 from current
+        # converters, breaks with numpy 2, and returned wrong embeddings (cosine 0.06) on one model.
+        raise BackendError(f"this {name} bundle needs ai-edge-litert; tflite-runtime is installed but is not used: "
+                           "its last release (2.14) cannot run these models correctly "
+                           "(pip install 'edgeslim[litert]')")
     if importlib.util.find_spec(BACKEND_MODULES[name]) is None:
         raise BackendError(
             f"this bundle needs the {name} backend, which is not installed; installed backends: "
