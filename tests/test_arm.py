@@ -158,3 +158,19 @@ def test_firmware_export_refuses_a_non_litert_bundle(arm_run, tmp_path):
 def test_report_host_is_this_machine_not_the_target(arm_run):
     assert arm_run["report"]["host"]["source"] == "host"
     assert "Raspberry" not in arm_run["report"]["host"]["name"]
+
+
+def test_litert_bundle_is_refused_with_only_tflite_runtime_installed(arm_run, monkeypatch):
+    """tflite-runtime cannot run these graphs correctly: the runtime says so instead of trying."""
+    import importlib.util
+
+    from edgeslim.errors import BackendError
+    from edgeslim.runtime.backends import open_backend
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ai_edge_litert" else (object() if name == "tflite_runtime"
+                                                                                 else real(name, *a)))
+    bundle = arm_run["out"] / "bundles" / "litert-fp32"
+    with pytest.raises(BackendError, match="tflite-runtime is installed but is not used"):
+        open_backend("litert", bundle / "model.tflite", 1, {})
