@@ -396,10 +396,12 @@ class Runner:
             result.device_estimate = est.details
             return
         model_file = bundle_dir / model_file
+        # An OpenVINO IR keeps its weights in the .bin beside the .xml.
+        weights = [model_file] + ([model_file.with_suffix(".bin")] if model_file.suffix == ".xml" else [])
         profile = target.profile()
         int8 = any(r.get("step") in INT8_STEPS for r in records)
         est = estimate_latency(profile, encoder_macs(student, budget.seq_len, budget.batch),
-                               model_file.stat().st_size, int8, budget.threads)
+                               sum(f.stat().st_size for f in weights), int8, budget.threads)
         result.latency_ms = Latency(p50=est.ms, p90=est.ms, p95=est.ms, p99=est.ms, batch=budget.batch,
                                     threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
                                     where=est.where(profile, budget.threads), what=est.model)

@@ -118,3 +118,10 @@ def test_bench_measures_a_bundle_with_the_runtime_only(npu_jetson_run, tmp_path,
     assert (lat["batch"], lat["seq_len"], lat["threads"]) == (1, 64, 1)
     assert lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"]
     assert "measured on" in capsys.readouterr().out
+
+
+def test_intel_npu_estimate_counts_the_ir_weights_in_the_bin(npu_jetson_run):
+    result = next(r for r in npu_jetson_run["report"]["results"] if r["name"] == "npu-int8")
+    bundle = npu_jetson_run["out"] / "bundles" / "npu-int8"
+    weights_mb = ((bundle / "model.xml").stat().st_size + (bundle / "model.bin").stat().st_size) / 1e6
+    assert f"{weights_mb:.1f} MB weights" in result["latency_ms"]["where"]
