@@ -87,11 +87,14 @@ class OpenVinoBackend:
                 settings["INFERENCE_NUM_THREADS"] = str(threads)
         self._settings, self._model_path = settings, model_path
         self.static_shapes = sorted(tuple(s) for s in static_shapes) if static_shapes else None
-        self._compiled: dict = {}
+        self._compiled: dict = {}  # shape -> infer request
+        self._models: dict = {}  # shape -> compiled model
         try:
             model = core.read_model(str(model_path))
             self.input_names = [port.get_any_name() for port in model.inputs]
-            self._request(self.static_shapes[-1] if self.static_shapes else None)  # fail at load, not first use
+            default_shape = self.static_shapes[-1] if self.static_shapes else None
+            self._request(default_shape)  # fail at load, not first use
+            self.compiled = self._models[default_shape]
         except BackendError:
             raise
         except Exception as exc:
@@ -111,6 +114,7 @@ class OpenVinoBackend:
             except Exception as exc:
                 raise BackendError(f"OpenVINO cannot compile {self._model_path} for {self.device} at shape "
                                    f"{shape}: {exc}") from None
+            self._models[shape] = compiled
             self._compiled[shape] = compiled.create_infer_request()
         return self._compiled[shape]
 
