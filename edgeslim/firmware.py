@@ -60,26 +60,28 @@ def export_firmware(bundle: Path, out_dir: Path) -> dict:
         raise BundleError(f"{bundle}: export-firmware takes a LiteRT bundle (model .tflite), this one holds "
                           f"{model_file} for {manifest['backend']}; build one with a litert_convert step")
     # An NPU bundle flashes the Vela-compiled graph; its inputs and outputs are the host graph's.
-    device_model = manifest.get("backend_options", {}).get("device_model", model_file)
+    bodies = manifest.get("backend_options", {}).get("bodies", {})
+    body = next((b for b in bodies.values() if b["model"] == model_file), None)
+    device_model = body["device_model"] if body else model_file
     data = (bundle / device_model).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     symbol = _symbol(manifest["name"])
     inputs, outputs, arena = _io(bundle / model_file)
     npu_lines = []
-    if device_model != model_file:
-        from edgeslim.targets.ethos_u import VELA_SUMMARY, read_summary
+    if body:
+        from edgeslim.targets.ethos_u import read_summary
 
-        summary = read_summary(bundle / VELA_SUMMARY)
+        summary = read_summary(bundle / body["vela_summary"])
         arena = int(float(summary["sram_memory_used"]) * 1024)
         npu_lines = [
             f"/* {device_model}: compiled by Vela for {summary['accelerator_configuration']} ({summary['system_config']},",
             f"   {summary['memory_mode']}); run it with TFLite Micro + the Ethos-U driver. */",
             f"#define {symbol.upper()}_NPU_SRAM_KIB {float(summary['sram_memory_used']):.0f}u",
             f"#define {symbol.upper()}_NPU_DRAM_KIB {float(summary['dram_memory_used']):.0f}u",
-            f"/* The NPU graph starts after the embeddings: the application CPU computes its inputs from",
-            f"   prelude.npz (in the bundle): hidden = LayerNorm(word_embeddings[id] + position_embeddings[i]",
-            f"   + token_type_embedding), additive mask = (1 - attention_mask) * mask_value, then quantizes",
-            f"   both with the INPUT0/INPUT1 scale and zero point below. */"]
+            "/* The NPU graph starts after the embeddings: the application CPU computes its inputs from",
+            "   prelude.npz (in the bundle): hidden = LayerNorm(word_embeddings[id] + position_embeddings[i]",
+            "   + token_type_embedding), additive mask = (1 - attention_mask) * mask_value, then quantizes",
+            "   both with the INPUT0/INPUT1 scale and zero point below. */"]
     guard = f"EDGESLIM_{symbol.upper()}_H"
 
     def io_lines(kind, tensors):
@@ -102,12 +104,12 @@ def export_firmware(bundle: Path, out_dir: Path) -> dict:
         "/* what model_check.c compares against */",
         f"#define MODEL_EXPECTED_LEN {symbol.upper()}_TFLITE_LEN",
         f"#define MODEL_EXPECTED_SHA256 {symbol.upper()}_SHA256",
-        f"/* Tensor arena estimate (activations LiteRT allocates on the host), bytes; TFLite Micro plans",
-        f"   its arena itself, so treat this as a starting size and trim with its RecordingMicroAllocator. */",
+        "/* Tensor arena estimate (activations LiteRT allocates on the host), bytes; TFLite Micro plans",
+        "   its arena itself, so treat this as a starting size and trim with its RecordingMicroAllocator. */",
         f"#define {symbol.upper()}_ARENA_BYTES_ESTIMATE {arena}u",
         *npu_lines,
         *io_lines("input", inputs), *io_lines("output", outputs),
-        f"/* Tokenization runs on the application CPU, not in this model: tokenizer.json (WordPiece,",
+        "/* Tokenization runs on the application CPU, not in this model: tokenizer.json (WordPiece,",
         f"   {manifest.get('max_seq_length')} tokens max, pad id 0) is in the bundle; pooling: {manifest.get('pooling')},",
         f"   normalize: {manifest.get('normalize')}. */",
         "", f"#endif /* {guard} */", ""])

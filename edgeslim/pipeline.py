@@ -390,21 +390,19 @@ class Runner:
         result.speedup_vs_baseline = None
         if hasattr(target, "estimate"):
             est = target.estimate(bundle_dir, budget)
-            result.latency_ms = Latency(p50=est.ms, p90=est.ms, p95=est.ms, p99=est.ms, batch=budget.batch,
-                                        threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
-                                        where=est.where, what=est.what)
+            ms, where, what = est.ms, est.where, est.what
             result.device_estimate = est.details
-            return
-        model_file = bundle_dir / model_file
-        # An OpenVINO IR keeps its weights in the .bin beside the .xml.
-        weights = [model_file] + ([model_file.with_suffix(".bin")] if model_file.suffix == ".xml" else [])
-        profile = target.profile()
-        int8 = any(r.get("step") in INT8_STEPS for r in records)
-        est = estimate_latency(profile, encoder_macs(student, budget.seq_len, budget.batch),
-                               sum(f.stat().st_size for f in weights), int8, budget.threads)
-        result.latency_ms = Latency(p50=est.ms, p90=est.ms, p95=est.ms, p99=est.ms, batch=budget.batch,
-                                    threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
-                                    where=est.where(profile, budget.threads), what=est.model)
+        else:
+            model_file = bundle_dir / model_file
+            # An OpenVINO IR keeps its weights in the .bin beside the .xml.
+            weights = [model_file] + ([model_file.with_suffix(".bin")] if model_file.suffix == ".xml" else [])
+            profile = target.profile()
+            int8 = any(r.get("step") in INT8_STEPS for r in records)
+            est = estimate_latency(profile, encoder_macs(student, budget.seq_len, budget.batch),
+                                   sum(f.stat().st_size for f in weights), int8, budget.threads)
+            ms, where, what = est.ms, est.where(profile, budget.threads), est.model
+        result.latency_ms = Latency(p50=ms, p90=ms, p95=ms, p99=ms, batch=budget.batch, threads=budget.threads,
+                                    runs=0, seq_len=budget.seq_len, kind="estimated", where=where, what=what)
 
 
 def _versions() -> dict:

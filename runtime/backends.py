@@ -87,14 +87,12 @@ class OpenVinoBackend:
                 settings["INFERENCE_NUM_THREADS"] = str(threads)
         self._settings, self._model_path = settings, model_path
         self.static_shapes = sorted(tuple(s) for s in static_shapes) if static_shapes else None
-        self._compiled: dict = {}  # shape -> infer request
-        self._models: dict = {}  # shape -> compiled model
+        self._requests: dict = {}  # shape (None: as saved) -> infer request of the model compiled for it
         try:
-            model = core.read_model(str(model_path))
-            self.input_names = [port.get_any_name() for port in model.inputs]
-            default_shape = self.static_shapes[-1] if self.static_shapes else None
-            self._request(default_shape)  # fail at load, not first use
-            self.compiled = self._models[default_shape]
+            self._model = core.read_model(str(model_path))
+            self.input_names = [port.get_any_name() for port in self._model.inputs]
+            # Compile at load (the largest static shape), so a bad bundle fails here, not at first use.
+            self.compiled = self._request(self.static_shapes[-1] if self.static_shapes else None).get_compiled_model()
         except BackendError:
             raise
         except Exception as exc:
@@ -103,20 +101,20 @@ class OpenVinoBackend:
                                           if self.static_shapes else [])
 
     def _request(self, shape):
-        if shape not in self._compiled:
-            model = self._core.read_model(str(self._model_path))
+        if shape not in self._requests:
+            model = self._model
             if shape is not None:
                 import openvino as ov
 
+                model = model.clone()
                 model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
             try:
                 compiled = self._core.compile_model(model, self.device, self._settings)
             except Exception as exc:
                 raise BackendError(f"OpenVINO cannot compile {self._model_path} for {self.device} at shape "
                                    f"{shape}: {exc}") from None
-            self._models[shape] = compiled
-            self._compiled[shape] = compiled.create_infer_request()
-        return self._compiled[shape]
+            self._requests[shape] = compiled.create_infer_request()
+        return self._requests[shape]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if not self.static_shapes:

@@ -22,11 +22,6 @@ from edgeslim.compress.artifacts import ModelArtifact, NpuBodyModel
 from edgeslim.errors import ExportError, TargetError
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
 
-VELA_MODEL = "model_vela.tflite"
-VELA_SUMMARY = "vela_summary.csv"
-VELA_LOG = "vela_cpu_operators.txt"
-
-
 @dataclass(frozen=True)
 class DeviceEstimate:
     ms: float
@@ -60,14 +55,6 @@ def run_vela(model: Path, accelerator: str, out_dir: Path) -> tuple[Path, Path, 
     return compiled, summaries[0], cpu_lines
 
 
-def _static_length(model: Path) -> int:
-    from ai_edge_litert.interpreter import Interpreter
-
-    details = Interpreter(str(model)).get_signature_runner().get_input_details()
-    first = min(details.values(), key=lambda d: d["index"])
-    return int(first["shape"][1])
-
-
 def read_summary(path: Path) -> dict:
     with open(path, newline="") as handle:
         row = next(csv.DictReader(handle))
@@ -77,8 +64,8 @@ def read_summary(path: Path) -> dict:
 class EthosU:
     backends = ("litert-body",)
     latency_kind = "estimated"
-    backend_options = {"litert-body": {"prelude": "prelude.npz", "device_model": VELA_MODEL,
-                                       "vela_summary": VELA_SUMMARY}}  # plus "bodies": one per static length
+    # Each export adds "bodies": per static length, its host graph, Vela graph, summary and fallbacks.
+    backend_options = {"litert-body": {"prelude": "prelude.npz"}}
 
     def __init__(self, name: str, accelerator: str, description: str, profile: DeviceProfile, budget: Budget):
         self.name, self.accelerator, self.description = name, accelerator, description
@@ -98,9 +85,7 @@ class EthosU:
         bodies, extra = {}, []
         vela_dir = bundle_dir / ".vela"
         try:
-            for name in files.files:
-                if not name.endswith(".tflite"):
-                    continue
+            for _, name, length in artifact.graphs():
                 stem = name[: -len(".tflite")]
                 suffix = stem[len("model"):]  # "" for the longest graph, "_s32" for the 32-token one
                 compiled, summary, cpu_lines = run_vela(bundle_dir / name, self.accelerator, vela_dir)
@@ -108,7 +93,6 @@ class EthosU:
                 os.replace(compiled, bundle_dir / names[0])
                 os.replace(summary, bundle_dir / names[1])
                 (bundle_dir / names[2]).write_text("".join(line + "\n" for line in cpu_lines), encoding="utf-8")
-                length = _static_length(bundle_dir / name)
                 bodies[str(length)] = {"model": name, "device_model": names[0], "vela_summary": names[1],
                                        "cpu_operators": names[2]}
                 extra += names

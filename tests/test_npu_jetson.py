@@ -45,7 +45,7 @@ def test_static_shape_runtime_pads_to_the_smallest_listed_shape(npu_jetson_run):
     together = encoder.encode(texts)
     alone = np.stack([encoder.encode([t])[0] for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
-    used = sorted(encoder.backend._compiled)
+    used = sorted(encoder.backend._requests)
     assert (1, 16) in used and (1, 64) in used  # compiled at load (largest) and on demand (smallest)
 
 
