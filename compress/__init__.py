@@ -31,6 +31,7 @@ from edgeslim.compress.configs import (
     VocabPruneConfig,
 )
 from edgeslim.compress.context import StepContext
+from edgeslim.extras import require
 
 __all__ = [
     "DistillConfig",
@@ -72,6 +73,7 @@ _HANDLERS = {
 
 
 def apply_step(artifact: ModelArtifact, cfg, ctx: StepContext) -> tuple[ModelArtifact, dict]:
+    require((cfg.extra,), f"step {cfg.step!r}")
     module_name, function_name = _HANDLERS[type(cfg)].split(":")
     handler = getattr(import_module(module_name), function_name)
     result, record = handler(artifact, cfg, ctx)

@@ -24,7 +24,13 @@ class StrictModel(BaseModel):
         return data
 
 
-class Int8DynamicConfig(StrictModel):
+class StepBase(StrictModel):
+    """A compression step's config. `extra` is the pyproject extra its handler imports from."""
+
+    extra: ClassVar[str] = "compress"
+
+
+class Int8DynamicConfig(StepBase):
     """ONNX Runtime dynamic quantization: int8 weights, activations quantized at run time."""
 
     step: Literal["int8_dynamic"] = "int8_dynamic"
@@ -32,7 +38,7 @@ class Int8DynamicConfig(StrictModel):
     op_types: tuple[str, ...] = ("MatMul", "Gather")
 
 
-class Int8StaticConfig(StrictModel):
+class Int8StaticConfig(StepBase):
     """ONNX Runtime static QDQ: uint8 activations, per-channel int8 weights (U8S8, the variant
     ORT fuses on x86), calibrated on the recipe's calibration corpus. A per-layer sensitivity
     analysis keeps in float the fewest MatMuls needed to reach `cosine_floor`."""
@@ -51,7 +57,7 @@ class Int8StaticConfig(StrictModel):
     symmetric_activations: bool = False
 
 
-class OnnxFp16Config(StrictModel):
+class OnnxFp16Config(StepBase):
     """Float16 weights and compute in the ONNX graph (inputs and outputs stay as they are), for
     GPUs and TensorRT; the ops in `op_block_list` stay float32."""
 
@@ -59,7 +65,7 @@ class OnnxFp16Config(StrictModel):
     op_block_list: tuple[str, ...] | None = None  # None: onnxruntime's default list
 
 
-class OpenVinoInt8Config(StrictModel):
+class OpenVinoInt8Config(StepBase):
     """OpenVINO int8 through NNCF post-training quantization (transformer mode)."""
 
     step: Literal["openvino_int8"] = "openvino_int8"
@@ -69,7 +75,7 @@ class OpenVinoInt8Config(StrictModel):
     target_device: Literal["ANY", "CPU", "GPU", "NPU"] = "ANY"
 
 
-class OpenVinoStaticShapesConfig(StrictModel):
+class OpenVinoStaticShapesConfig(StepBase):
     """Fix an OpenVINO IR's input shapes (NPUs compile static shapes only). The IR is saved at
     the largest shape; the bundle lists every (batch, seq) it was compiled and checked for, and
     the runtime pads each call up to the smallest listed shape that holds it."""
@@ -85,29 +91,31 @@ class OpenVinoStaticShapesConfig(StrictModel):
         return self
 
 
-class OpenVinoConvertConfig(StrictModel):
+class OpenVinoConvertConfig(StepBase):
     """Plain conversion to OpenVINO IR, float32 weights."""
 
     step: Literal["openvino_convert"] = "openvino_convert"
 
 
-class LiteRtConvertConfig(StrictModel):
+class LiteRtConvertConfig(StepBase):
     """Convert the PyTorch model to a float32 LiteRT .tflite (litert-torch), static shape
     (1, max_seq_length), int32 inputs; checked against PyTorch on calibration sentences."""
 
     step: Literal["litert_convert"] = "litert_convert"
+    extra: ClassVar[str] = "litert-export"
     parity_samples: int = Field(16, ge=1, le=256)
     min_parity_cosine: float = Field(0.9999, gt=0.0, le=1.0)
 
 
-class LiteRtInt8DynamicConfig(StrictModel):
+class LiteRtInt8DynamicConfig(StepBase):
     """Dynamic-range int8 for LiteRT: int8 weights, float activations (ai-edge-quantizer)."""
 
     step: Literal["litert_int8_dynamic"] = "litert_int8_dynamic"
+    extra: ClassVar[str] = "litert-export"
     recipe: Literal["dynamic_wi8_afp32"] = "dynamic_wi8_afp32"
 
 
-class NpuBodyQuantizeConfig(StrictModel):
+class NpuBodyQuantizeConfig(StepBase):
     """Integer-only encoder body for microcontroller NPUs (Arm Ethos-U): the transformer layers
     as a static-shape .tflite with integer activations (ai-edge-quantizer, calibrated on the
     recipe's calibration corpus); embedding lookup and the additive mask stay on the CPU.
@@ -118,6 +126,7 @@ class NpuBodyQuantizeConfig(StrictModel):
     SQUARED_DIFFERENCE, which the quantizer leaves in float at int16."""
 
     step: Literal["npu_body_quantize"] = "npu_body_quantize"
+    extra: ClassVar[str] = "litert-export"
     activations: Literal["int16-mixed", "int8"] = "int16-mixed"
     calibration_samples: int = Field(64, ge=8, le=1024)
     embeddings_dtype: Literal["float16", "float32"] = "float16"  # the CPU-side token table
@@ -126,7 +135,7 @@ class NpuBodyQuantizeConfig(StrictModel):
     seq_lengths: tuple[int, ...] = (32,)
 
 
-class DistillConfig(StrictModel):
+class DistillConfig(StepBase):
     """Distil the teacher's pooled embeddings into a student initialised from its layers."""
 
     step: Literal["distill"] = "distill"
@@ -146,7 +155,7 @@ class DistillConfig(StrictModel):
     seed: int = 0
 
 
-class VocabPruneConfig(StrictModel):
+class VocabPruneConfig(StepBase):
     """Keep only the tokens a corpus uses (plus special and single-character tokens)."""
 
     step: Literal["vocab_prune"] = "vocab_prune"
@@ -156,11 +165,12 @@ class VocabPruneConfig(StrictModel):
     min_count: int = Field(1, ge=1)
 
 
-class StaticEmbeddingConfig(StrictModel):
+class StaticEmbeddingConfig(StepBase):
     """Replace the encoder by a static token-vector table distilled from it (model2vec): the
     embedding of a text is the mean of its tokens' vectors. Pure numpy at run time."""
 
     step: Literal["static_embeddings"] = "static_embeddings"
+    extra: ClassVar[str] = "static"
     stage: ClassVar[str] = "torch"
     dtype: Literal["float16", "float32"] = "float16"
     sif_coefficient: float | None = Field(1e-4, ge=0, lt=1)  # frequency down-weighting; null: none
@@ -169,7 +179,7 @@ class StaticEmbeddingConfig(StrictModel):
 Ratio = Annotated[float, Field(ge=0.0, le=0.9)]
 
 
-class PruneConfig(StrictModel):
+class PruneConfig(StepBase):
     """Structured pruning of attention heads and FFN channels (torch-pruning, L2 magnitude
     importance per group), then healing distillation from the teacher."""
 

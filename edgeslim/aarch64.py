@@ -3,8 +3,10 @@
     verify_on_aarch64(bundle, texts) -> AarchReport
 
 The userland (mmdebstrap of Debian bookworm arm64: python3.11 and the C/C++ runtimes) and the
-aarch64 wheels (numpy, tokenizers, onnxruntime, ai-edge-litert; pip download for aarch64 tags)
-are cached under EDGESLIM_AARCH64_CACHE (default ~/.cache/edgeslim/aarch64) and built once. The kit's own runtime is copied in as
+aarch64 wheels are cached under EDGESLIM_AARCH64_CACHE (default ~/.cache/edgeslim/aarch64) and
+built once. The wheels are exactly what a device installs: the hashed lock of the bundle
+backend's extra (edgeslim/runtime/locks/<extra>.txt), downloaded for aarch64 tags; a changed lock
+rebuilds them. The kit's own runtime is copied in as
 source files: edgeslim/__init__.py, errors.py and runtime/ (pure Python).
 
 qemu-user is a functional check, ~300x slower than a real core: no latency comes from here.
@@ -30,7 +32,6 @@ from edgeslim.errors import EdgeslimError
 PACKAGES = "python3.11,libpython3.11-stdlib,libstdc++6,libgomp1,zlib1g,libffi8"
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64",
              "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
-WHEELS = ("numpy>=1.26", "tokenizers>=0.20", "onnxruntime>=1.20", "ai-edge-litert>=2.3")
 CPUS = {"rpi5": "cortex-a76", "rpi4": "cortex-a72"}
 _PI5_CPUINFO = "".join(
     f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
@@ -82,9 +83,11 @@ def _run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
-def prepare_userland(cache: Path, log=print) -> tuple[Path, Path]:
-    """-> (rootfs, site-packages) for arm64, built once into `cache`."""
-    rootfs, site = cache / "rootfs", cache / "site"
+def prepare_userland(cache: Path, lock: Path, log=print) -> tuple[Path, Path]:
+    """-> (rootfs, site-packages with `lock` installed) for arm64, built once into `cache`."""
+    from edgeslim.runtime.bundle import sha256_file
+
+    rootfs, site = cache / "rootfs", cache / f"site-{lock.stem}"
     if not (rootfs / "usr/bin/python3.11").exists():
         log(f"  building an arm64 Debian userland in {rootfs} (mmdebstrap)")
         tmp = cache / "rootfs.tmp"
@@ -99,16 +102,20 @@ def prepare_userland(cache: Path, log=print) -> tuple[Path, Path]:
         for name in ("possible", "present", "online"):
             (cpu / name).write_text("0-3\n")
         os.replace(tmp, rootfs)
-    if not (site / ".complete").exists():
-        log(f"  fetching aarch64 wheels into {site}")
+    lock_digest = sha256_file(lock)
+    done = site / ".complete"
+    if not done.exists() or done.read_text().strip() != lock_digest:
+        log(f"  fetching aarch64 wheels of {lock.name} into {site}")
         shutil.rmtree(site, ignore_errors=True)
-        wheels = cache / "wheels"
+        wheels = cache / f"wheels-{lock.stem}"
+        shutil.rmtree(wheels, ignore_errors=True)
         tags = [arg for p in PLATFORMS for arg in ("--platform", p)]
         common = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *tags]
-        _run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), *common, *WHEELS], "pip download")
+        _run([sys.executable, "-m", "pip", "download", "-q", "--require-hashes", "-d", str(wheels), *common,
+              "-r", str(lock)], "pip download")
         _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), *common,
               *map(str, sorted(wheels.glob("*.whl")))], "pip install --target")
-        (site / ".complete").write_text("ok\n")
+        done.write_text(lock_digest + "\n")
     return rootfs, site
 
 
@@ -128,10 +135,12 @@ def _copy_runtime(dest: Path) -> None:
 def verify_on_aarch64(bundle: Path, texts: list[str], cpu: str = "cortex-a76", cache: Path | None = None,
                       log=print) -> AarchReport:
     """Encode `texts` with `bundle` on emulated aarch64 and on this host; compare pooled cosines."""
-    from edgeslim.runtime import load
+    from edgeslim.runtime import load, read_manifest
+    from edgeslim.runtime.backends import device_lock
 
     qemu = _need("qemu-aarch64-static", "qemu-user-static")
-    rootfs, site = prepare_userland(cache or default_cache(), log)
+    lock = device_lock(read_manifest(Path(bundle))["backend"])
+    rootfs, site = prepare_userland(cache or default_cache(), lock, log)
     with tempfile.TemporaryDirectory(prefix="edgeslim-aarch64-") as tmp:
         tmp = Path(tmp)
         _copy_runtime(tmp / "kit")

@@ -72,12 +72,17 @@ def _publish(out: Path, target: Path, report) -> None:
 
 
 def cmd_recipe_check(args) -> int:
+    from edgeslim.extras import install_hint, missing_modules
     from edgeslim.recipe import load_recipe
 
     recipe, path = load_recipe(args.file)
     variants = sum(len(t.variants) for t in recipe.targets)
     search = f", search grid of {len(recipe.search.candidates().variants)} candidates" if recipe.search else ""
     print(f"{path}: ok (recipe {recipe.name!r}, {len(recipe.targets)} target(s), {variants} variant(s){search})")
+    extras = recipe.extras()
+    missing = [extra for extra in extras if missing_modules(extra)]
+    print(f"  needs extras: {', '.join(extras)}" + (f"; NOT installed here: {', '.join(missing)} "
+                                                    f"({install_hint(missing)})" if missing else "; all installed"))
     return 0
 
 

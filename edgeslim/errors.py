@@ -31,6 +31,10 @@ class BackendError(EdgeslimError):
     """The inference backend a bundle needs is missing or refuses the model."""
 
 
+class MissingExtraError(EdgeslimError):
+    """A step or target needs an optional dependency group (an extra) that is not installed."""
+
+
 class InputError(EdgeslimError, ValueError):
     """Input passed to an encoder is not what the bundle accepts."""
 

@@ -26,6 +26,7 @@ from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, loa
 from edgeslim.compress import StepContext, apply_step
 from edgeslim.compress.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
 from edgeslim.errors import EdgeslimError, RecipeError
+from edgeslim.extras import require
 from edgeslim.models import EncoderModel, load_encoder
 from edgeslim.recipe import Recipe
 from edgeslim.runtime.bundle import sha256_file
@@ -432,6 +433,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, l
         recipe = recipe.for_search()
     if not recipe.targets:
         raise RecipeError(f"recipe {recipe.name!r} has no targets; it has a search section: use `edgeslim search`")
+    require(recipe.extras(), f"recipe {recipe.name!r}")  # before any model loads
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:

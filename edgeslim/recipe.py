@@ -263,6 +263,19 @@ class Recipe(StrictModel):
             raise ValueError("a recipe needs `targets` (for edgeslim run) or `search` (for edgeslim search)")
         return self
 
+    def extras(self) -> tuple[str, ...]:
+        """The pyproject extras that running this recipe needs (the teacher always needs
+        `compress`), from its targets and its variants' steps; the search grid's when it has no
+        targets."""
+        from edgeslim.targets import get_target
+
+        specs = self.targets or self.for_search().targets
+        needed = {"compress"}
+        for spec in specs:
+            needed.update(get_target(spec.target).extras)
+            needed.update(step.extra for variant in spec.variants for step in variant.steps)
+        return tuple(sorted(needed))
+
     def for_search(self) -> "Recipe":
         """This recipe with its search grid as the only target."""
         if self.search is None:

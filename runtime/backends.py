@@ -15,7 +15,17 @@ BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "static
                    "litert": "ai_edge_litert", "litert-body": "ai_edge_litert"}
 
 
-_EXTRAS = {"onnxruntime": "runtime", "litert": "litert", "litert-body": "litert"}
+# backend name -> the pyproject extra that installs it on a device; runtime/locks/<extra>.txt is
+# that extra's hashed lock, shipped in the wheel.
+BACKEND_EXTRAS = {"onnxruntime": "runtime", "openvino": "openvino", "static": "runtime",
+                  "litert": "litert", "litert-body": "litert"}
+
+
+def device_lock(backend: str) -> Path:
+    """The hashed lock a device installs for `backend` (all its dependencies, pinned)."""
+    if backend not in BACKEND_EXTRAS:
+        raise BackendError(f"unknown backend {backend!r}; this runtime knows: {', '.join(BACKEND_EXTRAS)}")
+    return Path(__file__).with_name("locks") / f"{BACKEND_EXTRAS[backend]}.txt"
 
 
 def available_backends() -> list[str]:
@@ -281,7 +291,8 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
     if importlib.util.find_spec(BACKEND_MODULES[name]) is None:
         raise BackendError(
             f"this bundle needs the {name} backend, which is not installed; installed backends: "
-            f"{available_backends() or 'none'} (pip install 'edgeslim[{_EXTRAS.get(name, name)}]')"
+            f"{available_backends() or 'none'} (pip install 'edgeslim[{BACKEND_EXTRAS[name]}]', pinned by "
+            f"{device_lock(name).name} in edgeslim/runtime/locks)"
         )
     if name == "onnxruntime":
         return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"),

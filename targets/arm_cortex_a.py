@@ -17,6 +17,7 @@ _GHZ = 1e9
 
 class CortexABoard:
     backends = ("litert", "onnxruntime")
+    extras = ()
     latency_kind = "estimated"
     backend_options = {
         "litert": {"input_order": ["input_ids", "attention_mask"]},

@@ -67,6 +67,7 @@ class Target(Protocol):
     name: str
     description: str
     backends: tuple[str, ...]  # runtime backends that run this target's bundles
+    extras: tuple[str, ...]  # pyproject extras its export needs beyond its variants' steps
     default_budget: Budget
     latency_kind: str  # "measured" when the host is the device, else "estimated"
     backend_options: dict[str, dict]  # per backend, written into each bundle's manifest

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslim.compress.artifacts import ModelArtifact, NpuBodyModel
-from edgeslim.errors import ExportError, TargetError
+from edgeslim.errors import ExportError, MissingExtraError, TargetError
+from edgeslim.extras import install_hint
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ def vela_executable() -> str:
     beside = Path(sys.executable).with_name("vela")  # the venv's own, even when not on PATH
     found = str(beside) if beside.is_file() else shutil.which("vela")
     if not found:
-        raise ExportError("Vela is not installed; it compiles Ethos-U bundles: pip install 'edgeslim[compress]' "
-                          "(ethos-u-vela)")
+        raise MissingExtraError(f"Vela (ethos-u-vela) is not installed; it compiles Ethos-U bundles: "
+                                f"{install_hint(['ethos-u'])}")
     return found
 
 
@@ -63,6 +64,7 @@ def read_summary(path: Path) -> dict:
 
 class EthosU:
     backends = ("litert-body",)
+    extras = ("ethos-u",)
     latency_kind = "estimated"
     # Each export adds "bodies": per static length, its host graph, Vela graph, summary and fallbacks.
     backend_options = {"litert-body": {"prelude": "prelude.npz"}}

@@ -41,6 +41,7 @@ class IntelNpu:
     description = ("Intel Core Ultra NPU (NPU 3720, Meteor Lake): static-shape OpenVINO IR, NNCF int8 for the NPU; "
                    "checked on the CPU plugin, latency estimated")
     backends = ("openvino",)
+    extras = ()
     latency_kind = "estimated"
     backend_options = {"openvino": {"device": DEVICE_PREFERENCE}}
     default_budget = Budget(p95_ms=20.0, max_size_mb=40.0, max_peak_rss_mb=1000.0, min_teacher_cosine=0.99,

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.compress.artifacts import ModelArtifact, OnnxModel
-from edgeslim.errors import ExportError, TargetError
+from edgeslim.errors import ExportError, MissingExtraError, TargetError
+from edgeslim.extras import install_hint
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile
 
 PROVIDER_PREFERENCE = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -93,7 +94,7 @@ def polygraphy_lint(model_path: Path, seq: int, report: Path) -> dict:
     exe = Path(sys.executable).with_name("polygraphy")
     exe = str(exe) if exe.is_file() else shutil.which("polygraphy")
     if not exe:
-        raise ExportError("polygraphy is not installed; it lints Jetson bundles: pip install 'edgeslim[compress]'")
+        raise MissingExtraError(f"polygraphy is not installed; it lints Jetson bundles: {install_hint(['jetson'])}")
     cmd = [exe, "check", "lint", str(model_path), "-o", str(report),
            "--input-shapes", f"input_ids:[1,{seq}]", f"attention_mask:[1,{seq}]",
            "--val-range", "input_ids:[0,100]", "attention_mask:[1,1]"]
@@ -134,6 +135,7 @@ def _shape_arg(profiles: dict, key: str) -> str:
 
 class Jetson:
     backends = ("onnxruntime",)
+    extras = ("jetson",)
     latency_kind = "estimated"
     backend_options = {"onnxruntime": {"providers": PROVIDER_PREFERENCE, "providers_policy": "first-available"}}
 

@@ -62,6 +62,7 @@ class X86Cpu:
     name = "x86-cpu"
     description = "x86-64 CPU (the host): ONNX Runtime, OpenVINO or a static table, latency measured here"
     backends = ("onnxruntime", "openvino", "static")
+    extras = ()
     latency_kind = "measured"
     backend_options = {
         # ORT 1.32's fused SkipLayerNormalization kernel is slower than Add + LayerNormalization

@@ -80,20 +80,29 @@ def test_real_bundle_runs_without_torch_and_refuses_tampering(real_run, tmp_path
         load(bundle)
 
 
-def test_runtime_only_install_has_no_torch_and_encodes(real_run, tmp_path):
-    """`pip install edgeslim[runtime]` into a fresh venv, as on a Raspberry Pi."""
+def test_device_install_from_the_wheel_has_no_heavy_framework_and_encodes(real_run, tmp_path):
+    """As on a Raspberry Pi: a wheel of the kit, the runtime extra's hashed lock, then
+    `pip install edgeslim-*.whl[runtime]` with no index (every dependency must come from the lock)."""
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(dist), str(REPO)], check=True, cwd=tmp_path)
+    wheel = next(dist.glob("edgeslim-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "-c", str(REPO / "constraints.txt"),
-                    f"{REPO}[runtime]"], check=True, cwd=tmp_path)
+    pip = [python, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--require-hashes", "-r", str(REPO / "runtime" / "locks" / "runtime.txt")], check=True,
+                   cwd=tmp_path)
+    subprocess.run([*pip, "--no-index", f"{wheel}[runtime]"], check=True, cwd=tmp_path)
     bundle = real_run["out"] / "bundles" / "ort-int8-dynamic"
     script = (
         "import importlib.util as u; from edgeslim.runtime import load; "
         f"v = load({str(bundle)!r}).encode(['hello from a device']); "
-        "print(v.shape, [m for m in ('torch', 'transformers', 'tensorflow') if u.find_spec(m)])"
+        "print(v.shape, [m for m in ('torch', 'transformers', 'tensorflow', 'jax', 'onnx') if u.find_spec(m)])"
     )
     out = subprocess.run([python, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    size_mb = sum(f.stat().st_size for f in env_dir.rglob("*") if f.is_file()) / 1e6
+    print(f"device venv (runtime extra from {wheel.name}): {size_mb:.0f} MB")
     assert out.strip() == "(1, 384) []", out
 
 
