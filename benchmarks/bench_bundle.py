@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from edgeslim.benchmarks.harness import measure_latency, peak_rss_mb
 from edgeslim.errors import InputError
+from edgeslim.outputs import write_atomic
 
 # Real text to cut the latency input from (the bundle's own tokenizer turns it into ids).
 _TEXT = ("A bundle is measured on the device it was made for, with the input length, batch size and "
@@ -41,21 +41,28 @@ def _machine() -> str:
 
 def bench_bundle(path: Path, threads: int | None = None, batch: int | None = None, seq_len: int | None = None,
                  warmup: int = 10, min_runs: int = 100, min_seconds: float = 0.0) -> dict:
-    from edgeslim.runtime import load
+    from edgeslim.runtime import load, read_manifest
 
-    encoder = load(path, threads=threads)
-    budget = encoder.manifest.get("budget") or {}
+    for flag, value, low in (("--threads", threads, 1), ("--batch", batch, 1), ("--seq-len", seq_len, 1),
+                             ("--warmup", warmup, 0), ("--runs", min_runs, 1)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise InputError(f"{flag} must be an integer >= {low}, got {value!r}")
+    if not isinstance(min_seconds, (int, float)) or not 0 <= min_seconds <= 3600:
+        raise InputError(f"--seconds must be a number from 0 to 3600, got {min_seconds!r}")
+    budget = read_manifest(Path(path)).budget or {}
+    # The operating point is pinned before loading, so the backend runs the thread count reported.
     threads = threads or budget.get("threads") or 1
+    encoder = load(path, threads=threads)
     batch = batch or budget.get("batch") or 1
-    seq_len = seq_len or budget.get("seq_len") or encoder.manifest["max_seq_length"]
-    if seq_len > encoder.manifest["max_seq_length"]:
-        raise InputError(f"--seq-len {seq_len} exceeds the bundle's max_seq_length {encoder.manifest['max_seq_length']}")
+    seq_len = seq_len or budget.get("seq_len") or encoder.max_seq_length
+    if seq_len > encoder.max_seq_length:
+        raise InputError(f"--seq-len {seq_len} exceeds the bundle's max_seq_length {encoder.max_seq_length}")
     ids = encoder.tokenizer.encode(_TEXT * (1 + seq_len // 20)).ids[:seq_len]
     ids = np.repeat(np.asarray([ids], np.int64), batch, axis=0)
     mask = np.ones_like(ids)
     latency = measure_latency(lambda: encoder.embed_tokens(ids, mask), warmup, min_runs, min_seconds)
     return {
-        "bundle": encoder.manifest["name"], "target": encoder.manifest["target"],
+        "bundle": encoder.manifest.name, "target": encoder.manifest.target,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "latency_ms": {**latency, "batch": batch, "seq_len": seq_len, "threads": threads, "kind": "measured",
                        "where": f"measured on {_machine()}, edgeslim bench"},
@@ -63,9 +70,5 @@ def bench_bundle(path: Path, threads: int | None = None, batch: int | None = Non
     }
 
 
-def write_json(result: dict, out: Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+def write_json(result: dict, out: Path, force: bool = False) -> None:
+    write_atomic(Path(out), json.dumps(result, indent=2), force=force)

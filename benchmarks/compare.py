@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 
 from edgeslim.benchmarks.report import Report, Result
 from edgeslim.errors import ReportError
+from edgeslim.outputs import write_atomic
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,19 @@ class Point:
         return f"{self.result.name} [{self.run.split(':')[0]}]"
 
 
+MAX_REPORT_BYTES = 64 << 20
+
+
 def load_report(path: Path) -> Report:
     path = Path(path)
     file = path / "report.json" if path.is_dir() else path
     try:
+        if file.stat().st_size > MAX_REPORT_BYTES:
+            raise ReportError(f"{file} is over {MAX_REPORT_BYTES >> 20} MB; not an edgeslim report")
         text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start}); not an edgeslim report") \
+            from None
     except OSError as exc:
         raise ReportError(f"cannot read report {file}: {exc.strerror or exc}; pass a report.json or a run folder "
                           "holding one") from None
@@ -211,8 +219,9 @@ window.addEventListener("load", function () {{
 """
 
 
-def compare(paths: list[Path], html_out: Path | None = None) -> tuple[list[str], list[list[str]]]:
-    """Table of all points; with html_out, also the self-contained page (written atomically)."""
+def compare(paths: list[Path], html_out: Path | None = None, force: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Table of all points; with html_out, also the self-contained page (written atomically; an
+    existing file is replaced only with force)."""
     if not paths:
         raise ReportError("compare needs at least one report (report.json or a run folder)")
     reports = [load_report(p) for p in paths]
@@ -220,9 +229,5 @@ def compare(paths: list[Path], html_out: Path | None = None) -> tuple[list[str],
     quality, _, _ = quality_axis(points)
     fronts = {axis: pareto_front(points, cost, quality) for axis, (cost, _, _) in COST_AXES.items()}
     if html_out is not None:
-        html_out = Path(html_out)
-        html_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = html_out.with_name(f".{html_out.name}.{os.getpid()}.tmp")
-        tmp.write_text(render_html(reports, [str(p) for p in paths]), encoding="utf-8")
-        os.replace(tmp, html_out)
+        write_atomic(Path(html_out), render_html(reports, [str(p) for p in paths]), force=force)
     return table(points, fronts)

@@ -6,7 +6,6 @@ report, and `Report.model_json_schema()` gives the JSON Schema.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -114,12 +113,6 @@ class Report(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _fmt(value, digits=2, suffix="") -> str:

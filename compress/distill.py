@@ -131,7 +131,12 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
 
     step, resumed_from, losses, trained_before = 0, None, [], 0.0
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        # weights_only: tensors and plain containers only, a checkpoint cannot run code when loaded
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+        except Exception as exc:  # torch raises UnpicklingError/RuntimeError for foreign content
+            raise StepError(f"distillation checkpoint {checkpoint} holds more than tensors and plain data, or is "
+                            f"damaged ({type(exc).__name__}); it was not loaded. Delete it to start over.") from None
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -12,6 +12,7 @@ it), so `save_pruned`/`load_pruned` store the per-layer shapes next to the weigh
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 
@@ -93,22 +94,40 @@ def prune_model(model, cfg: PruneConfig):
 
 
 def save_pruned(bert, path: Path) -> None:
-    """Weights + config + per-layer shapes in one file, written atomically."""
+    """Weights + config + per-layer shapes in one safetensors file (config and shapes as JSON in
+    its header), written atomically. Nothing in it is pickled: loading it runs no code."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"config": bert.config.to_dict(), "layers": layer_shapes(bert), "state_dict": bert.state_dict()}, tmp)
+    tensors = {name: tensor.contiguous() for name, tensor in bert.state_dict().items()}
+    save_file(tensors, str(tmp), metadata={"format": "edgeslim.pruned/1", "config": json.dumps(bert.config.to_dict()),
+                                           "layers": json.dumps(layer_shapes(bert))})
     os.replace(tmp, path)
 
 
 def load_pruned(path: Path):
     """Rebuild a BertModel with the saved per-layer head and FFN sizes, then load its weights."""
+    from safetensors import SafetensorError, safe_open
     from transformers import BertConfig, BertModel
 
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    config = BertConfig.from_dict(saved["config"])
-    bert = BertModel(config, add_pooling_layer=any(k.startswith("pooler.") for k in saved["state_dict"]))
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state_dict = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise StepError(f"{path} is not a pruned model saved by edgeslim (safetensors): {exc}") from None
+    if metadata.get("format") != "edgeslim.pruned/1":
+        raise StepError(f"{path}: safetensors header has format {metadata.get('format')!r}, expected "
+                        "'edgeslim.pruned/1' (save it with edgeslim.compress.prune.save_pruned)")
+    try:
+        config = BertConfig.from_dict(json.loads(metadata["config"]))
+        layers = json.loads(metadata["layers"])
+    except (KeyError, ValueError) as exc:
+        raise StepError(f"{path}: unreadable config or layer shapes in the header ({exc})") from None
+    bert = BertModel(config, add_pooling_layer=any(k.startswith("pooler.") for k in state_dict))
     hidden = config.hidden_size
-    for layer, shape in zip(bert.encoder.layer, saved["layers"]):
+    for layer, shape in zip(bert.encoder.layer, layers):
         attention = layer.attention.self
         width = shape["heads"] * attention.attention_head_size
         for name in ("query", "key", "value"):
@@ -118,6 +137,6 @@ def load_pruned(path: Path):
         layer.attention.output.dense = torch.nn.Linear(width, hidden)
         layer.intermediate.dense = torch.nn.Linear(hidden, shape["ffn"])
         layer.output.dense = torch.nn.Linear(shape["ffn"], hidden)
-    bert.load_state_dict(saved["state_dict"], strict=True)
+    bert.load_state_dict(state_dict, strict=True)
     return bert.eval()
 

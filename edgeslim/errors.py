@@ -51,5 +51,10 @@ class BudgetExceeded(EdgeslimError):
         self.failures = failures
 
 
+class OutputError(EdgeslimError):
+    """An output path that would overwrite or delete something (without --force), or that is
+    not a place a new file or folder can go."""
+
+
 class ReportError(EdgeslimError):
     """A report file that is missing, unreadable or not an edgeslim report."""

@@ -18,8 +18,7 @@ import numpy as np
 from edgeslim import __version__
 from edgeslim.benchmarks.budget import check
 from edgeslim.benchmarks.harness import LATENCY_WHAT, stsb_spearman, teacher_agreement, where_measured
-from edgeslim.benchmarks.report import (Accuracy, Latency, RealLengthLatency, Report, Result, render_markdown,
-                                        write_atomic)
+from edgeslim.benchmarks.report import Accuracy, Latency, RealLengthLatency, Report, Result, render_markdown
 from edgeslim.benchmarks.worker import run_worker
 from edgeslim.bundle import MODEL_CARD, publish, render_model_card, staging_dir, write_manifest
 from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, load_stsb
@@ -27,6 +26,7 @@ from edgeslim.compress import StepContext, apply_step
 from edgeslim.compress.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
 from edgeslim.errors import EdgeslimError, RecipeError
 from edgeslim.extras import require
+from edgeslim.outputs import write_atomic
 from edgeslim.models import EncoderModel, load_encoder
 from edgeslim.recipe import Recipe
 from edgeslim.runtime.bundle import sha256_file

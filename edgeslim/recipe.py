@@ -319,11 +319,32 @@ def _format_errors(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_DEPTH = 32
+
+
+def _depth(value, limit: int, level: int = 0) -> int:
+    """Nesting depth of a parsed document, stopping once past `limit` (YAML aliases can nest
+    deeply without much text)."""
+    if level > limit or not isinstance(value, (dict, list)):
+        return level
+    children = value.values() if isinstance(value, dict) else value
+    return max((_depth(child, limit, level + 1) for child in children), default=level + 1)
+
+
 def parse_recipe(text: str, path: Path) -> Recipe:
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: {len(text)} characters; a recipe is at most {MAX_RECIPE_BYTES} characters")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply (a recipe nests at most {MAX_RECIPE_DEPTH} levels)") from None
+    except ValueError as exc:  # e.g. an int of more digits than Python converts
+        raise RecipeError(f"{path}: a value cannot be read: {exc}") from None
+    if _depth(data, MAX_RECIPE_DEPTH) > MAX_RECIPE_DEPTH:
+        raise RecipeError(f"{path}: nested too deeply (a recipe nests at most {MAX_RECIPE_DEPTH} levels)")
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with keys {sorted(Recipe.model_fields)}")
     try:
@@ -335,7 +356,11 @@ def parse_recipe(text: str, path: Path) -> Recipe:
 def load_recipe(name_or_path: str | Path | None = None) -> tuple[Recipe, Path]:
     path = resolve_recipe(str(name_or_path) if name_or_path is not None else None)
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {path.stat().st_size} bytes; a recipe is at most {MAX_RECIPE_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read the recipe: {exc.strerror}") from None
     return parse_recipe(text, path), path

@@ -1,74 +1,93 @@
 """Inference backends. Each wraps one session and runs {input name: array} -> token states.
-Imported lazily: a device needs only the backend its bundles use."""
+Imported lazily: a device needs only the backend its bundles use.
+
+Every backend reads its model through the bundle's `BundleReader` (verified bytes, never a path
+the backend resolves itself) and is safe to share across threads: ONNX Runtime sessions run
+concurrently; OpenVINO keeps a pool of infer requests per compiled shape; LiteRT interpreters are
+not reentrant, so calls on one LiteRT graph are serialized by a lock (load one encoder per
+thread for parallel LiteRT throughput).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from edgeslim.errors import BackendError
-
-# backend name -> the Python module it needs
-BACKEND_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "static": "numpy",
-                   "litert": "ai_edge_litert", "litert-body": "ai_edge_litert"}
-
-
-# backend name -> the pyproject extra that installs it on a device; runtime/locks/<extra>.txt is
-# that extra's hashed lock, shipped in the wheel.
-BACKEND_EXTRAS = {"onnxruntime": "runtime", "openvino": "openvino", "static": "runtime",
-                  "litert": "litert", "litert-body": "litert"}
-
-
-def device_lock(backend: str) -> Path:
-    """The hashed lock a device installs for `backend` (all its dependencies, pinned)."""
-    if backend not in BACKEND_EXTRAS:
-        raise BackendError(f"unknown backend {backend!r}; this runtime knows: {', '.join(BACKEND_EXTRAS)}")
-    return Path(__file__).with_name("locks") / f"{BACKEND_EXTRAS[backend]}.txt"
-
-
-def available_backends() -> list[str]:
-    return [name for name, module in BACKEND_MODULES.items() if importlib.util.find_spec(module) is not None]
-
+from edgeslim.runtime.bundle import BundleReader
+from edgeslim.runtime.manifest import (LiteRtBodyOptions, LiteRtOptions, OnnxRuntimeOptions, OpenVinoOptions,
+                                       openvino_weights)
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    module = "onnxruntime"
+    extra = "runtime"
 
-    def __init__(self, model_path: Path, threads: int | None, providers: list[str] | None = None,
-                 disabled_optimizers: list[str] | None = None, policy: str = "all"):
+    def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: OnnxRuntimeOptions):
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        wanted = providers or ["CPUExecutionProvider"]
-        if policy == "first-available":
+        wanted = options.providers or ["CPUExecutionProvider"]
+        if options.providers_policy == "first-available":
             # A preference list (TensorRT, then CUDA, then CPU): use what this machine has, in order.
             wanted = [p for p in wanted if p in available]
             if not wanted:
-                raise BackendError(f"none of the bundle's execution providers {providers} is available here; "
-                                   f"available: {available}")
-        elif policy != "all":
-            raise BackendError(f"unknown providers_policy {policy!r}; allowed: all, first-available")
+                raise BackendError(f"none of the bundle's execution providers {options.providers} is available "
+                                   f"here; available: {available}")
         unknown = [p for p in wanted if p not in available]
         if unknown:
             raise BackendError(f"execution providers {unknown} are not available here; available: {available}")
-        options = ort.SessionOptions()
+        session_options = ort.SessionOptions()
         if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
+            session_options.intra_op_num_threads = threads
+            session_options.inter_op_num_threads = 1
+        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session_options.log_severity_level = 3
+        model = reader.read(model_file)
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=wanted,
-                                                disabled_optimizers=disabled_optimizers or None)
+            # From verified bytes: ONNX external data (files beside the model) cannot be pulled in.
+            self.session = ort.InferenceSession(model, session_options, providers=wanted,
+                                                disabled_optimizers=options.disabled_optimizers or None)
         except Exception as exc:  # ORT raises its own untyped errors for unloadable models
-            raise BackendError(f"onnxruntime cannot load {model_path}: {exc}") from None
+            raise BackendError(f"onnxruntime cannot load {model_file}: {exc}") from None
         self.providers = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._output = self.session.get_outputs()[0].name
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run([self._output], feeds)[0]
+        # InferenceSession.run is thread-safe.
+        try:
+            return self.session.run([self._output], feeds)[0]
+        except Exception as exc:  # ORT's errors are untyped
+            raise BackendError(f"onnxruntime failed on inputs {_shapes(feeds)}: {exc}") from None
+
+
+def _shapes(feeds: dict[str, np.ndarray]) -> dict:
+    return {name: (tuple(a.shape), str(a.dtype)) for name, a in feeds.items()}
+
+
+class _RequestPool:
+    """Idle OpenVINO infer requests of one compiled model; a caller takes one (a new one when all
+    are busy) and gives it back, so threads never share a request."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self._idle = [compiled.create_infer_request()]
+        self._lock = threading.Lock()
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+        try:
+            request.infer(feeds)
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            with self._lock:
+                self._idle.append(request)
 
 
 class OpenVinoBackend:
@@ -77,13 +96,14 @@ class OpenVinoBackend:
     that holds it, and one compiled model per shape is kept."""
 
     name = "openvino"
+    module = "openvino"
+    extra = "openvino"
 
-    def __init__(self, model_path: Path, threads: int | None, device: str | list[str] = "CPU",
-                 config: dict | None = None, static_shapes: list[list[int]] | None = None):
+    def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: OpenVinoOptions):
         import openvino as ov
 
         self._core = core = ov.Core()
-        preference = [device] if isinstance(device, str) else list(device)
+        preference = [options.device] if isinstance(options.device, str) else list(options.device)
         usable = [d for d in preference if d in core.available_devices]
         if not usable:
             raise BackendError(f"none of the bundle's OpenVINO devices {preference} is available here; "
@@ -92,52 +112,54 @@ class OpenVinoBackend:
         settings = {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
         if self.device == "CPU":
             # Without this hint OpenVINO runs bf16 on CPUs that have it; a bundle states its precision.
-            settings.update(config or {"INFERENCE_PRECISION_HINT": "f32"})
+            settings.update(options.config or {"INFERENCE_PRECISION_HINT": "f32"})
             if threads:
                 settings["INFERENCE_NUM_THREADS"] = str(threads)
-        self._settings, self._model_path = settings, model_path
-        self.static_shapes = sorted(tuple(s) for s in static_shapes) if static_shapes else None
-        self._requests: dict = {}  # shape (None: as saved) -> infer request of the model compiled for it
+        self._settings, self._model_file = settings, model_file
+        self.static_shapes = sorted(tuple(s) for s in options.static_shapes) if options.static_shapes else None
+        self._pools: dict = {}  # shape (None: as saved) -> request pool of the model compiled for it
+        self._compile_lock = threading.Lock()
+        xml = reader.read_text(model_file)
+        weights = reader.read(openvino_weights(model_file))
         try:
-            self._model = core.read_model(str(model_path))
+            self._model = core.read_model(xml, ov.Tensor(np.frombuffer(weights, np.uint8).copy()))
             self.input_names = [port.get_any_name() for port in self._model.inputs]
             # Compile at load (the largest static shape), so a bad bundle fails here, not at first use.
-            self.compiled = self._request(self.static_shapes[-1] if self.static_shapes else None).get_compiled_model()
+            self.compiled = self._pool(self.static_shapes[-1] if self.static_shapes else None).compiled
         except BackendError:
             raise
         except Exception as exc:
-            raise BackendError(f"OpenVINO cannot compile {model_path} for {self.device}: {exc}") from None
+            raise BackendError(f"OpenVINO cannot compile {model_file} for {self.device}: {exc}") from None
         self.providers = [self.device] + ([f"static shapes {[list(s) for s in self.static_shapes]}"]
                                           if self.static_shapes else [])
 
-    def _request(self, shape):
-        if shape not in self._requests:
-            model = self._model
-            if shape is not None:
-                import openvino as ov
+    def _pool(self, shape) -> _RequestPool:
+        with self._compile_lock:
+            if shape not in self._pools:
+                model = self._model
+                if shape is not None:
+                    import openvino as ov
 
-                model = model.clone()
-                model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
-            try:
-                compiled = self._core.compile_model(model, self.device, self._settings)
-            except Exception as exc:
-                raise BackendError(f"OpenVINO cannot compile {self._model_path} for {self.device} at shape "
-                                   f"{shape}: {exc}") from None
-            self._requests[shape] = compiled.create_infer_request()
-        return self._requests[shape]
+                    model = model.clone()
+                    model.reshape({name: ov.PartialShape(list(shape)) for name in self.input_names})
+                try:
+                    compiled = self._core.compile_model(model, self.device, self._settings)
+                except Exception as exc:
+                    raise BackendError(f"OpenVINO cannot compile {self._model_file} for {self.device} at shape "
+                                       f"{shape}: {exc}") from None
+                self._pools[shape] = _RequestPool(compiled)
+            return self._pools[shape]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if not self.static_shapes:
-            request = self._request(None)
-            request.infer(feeds)
-            return request.get_output_tensor(0).data.copy()
+            return self._pool(None).infer(feeds)
         batch, seq = next(iter(feeds.values())).shape
         fitting = [s for s in self.static_shapes if s[1] >= seq]
         if not fitting:
             raise BackendError(f"sequence length {seq} exceeds the bundle's static shapes "
                                f"{[list(s) for s in self.static_shapes]}")
         rows, length = fitting[0]
-        request = self._request(fitting[0])
+        pool = self._pool(fitting[0])
         out = []
         for start in range(0, batch, rows):
             chunk = {}
@@ -146,9 +168,18 @@ class OpenVinoBackend:
                 part = array[start:start + rows]
                 padded[: len(part), :seq] = part
                 chunk[name] = padded
-            request.infer(chunk)
-            out.append(request.get_output_tensor(0).data[: min(rows, batch - start), :seq].copy())
+            out.append(pool.infer(chunk)[: min(rows, batch - start), :seq])
         return np.concatenate(out)
+
+
+def _interpreter(reader: BundleReader, model_file: str, threads: int | None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = reader.read(model_file)
+    try:
+        return Interpreter(model_content=model, num_threads=threads or None)
+    except Exception as exc:  # LiteRT raises plain RuntimeError/ValueError for bad models
+        raise BackendError(f"LiteRT cannot load {model_file}: {exc}") from None
 
 
 class LiteRtBackend:
@@ -156,25 +187,23 @@ class LiteRtBackend:
     graph's length and run alone; the mask keeps the padding out of the pooled result."""
 
     name = "litert"
+    module = "ai_edge_litert"
+    extra = "litert"
 
-    def __init__(self, model_path: Path, threads: int | None, input_order: list[str]):
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            interpreter = Interpreter(str(model_path), num_threads=threads or None)
-            self.runner = interpreter.get_signature_runner()
-        except Exception as exc:  # LiteRT raises plain RuntimeError/ValueError for bad models
-            raise BackendError(f"LiteRT cannot load {model_path}: {exc}") from None
+    def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: LiteRtOptions):
+        self.runner = _interpreter(reader, model_file, threads).get_signature_runner()
+        self._lock = threading.Lock()  # one interpreter: not reentrant
         details = self.runner.get_input_details()
         # litert-torch names inputs args_0, args_1... in forward() order; the manifest says which is which.
         self._graph_names = sorted(details, key=lambda n: details[n]["index"])
+        input_order = list(options.input_order)
         if len(self._graph_names) != len(input_order):
-            raise BackendError(f"{model_path}: the graph has inputs {self._graph_names}, the manifest names "
+            raise BackendError(f"{model_file}: the graph has inputs {self._graph_names}, the manifest names "
                                f"{input_order}")
-        self._order = list(input_order)
+        self._order = input_order
         shape = details[self._graph_names[0]]["shape"]
         if len(shape) != 2 or shape[0] != 1:
-            raise BackendError(f"{model_path}: expected a (1, seq) input, got shape {list(shape)}")
+            raise BackendError(f"{model_file}: expected a (1, seq) input, got shape {list(shape)}")
         self.seq_len = int(shape[1])
         self.providers = ["LiteRT CPU (XNNPACK)"]
         self.input_names = list(input_order)
@@ -191,8 +220,9 @@ class LiteRtBackend:
                 padded = np.zeros((1, self.seq_len), np.int32)  # pad id 0, mask 0
                 padded[0, :seq] = feeds[name][row]
                 args[graph_name] = padded
-            out = self.runner(**args)
-            rows.append(next(iter(out.values()))[0, :seq])
+            with self._lock:
+                out = self.runner(**args)
+                rows.append(next(iter(out.values()))[0, :seq].copy())
         return np.stack(rows)
 
 
@@ -202,35 +232,32 @@ class LiteRtBodyBackend:
     the same integer graph as the device, so accuracy measured here is the device's."""
 
     name = "litert-body"
+    module = "ai_edge_litert"
+    extra = "litert"
 
-    def __init__(self, model_path: Path, threads: int | None, prelude_file: str, bodies: dict | None = None):
+    def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: LiteRtBodyOptions):
         from edgeslim.runtime.prelude import load_prelude
 
-        self.tables = load_prelude(model_path.with_name(prelude_file))
-        files = [model_path.with_name(b["model"]) for b in (bodies or {}).values()] or [model_path]
+        self.tables = load_prelude(reader.read(options.prelude), options.prelude)
+        files = [b.model for b in (options.bodies or {}).values()] or [model_file]
         # One graph per static length; each call runs the shortest that holds it.
-        self._graphs = sorted((self._open(path, threads) for path in files), key=lambda g: g["seq_len"])
+        self._graphs = sorted((self._open(reader, name, threads) for name in files), key=lambda g: g["seq_len"])
         self.seq_len = self._graphs[-1]["seq_len"]
         self.providers = [f"LiteRT CPU ({self._graphs[0]['hidden']['dtype'].__name__} activations, static lengths "
                           f"{[g['seq_len'] for g in self._graphs]})"]
         self.input_names = ["input_ids", "attention_mask"]
 
     @staticmethod
-    def _open(path: Path, threads: int | None) -> dict:
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            runner = Interpreter(str(path), num_threads=threads or None).get_signature_runner()
-        except Exception as exc:  # LiteRT raises plain RuntimeError/ValueError for bad models
-            raise BackendError(f"LiteRT cannot load {path}: {exc}") from None
+    def _open(reader: BundleReader, name: str, threads: int | None) -> dict:
+        runner = _interpreter(reader, name, threads).get_signature_runner()
         details = runner.get_input_details()
         names = sorted(details, key=lambda n: details[n]["index"])
         if len(names) != 2 or len(details[names[0]]["shape"]) != 3:
-            raise BackendError(f"{path}: expected inputs (hidden (1, seq, dim), additive mask (1, 1, 1, seq)), "
+            raise BackendError(f"{name}: expected inputs (hidden (1, seq, dim), additive mask (1, 1, 1, seq)), "
                                f"got {[list(details[n]['shape']) for n in names]}")
         hidden, mask = (details[n] | {"name": n} for n in names)
         return {"runner": runner, "hidden": hidden, "mask": mask, "seq_len": int(hidden["shape"][1]),
-                "output": next(iter(runner.get_output_details().values()))}
+                "output": next(iter(runner.get_output_details().values())), "lock": threading.Lock()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         from edgeslim.runtime.prelude import dequantize, embed_tokens, quantize
@@ -248,10 +275,12 @@ class LiteRtBodyBackend:
             keep = min(seq, graph["seq_len"])
             padded_ids[0, :keep], padded_mask[0, :keep] = ids[row, :keep], mask[row, :keep]
             hidden, additive = embed_tokens(self.tables, padded_ids, padded_mask)
-            out = graph["runner"](**{graph["hidden"]["name"]: quantize(hidden, graph["hidden"]),
-                                     graph["mask"]["name"]: quantize(additive, graph["mask"])})
+            with graph["lock"]:
+                out = graph["runner"](**{graph["hidden"]["name"]: quantize(hidden, graph["hidden"]),
+                                         graph["mask"]["name"]: quantize(additive, graph["mask"])})
+                body = next(iter(out.values())).copy()
             states = np.zeros((seq, self._graphs[-1]["hidden"]["shape"][2]), np.float32)
-            states[:keep] = dequantize(next(iter(out.values())), graph["output"])[0, :keep]
+            states[:keep] = dequantize(body, graph["output"])[0, :keep]
             rows.append(states)
         return np.stack(rows)
 
@@ -260,14 +289,17 @@ class StaticBackend:
     """A token-vector table: the "model" is a lookup; pooling does the rest. numpy only."""
 
     name = "static"
+    module = "numpy"
+    extra = "runtime"
 
-    def __init__(self, model_path: Path):
+    def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options):
+        data = reader.read(model_file)
         try:
-            self.table = np.load(model_path).astype(np.float32)
+            self.table = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
         except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot read the embedding table {model_path}: {exc}") from None
+            raise BackendError(f"cannot read the embedding table {model_file}: {exc}") from None
         if self.table.ndim != 2:
-            raise BackendError(f"{model_path}: expected a (vocabulary, dim) table, got shape {self.table.shape}")
+            raise BackendError(f"{model_file}: expected a (vocabulary, dim) table, got shape {self.table.shape}")
         self.providers = ["numpy"]
         self.input_names = ["input_ids", "attention_mask"]
 
@@ -278,9 +310,33 @@ class StaticBackend:
         return self.table[ids]
 
 
-def open_backend(name: str, model_path: Path, threads: int | None, options: dict) -> OnnxRuntimeBackend | OpenVinoBackend:
-    if name not in BACKEND_MODULES:
-        raise BackendError(f"unknown backend {name!r}; this runtime knows: {', '.join(BACKEND_MODULES)}")
+# The registry: backend name -> class. Each class names the Python module it needs (`module`)
+# and the pyproject extra that installs it on a device (`extra`; runtime/locks/<extra>.txt is
+# that extra's hashed lock, shipped in the wheel).
+BACKENDS = {cls.name: cls for cls in (OnnxRuntimeBackend, OpenVinoBackend, LiteRtBackend, LiteRtBodyBackend,
+                                      StaticBackend)}
+BACKEND_MODULES = {name: cls.module for name, cls in BACKENDS.items()}
+BACKEND_EXTRAS = {name: cls.extra for name, cls in BACKENDS.items()}
+
+
+def device_lock(backend: str) -> Path:
+    """The hashed lock a device installs for `backend` (all its dependencies, pinned)."""
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; this runtime knows: {', '.join(BACKENDS)}")
+    return Path(__file__).with_name("locks") / f"{BACKEND_EXTRAS[backend]}.txt"
+
+
+def available_backends() -> list[str]:
+    return [name for name, module in BACKEND_MODULES.items() if importlib.util.find_spec(module) is not None]
+
+
+def open_backend(name: str, reader: BundleReader, threads: int | None, overrides: dict | None = None):
+    """Start `name` on the bundle behind `reader`; `overrides` (validated like the manifest's
+    backend_options) replace the bundle's options key by key."""
+    from edgeslim.runtime.manifest import backend_options
+
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; this runtime knows: {', '.join(BACKENDS)}")
     if name.startswith("litert") and importlib.util.find_spec("ai_edge_litert") is None \
             and importlib.util.find_spec("tflite_runtime") is not None:
         # tflite-runtime 2.14 (its last release) cannot load FULLY_CONNECTED v12 from current
@@ -294,14 +350,7 @@ def open_backend(name: str, model_path: Path, threads: int | None, options: dict
             f"{available_backends() or 'none'} (pip install 'edgeslim[{BACKEND_EXTRAS[name]}]', pinned by "
             f"{device_lock(name).name} in edgeslim/runtime/locks)"
         )
-    if name == "onnxruntime":
-        return OnnxRuntimeBackend(model_path, threads, options.get("providers"), options.get("disabled_optimizers"),
-                                  options.get("providers_policy", "all"))
-    if name == "static":
-        return StaticBackend(model_path)
-    if name == "litert-body":
-        return LiteRtBodyBackend(model_path, threads, options.get("prelude", "prelude.npz"), options.get("bodies"))
-    if name == "litert":
-        return LiteRtBackend(model_path, threads, options.get("input_order", ["input_ids", "attention_mask"]))
-    return OpenVinoBackend(model_path, threads, options.get("device", "CPU"), options.get("config"),
-                           options.get("static_shapes"))
+    manifest = reader.manifest
+    options = backend_options(name, {**manifest.backend_options, **(overrides or {})},
+                              f"{reader.bundle_dir}" + (" (with load()'s backend_options)" if overrides else ""))
+    return BACKENDS[name](reader, manifest.model_file, threads, options)

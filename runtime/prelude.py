@@ -8,6 +8,7 @@ LayerNorm (weight, bias, eps) and the mask value.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +19,16 @@ PRELUDE_KEYS = ("word_embeddings", "position_embeddings", "token_type_embedding"
                 "layer_norm_bias", "layer_norm_eps", "mask_value")
 
 
-def load_prelude(path: Path) -> dict[str, np.ndarray]:
+def load_prelude(data: bytes | Path, name: str = "prelude.npz") -> dict[str, np.ndarray]:
+    """The prelude tables from a .npz's bytes (a bundle's, already verified) or a path (at build time)."""
     try:
-        with np.load(path) as data:
-            tables = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"cannot read the CPU prelude {path}: {exc}") from None
+        with np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as archive:
+            tables = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise BackendError(f"cannot read the CPU prelude {name}: {exc}") from None
     missing = [k for k in PRELUDE_KEYS if k not in tables]
     if missing:
-        raise BackendError(f"{path} lacks {missing}; a prelude holds {list(PRELUDE_KEYS)}")
+        raise BackendError(f"{name} lacks {missing}; a prelude holds {list(PRELUDE_KEYS)}")
     return tables
 
 

@@ -10,6 +10,7 @@ use; the report lists every operator Vela leaves to the CPU.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import shutil
@@ -56,10 +57,13 @@ def run_vela(model: Path, accelerator: str, out_dir: Path) -> tuple[Path, Path, 
     return compiled, summaries[0], cpu_lines
 
 
-def read_summary(path: Path) -> dict:
-    with open(path, newline="") as handle:
-        row = next(csv.DictReader(handle))
-    return row
+def read_summary(source: Path | str) -> dict:
+    """Vela's summary CSV (its one row) from a path, or from its text (a bundle's, verified)."""
+    text = source if isinstance(source, str) else Path(source).read_text()
+    try:
+        return next(csv.DictReader(io.StringIO(text, newline="")))
+    except StopIteration:
+        raise ExportError("Vela's summary CSV has no row") from None
 
 
 class EthosU:

@@ -9,6 +9,7 @@ Tests of the other tier are deselected (pytest reports how many), never silently
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import textwrap
@@ -24,12 +25,36 @@ def pytest_addoption(parser):
                      help="fast: tiny random models (default); real: the packaged MiniLM; all: both")
 
 
+# Hypothesis examples per property test: fewer in the fast tier, enough in the real tier (and
+# `--tier all`, what CI runs) for >= 10,000 across tests/test_properties.py.
+PROPERTY_EXAMPLES = {"fast": 60, "real": 2600, "all": 2600}
+PROPERTY_COUNTS: collections.Counter = collections.Counter()  # examples run, per property
+
+
+def pytest_configure(config):
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("edgeslim", max_examples=PROPERTY_EXAMPLES[config.getoption("--tier")], deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+                              derandomize=True)
+    settings.load_profile("edgeslim")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if PROPERTY_COUNTS:
+        counts = ", ".join(f"{name} {n}" for name, n in sorted(PROPERTY_COUNTS.items()))
+        terminalreporter.write_line(f"hypothesis examples: {counts}; total {sum(PROPERTY_COUNTS.values())}")
+
+
 def pytest_collection_modifyitems(config, items):
     tier = config.getoption("--tier")
     if tier == "all":
         return
     keep, drop = [], []
     for item in items:
+        if item.get_closest_marker("property") is not None:  # every tier, with the tier's example count
+            keep.append(item)
+            continue
         # aarch64 (qemu-user) and browser (headless Chromium) tests need system packages: real tier.
         is_real = any(item.get_closest_marker(m) is not None for m in ("real", "aarch64", "browser"))
         (keep if is_real == (tier == "real") else drop).append(item)
@@ -218,3 +243,48 @@ targets:
 def npu_jetson_run(tmp_path_factory):
     """The tiny model through the Intel NPU and Jetson targets, once per session."""
     return run_recipe_cli(tmp_path_factory, "npu-jetson-run", NPU_JETSON_RECIPE)
+
+
+ARM_RECIPE = """
+name: tiny-arm
+model: {source: tiny-random-bert, max_seq_length: 64}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
+benchmark: {warmup: 2, min_runs: 10}
+targets:
+  - target: rpi5
+    required: [litert-int8-dynamic]
+    budget: {seq_len: 64, max_size_mb: 5, max_peak_rss_mb: 2000, min_teacher_cosine: 0.95}
+    variants:
+      - {name: litert-fp32, backend: litert, steps: [{step: litert_convert}]}
+      - {name: litert-int8-dynamic, backend: litert, steps: [{step: litert_convert}, {step: litert_int8_dynamic}]}
+      - {name: ort-fp32, backend: onnxruntime}
+"""
+
+
+@pytest.fixture(scope="session")
+def arm_run(tmp_path_factory):
+    return run_recipe_cli(tmp_path_factory, "arm-run", ARM_RECIPE)
+
+
+STATIC_RECIPE = """
+name: tiny-static
+model: {source: tiny-random-bert, max_seq_length: 64}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
+benchmark: {warmup: 2, min_runs: 10, real_length_batches: [1]}
+targets:
+  - target: x86-cpu
+    budget: {seq_len: 64, min_teacher_cosine: 0.5}
+    variants:
+      - {name: static, backend: static, steps: [{step: static_embeddings}]}
+"""
+
+
+@pytest.fixture(scope="session")
+def static_run(tmp_path_factory):
+    from edgeslim.pipeline import run_recipe
+    from edgeslim.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("static")
+    recipe, path = load_recipe(write_recipe(folder, STATIC_RECIPE))
+    report = run_recipe(recipe, path, folder / "out", log=lambda _: None)
+    return report, folder / "out" / "bundles" / "static"

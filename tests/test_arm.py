@@ -10,28 +10,7 @@ from edgeslim.compress import LiteRtConvertConfig, LiteRtInt8DynamicConfig, Step
 from edgeslim.runtime import load
 from edgeslim.targets import get_target
 from edgeslim.targets.roofline import encoder_macs, estimate_latency
-from conftest import compile_firmware_check, encode_in_fresh_process, run_recipe_cli
-
-ARM_RECIPE = """
-name: tiny-arm
-model: {source: tiny-random-bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10}
-targets:
-  - target: rpi5
-    required: [litert-int8-dynamic]
-    budget: {seq_len: 64, max_size_mb: 5, max_peak_rss_mb: 2000, min_teacher_cosine: 0.95}
-    variants:
-      - {name: litert-fp32, backend: litert, steps: [{step: litert_convert}]}
-      - {name: litert-int8-dynamic, backend: litert, steps: [{step: litert_convert}, {step: litert_int8_dynamic}]}
-      - {name: ort-fp32, backend: onnxruntime}
-"""
-
-
-@pytest.fixture(scope="module")
-def arm_run(tmp_path_factory):
-    return run_recipe_cli(tmp_path_factory, "arm-run", ARM_RECIPE)
-
+from conftest import compile_firmware_check, encode_in_fresh_process
 
 def test_arm_run_labels_latency_estimated_and_measures_accuracy(arm_run):
     assert arm_run["exit_code"] == 0
@@ -166,6 +145,7 @@ def test_litert_bundle_is_refused_with_only_tflite_runtime_installed(arm_run, mo
 
     from edgeslim.errors import BackendError
     from edgeslim.runtime.backends import open_backend
+    from edgeslim.runtime.bundle import BundleReader
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -173,4 +153,4 @@ def test_litert_bundle_is_refused_with_only_tflite_runtime_installed(arm_run, mo
                                                                                  else real(name, *a)))
     bundle = arm_run["out"] / "bundles" / "litert-fp32"
     with pytest.raises(BackendError, match="tflite-runtime is installed but is not used"):
-        open_backend("litert", bundle / "model.tflite", 1, {})
+        open_backend("litert", BundleReader(bundle), 1)

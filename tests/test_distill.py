@@ -97,7 +97,7 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tiny_model, t
         checkpoints = list(workdir.glob("distill-*.pt"))
         if checkpoints:
             try:
-                checkpoint_step = torch.load(checkpoints[0], weights_only=False)["step"]
+                checkpoint_step = torch.load(checkpoints[0], weights_only=True)["step"]
             except Exception:  # caught between os.replace and a read: try again
                 checkpoint_step = 0
             if checkpoint_step >= 50:
@@ -133,7 +133,7 @@ def test_two_process_gloo_matches_one_process(tiny_model, texts, tmp_path):
               str(tmp_path / "ddp"), str(out)),
         nprocs=2, join=True,
     )
-    ddp = torch.load(out, weights_only=False)
+    ddp = torch.load(out, weights_only=True)
     assert ddp["record"]["processes"] == 2
     single, record = distill(tiny_model, cfg, texts, tmp_path / "single", log=lambda _: None, progress=False)
     assert record["steps"] == ddp["record"]["steps"] == 16

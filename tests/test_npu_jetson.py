@@ -45,15 +45,13 @@ def test_static_shape_runtime_pads_to_the_smallest_listed_shape(npu_jetson_run):
     together = encoder.encode(texts)
     alone = np.stack([encoder.encode([t])[0] for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
-    used = sorted(encoder.backend._requests)
+    used = sorted(encoder.backend._pools)
     assert (1, 16) in used and (1, 64) in used  # compiled at load (largest) and on demand (smallest)
 
 
 def test_openvino_device_preference_names_what_is_available(npu_jetson_run):
-    from edgeslim.runtime.backends import OpenVinoBackend
-
     with pytest.raises(BackendError, match=r"none of the bundle's OpenVINO devices \['NPU'\].*available"):
-        OpenVinoBackend(npu_jetson_run["out"] / "bundles" / "npu-int8" / "model.xml", 1, ["NPU"])
+        load(npu_jetson_run["out"] / "bundles" / "npu-int8", threads=1, backend_options={"device": ["NPU"]})
 
 
 def test_static_shapes_step_rejects_lengths_over_the_model(tiny_model, tmp_path):
@@ -82,11 +80,9 @@ def test_jetson_bundles_are_linted_with_profiles_and_a_device_script(npu_jetson_
 def test_jetson_runtime_takes_the_first_available_provider(npu_jetson_run):
     encoder = load(npu_jetson_run["out"] / "bundles" / "trt-fp16")
     assert encoder.providers == ["CPUExecutionProvider"]
-    from edgeslim.runtime.backends import OnnxRuntimeBackend
-
     with pytest.raises(BackendError, match="TensorrtExecutionProvider.*not available here; available"):
-        OnnxRuntimeBackend(npu_jetson_run["out"] / "bundles" / "trt-fp16" / "model.onnx", 1,
-                           ["TensorrtExecutionProvider"])
+        load(npu_jetson_run["out"] / "bundles" / "trt-fp16", threads=1,
+             backend_options={"providers": ["TensorrtExecutionProvider"], "providers_policy": "all"})
 
 
 def test_jetson_refuses_asymmetric_int8(tiny_model, tmp_path):

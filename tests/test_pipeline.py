@@ -55,16 +55,16 @@ def test_bundles_are_complete_and_archived(tiny_run):
     assert not list(bundles.glob(".staging-*")) and not (tiny_run["out"] / ".work").exists()
     for name in VARIANTS:
         manifest = read_manifest(bundles / name)
-        assert set(manifest["files"]) | {"manifest.json"} == {p.name for p in (bundles / name).iterdir()}
-        (export,) = [s for s in manifest["steps"] if s["step"] == "export_onnx"]
+        assert set(manifest.files) | {"manifest.json"} == {p.name for p in (bundles / name).iterdir()}
+        (export,) = [s for s in manifest.steps if s["step"] == "export_onnx"]
         assert export["parity_max_abs_diff"] < 1e-4
-        assert manifest["benchmark"]["latency_ms"]["kind"] == "measured"
-        assert manifest["calibration"]["corpus"] == "wordnet-calibration"
-        assert "MODEL_CARD.md" in manifest["files"]
+        assert manifest.benchmark["latency_ms"]["kind"] == "measured"
+        assert manifest.calibration["corpus"] == "wordnet-calibration"
+        assert "MODEL_CARD.md" in manifest.files
         with tarfile.open(bundles / f"{name}.tar.gz") as tar:
             assert sorted(tar.getnames())[0] == name
             assert f"{name}/manifest.json" in tar.getnames()
-    static = read_manifest(bundles / "ort-int8-static")["steps"][-1]
+    static = read_manifest(bundles / "ort-int8-static").steps[-1]
     assert static["step"] == "int8_static" and static["cosine_to_float_model"] >= 0.99
 
 
@@ -126,7 +126,7 @@ def test_verify_and_targets_commands(tiny_run, tmp_path, capsys):
 
 def test_distilled_variant_records_its_student_and_data_disjointness(tiny_run):
     manifest = read_manifest(tiny_run["out"] / "bundles" / "student-int8")
-    distilled, exported, quantized = manifest["steps"]
+    distilled, exported, quantized = manifest.steps
     assert [distilled["step"], exported["step"], quantized["step"]] == ["distill", "export_onnx", "int8_dynamic"]
     assert distilled["layers"] == 1 and distilled["steps"] == 400 // 16
     assert distilled["disjoint_from_evaluation"] and distilled["dropped_overlapping_evaluation"] > 0
@@ -163,7 +163,7 @@ def test_search_measures_every_candidate_and_publishes_the_front(tmp_path, capsy
     assert all(r.latency_ms.kind == "measured" for r in report.results)
     search = report.search
     assert search["candidates"] == 8 and search["quality"] == "cosine to teacher x100"
-    pruned = read_manifest(out / "bundles" / "l1-h50f50-int8-dynamic")["steps"]
+    pruned = read_manifest(out / "bundles" / "l1-h50f50-int8-dynamic").steps
     assert [s["step"] for s in pruned] == ["distill", "prune", "export_onnx", "int8_dynamic"]
     assert pruned[1]["layers_after"] == [{"heads": 2, "ffn": 32}] and pruned[1]["heal"]["steps"] > 0
     for axis in ("latency", "size"):
@@ -184,7 +184,7 @@ def test_vocab_pruned_bundle_ships_its_own_tokenizer(tiny_run):
     from tokenizers import Tokenizer
 
     bundle = tiny_run["out"] / "bundles" / "small-vocab-student"
-    steps = [s["step"] for s in read_manifest(bundle)["steps"]]
+    steps = [s["step"] for s in read_manifest(bundle).steps]
     assert steps == ["vocab_prune", "distill", "export_onnx", "int8_dynamic"]
     vocab = Tokenizer.from_file(str(bundle / "tokenizer.json")).get_vocab_size()
     assert vocab <= 200

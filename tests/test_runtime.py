@@ -107,7 +107,7 @@ def test_bad_batch_size_and_token_shapes(tiny_bundle):
 def test_overlong_texts_are_truncated_and_counted_or_refused(tiny_bundle):
     long_text = "word " * 500
     encoder = load(tiny_bundle)
-    assert encoder.manifest["truncation"] == "truncate"
+    assert encoder.manifest.truncation == "truncate"
     encoder.encode([long_text, "short one", long_text])
     assert encoder.truncated_total == 2
     with pytest.raises(InputError, match=r"indices \[0\] exceed max_seq_length=64"):
@@ -123,6 +123,6 @@ def test_unavailable_provider_lists_available_ones(tiny_bundle):
 
 def test_openvino_bundle_loads_with_f32_precision(tiny_run):
     encoder = load(tiny_run["out"] / "bundles" / "ov-int8")
-    assert encoder.manifest["backend_options"]["config"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert encoder.manifest.backend_options["config"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert str(encoder.backend.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
     assert encoder.encode(["hello there"]).shape == (1, 32)

@@ -8,29 +8,8 @@ from edgeslim.errors import RecipeError
 from edgeslim.recipe import load_recipe
 from edgeslim.runtime import load
 
-from conftest import write_recipe
+from conftest import STATIC_RECIPE, write_recipe
 
-STATIC_RECIPE = """
-name: tiny-static
-model: {source: tiny-random-bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10, real_length_batches: [1]}
-targets:
-  - target: x86-cpu
-    budget: {seq_len: 64, min_teacher_cosine: 0.5}
-    variants:
-      - {name: static, backend: static, steps: [{step: static_embeddings}]}
-"""
-
-
-@pytest.fixture(scope="module")
-def static_run(tmp_path_factory):
-    from edgeslim.pipeline import run_recipe
-
-    folder = tmp_path_factory.mktemp("static")
-    recipe, path = load_recipe(write_recipe(folder, STATIC_RECIPE))
-    report = run_recipe(recipe, path, folder / "out", log=lambda _: None)
-    return report, folder / "out" / "bundles" / "static"
 
 
 def test_static_bundle_is_a_table_run_by_numpy_alone(static_run):

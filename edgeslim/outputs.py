@@ -1,0 +1,76 @@
+"""Writing what a user will look at. A file or folder appears whole or not at all (written beside
+its final name, then renamed), and nothing that already exists is deleted or overwritten unless
+the user said so (`force`, the CLI's --force). Standard library only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgeslim.errors import OutputError
+
+
+def write_atomic(path: Path, data: str | bytes, force: bool = True) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and one rename.
+    force=False refuses an existing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give the path of a file to write")
+    if path.exists() and not force:
+        raise OutputError(f"{path} exists; choose another path or pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_new_dir(target: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Raise OutputError unless a new folder may be published at `target`: absent or empty, or
+    non-empty with force. Never the working directory or a folder above it, and never a folder
+    that is or holds one of `inputs` (replacing it would delete what is being read)."""
+    target = Path(target)
+    resolved = target.resolve()
+    if _inside(Path.cwd().resolve(), resolved):
+        raise OutputError(f"{target} is the working directory or holds it; write into a new folder instead")
+    for source in inputs:
+        if _inside(Path(source).resolve(), resolved):
+            raise OutputError(f"{target} is or holds the input {source}; write into a new folder instead")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target} exists and is not a folder; choose a new folder")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise OutputError(f"{target} exists and is not empty; choose a new folder or pass --force to replace it")
+
+
+def staging_beside(target: Path) -> Path:
+    """An empty hidden folder next to `target`, on the same file system (so the rename is atomic)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+
+
+def publish_dir(staged: Path, target: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Move the finished folder `staged` to `target`. An existing non-empty `target` is replaced
+    only with force, and only after the new folder is complete: it is renamed aside, the new one
+    renamed in, then the old one removed."""
+    target = Path(target)
+    check_new_dir(target, force, inputs)
+    if not target.exists():
+        os.replace(staged, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+    os.replace(target, aside / target.name)
+    os.replace(staged, target)
+    shutil.rmtree(aside)
