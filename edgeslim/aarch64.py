@@ -139,7 +139,7 @@ def verify_on_aarch64(bundle: Path, texts: list[str], cpu: str = "cortex-a76", c
     from edgeslim.runtime.backends import device_lock
 
     qemu = _need("qemu-aarch64-static", "qemu-user-static")
-    lock = device_lock(read_manifest(Path(bundle))["backend"])
+    lock = device_lock(read_manifest(Path(bundle)).backend)
     rootfs, site = prepare_userland(cache or default_cache(), lock, log)
     with tempfile.TemporaryDirectory(prefix="edgeslim-aarch64-") as tmp:
         tmp = Path(tmp)

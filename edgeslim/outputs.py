@@ -4,6 +4,7 @@ the user said so (`force`, the CLI's --force). Standard library only."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import tempfile
@@ -61,15 +62,30 @@ def staging_beside(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+
+
 def publish_dir(staged: Path, target: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
     """Move the finished folder `staged` to `target`. An existing non-empty `target` is replaced
-    only with force, and only after the new folder is complete: it is renamed aside, the new one
-    renamed in, then the old one removed."""
+    only with force, and only after the new folder is complete, by an atomic exchange (a reader
+    sees the old folder or the new one, never none), then the old one is removed."""
     target = Path(target)
     check_new_dir(target, force, inputs)
     if not target.exists():
         os.replace(staged, target)
         return
+    if _exchange(staged, target):
+        shutil.rmtree(staged)  # now holds the old folder
+        return
+    # No atomic exchange here: two renames, the old folder kept aside until the new one is in.
     aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
     os.replace(target, aside / target.name)
     os.replace(staged, target)

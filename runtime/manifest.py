@@ -161,7 +161,11 @@ class Manifest(_Strict):
         if self.file_sizes is not None and set(self.file_sizes) != set(self.files):
             raise ValueError(f"file_sizes lists {sorted(self.file_sizes)}, files lists {sorted(self.files)}: "
                              "they must name the same files")
-        options = backend_options(self.backend, self.backend_options, "manifest")
+        model = BACKEND_OPTIONS[self.backend]
+        try:
+            options = model.model_validate(self.backend_options)
+        except ValidationError as exc:  # reported with the manifest's path by parse_manifest
+            raise ValueError(f"backend_options for {self.backend}: {_errors(exc, model)}") from None
         missing = sorted(set(self.referenced_files(options)) - set(self.files))
         if missing:
             raise ValueError(f"files {missing} are named by the manifest but not listed in `files` (with a sha256)")

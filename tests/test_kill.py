@@ -119,29 +119,62 @@ def test_sigkill_during_report_writing_leaves_the_old_or_the_new_file(tmp_path):
     assert [p.name for p in _visible(tmp_path)] == ["report.json"]
 
 
-def test_sigkill_during_firmware_export_leaves_no_partial_folder(arm_run, tmp_path):
-    """Killed when its staging folder appears (the C sources are being written), and at fixed
-    moments besides: the output folder is absent or whole every time, and a rerun succeeds."""
+# Runs export-firmware in a fresh interpreter that SIGKILLs itself at one exact moment: halfway
+# through writing the C array, or at the rename that publishes (or swaps in) the folder.
+_KILL_AT = """
+import ctypes, os, signal, sys, pathlib
+moment, argv = sys.argv[1], sys.argv[2:]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if moment == "writing":
+    write_text = pathlib.Path.write_text
+    def half_then_die(self, data, *args, **kwargs):
+        if self.suffix == ".c" and self.name != "model_check.c":
+            write_text(self, data[: len(data) // 2], *args, **kwargs)
+            die()
+        return write_text(self, data, *args, **kwargs)
+    pathlib.Path.write_text = half_then_die
+else:
+    import edgeslim.outputs as outputs
+    replace, exchange = os.replace, outputs._exchange
+    def before(function):
+        def wrapped(source, target):
+            if pathlib.Path(target).name.startswith("fw") or pathlib.Path(source).name.startswith("fw"):
+                if moment == "publishing":
+                    die()
+                result = function(source, target)
+                if moment == "after-swap":
+                    die()
+                return result
+            return function(source, target)
+        return wrapped
+    os.replace = before(replace)
+    outputs._exchange = before(exchange)
+from edgeslim.cli import main
+sys.exit(main(argv))
+"""
+
+
+@pytest.mark.parametrize("moment", ["writing", "publishing", "after-swap"])
+def test_sigkill_during_firmware_export_leaves_the_old_or_the_new_folder(arm_run, tmp_path, moment):
     bundle = arm_run["out"] / "bundles" / "litert-int8-dynamic"
     expected = ["litert_int8_dynamic.c", "litert_int8_dynamic.h", "model_check.c"]
-    mid_way = 0
-    for trial, delay in enumerate([None, 1.0, 2.0, 3.0, 4.0]):
-        out = tmp_path / f"fw{trial}"
-        cmd = [sys.executable, "-m", "edgeslim.cli", "export-firmware", str(bundle), "--out", str(out)]
-        if delay is None:
-            killed = _kill_when(cmd, lambda: any(tmp_path.glob(f".fw{trial}.staging-*")))
+    for replacing in (False, True):
+        out = tmp_path / f"fw-{replacing}"
+        if replacing:  # an older export is there and the user passes --force
+            out.mkdir()
+            (out / "old.txt").write_text("the previous export")
+        argv = ["export-firmware", str(bundle), "--out", str(out)] + (["--force"] if replacing else [])
+        proc = subprocess.run([sys.executable, "-c", _KILL_AT, moment, *argv], capture_output=True, text=True)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        seen = sorted(p.name for p in out.iterdir()) if out.exists() else None
+        if moment == "after-swap":
+            assert seen == expected  # the new folder is in place (the old one only in hidden scratch)
+        elif replacing:
+            assert seen == ["old.txt"]  # the old folder, untouched
         else:
-            start = time.monotonic()
-            killed = _kill_when(cmd, lambda: time.monotonic() - start > delay)
-        if out.exists():
-            assert sorted(p.name for p in out.iterdir()) == expected
-        else:
-            mid_way += killed
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if out.exists() and done.returncode == 2:  # finished before the kill: refuses to overwrite
-            assert "not empty" in done.stderr
-        else:
-            assert done.returncode == 0, done.stderr[-2000:]
+            assert seen is None
+        assert [p.name for p in tmp_path.iterdir() if not p.name.startswith((".", "fw-"))] == []
+        done = subprocess.run([sys.executable, "-m", "edgeslim.cli", *argv[:4], "--force"], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
         assert sorted(p.name for p in out.iterdir()) == expected
-    assert mid_way >= 1
-    print(f"firmware export: {mid_way} of 5 kills landed before the output existed; every folder seen was whole")
