@@ -6,7 +6,6 @@ report, and `Report.model_json_schema()` gives the JSON Schema.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field

@@ -24,7 +24,7 @@ from edgeslim.bundle import MODEL_CARD, publish, render_model_card, staging_dir,
 from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, load_stsb
 from edgeslim.compress import StepContext, apply_step
 from edgeslim.compress.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
-from edgeslim.errors import EdgeslimError, RecipeError
+from edgeslim.errors import OutputError, RecipeError
 from edgeslim.extras import require
 from edgeslim.outputs import write_atomic
 from edgeslim.models import EncoderModel, load_encoder
@@ -437,8 +437,8 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, l
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:
-            raise EdgeslimError(f"output folder {out_dir} is not empty; choose another with --out, "
+            raise OutputError(f"output folder {out_dir} is not empty; choose another with --out, "
                                 "or pass --resume to continue an interrupted run there")
         if (out_dir / "report.json").exists():
-            raise EdgeslimError(f"{out_dir} holds a finished run (report.json); nothing to resume")
+            raise OutputError(f"{out_dir} holds a finished run (report.json); nothing to resume")
     return Runner(recipe, Path(recipe_path), out_dir, log, searching=search).run()

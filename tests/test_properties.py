@@ -15,7 +15,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from edgeslim.errors import BundleError, EdgeslimError, InputError, RecipeError
+from edgeslim.errors import BundleError, InputError, RecipeError
 from edgeslim.runtime import MANIFEST_NAME, load, read_manifest
 from edgeslim.runtime.bundle import manifest_digest
 
