@@ -11,8 +11,8 @@
     edgeslim compare REPORT... [--html OUT]  results of several runs: table, charts, HTML page
     edgeslim bench BUNDLE [--json OUT]  measure a bundle's latency on this machine (runtime only)
 
-Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle),
-3 a bundle the recipe marks as required missed its budget.
+Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle, report, arguments,
+an output path that would overwrite something), 3 a bundle the recipe marks as required missed its budget.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from edgeslim.errors import BudgetExceeded, EdgeslimError
+from edgeslim.outputs import check_new_file
 
 EXIT_ERROR, EXIT_INPUT, EXIT_BUDGET = 1, 2, 3
 
@@ -65,19 +66,11 @@ def _publish(out: Path, target: Path, report, force: bool) -> None:
 
     names = ["report.json", "report.md", *report.search["plots"]]
     for name in names:
-        _check_new_file(target / name, force)
+        check_new_file(target / name, force)
     for name in names:
         write_atomic(target / name, (out / name).read_bytes())
     print(f"published report and plots to {target}")
 
-
-def _check_new_file(path: Path, force: bool) -> None:
-    from edgeslim.errors import OutputError
-
-    if path.is_dir():
-        raise OutputError(f"{path} is a folder; give the path of a file to write")
-    if path.exists() and not force:
-        raise OutputError(f"{path} exists; choose another path or pass --force to replace it")
 
 
 def cmd_recipe_check(args) -> int:
@@ -187,7 +180,7 @@ def cmd_bench(args) -> int:
     from edgeslim.benchmarks.bench_bundle import bench_bundle, write_json
 
     if args.json:  # refuse before measuring, not after
-        _check_new_file(Path(args.json), args.force)
+        check_new_file(Path(args.json), args.force)
     result = bench_bundle(Path(args.bundle), args.threads, args.batch, args.seq_len, args.warmup, args.runs,
                           args.seconds)
     lat = result["latency_ms"]
@@ -204,7 +197,7 @@ def cmd_compare(args) -> int:
     from edgeslim.benchmarks.compare import compare
 
     if args.html:
-        _check_new_file(Path(args.html), args.force)
+        check_new_file(Path(args.html), args.force)
     header, rows = compare([Path(p) for p in args.reports], Path(args.html) if args.html else None, force=args.force)
     print(_table(header, rows))
     if args.html:

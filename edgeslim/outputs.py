@@ -13,14 +13,20 @@ from pathlib import Path
 from edgeslim.errors import OutputError
 
 
-def write_atomic(path: Path, data: str | bytes, force: bool = True) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and one rename.
-    force=False refuses an existing file."""
+def check_new_file(path: Path, force: bool) -> None:
+    """Raise OutputError unless a file may be written at `path` (absent, or present with force)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give the path of a file to write")
     if path.exists() and not force:
         raise OutputError(f"{path} exists; choose another path or pass --force to replace it")
+
+
+def write_atomic(path: Path, data: str | bytes, force: bool = True) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and one rename.
+    force=False refuses an existing file."""
+    path = Path(path)
+    check_new_file(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
