@@ -57,7 +57,6 @@ def export_firmware(bundle: Path, out_dir: Path, force: bool = False) -> dict:
     bundle = Path(bundle)
     check_new_dir(Path(out_dir), force, inputs=(bundle,))  # before any work, so a refusal costs nothing
     reader = BundleReader(bundle)
-    reader.verify_all()
     manifest = reader.manifest
     model_file = manifest.model_file
     if not model_file.endswith(".tflite"):
@@ -70,7 +69,7 @@ def export_firmware(bundle: Path, out_dir: Path, force: bool = False) -> dict:
     data = reader.read(body.device_model if body else model_file)
     digest = hashlib.sha256(data).hexdigest()
     symbol = _symbol(manifest.name)
-    inputs, outputs, arena = _io(reader.read(model_file))
+    inputs, outputs, arena = _io(reader.read(model_file) if body else data)
     npu_lines = []
     if body:
         from edgeslim.targets.ethos_u import read_summary
@@ -126,6 +125,7 @@ def export_firmware(bundle: Path, out_dir: Path, force: bool = False) -> dict:
 
     out_dir = Path(out_dir)
     check_new_dir(out_dir, force, inputs=(bundle,))  # before the work, so a refusal costs nothing
+    reader.verify_all()  # every file not read above, each hashed once
     tmp = staging_beside(out_dir)
     try:
         (tmp / f"{symbol}.h").write_text(header)

@@ -122,7 +122,8 @@ class OpenVinoBackend:
         xml = reader.read_text(model_file)
         weights = reader.read(openvino_weights(model_file))
         try:
-            self._model = core.read_model(xml, ov.Tensor(np.frombuffer(weights, np.uint8).copy()))
+            # ov.Tensor copies the (read-only) buffer itself: no second copy here.
+            self._model = core.read_model(xml, ov.Tensor(np.frombuffer(weights, np.uint8)))
             self.input_names = [port.get_any_name() for port in self._model.inputs]
             # Compile at load (the largest static shape), so a bad bundle fails here, not at first use.
             self.compiled = self._pool(self.static_shapes[-1] if self.static_shapes else None).compiled
