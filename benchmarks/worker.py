@@ -3,8 +3,9 @@ a process. Run by `run_worker`; by hand:
 
     python -m edgeslim.benchmarks.worker SPEC.json RESULT.json
 
-SPEC: {"kind": "bundle", "path": ...} or {"kind": "teacher", "model": {ModelSpec fields}},
-plus "threads", "input_ids" (one row), "batch", "warmup", "min_runs", "min_seconds",
+SPEC: {"kind": "bundle", "path": ...}, {"kind": "teacher", "model": {ModelSpec fields}} or
+{"kind": "interleaved", "model": ..., "path": ..., "rounds", "runs_per_round"} (teacher and bundle
+timed in alternating rounds in this one process, pinned to the same cores), plus "threads", "input_ids" (one row), "batch", "warmup", "min_runs", "min_seconds",
 "texts" (a JSON file with a list of sentences to embed) and "embeddings" (.npy output path).
 """
 
@@ -24,9 +25,9 @@ from edgeslim.benchmarks.harness import measure_latency, peak_rss_mb
 from edgeslim.errors import EdgeslimError
 
 
-def _open(spec: dict):
+def _open(spec: dict, kind: str | None = None):
     """-> (embed_tokens(ids, mask), embed(texts), tokenize(texts), providers)"""
-    if spec["kind"] == "bundle":
+    if (kind or spec["kind"]) == "bundle":
         from edgeslim.runtime import load
         from edgeslim.runtime.text import tokenize
 
@@ -44,8 +45,45 @@ def _open(spec: dict):
             [f"torch {torch.__version__} CPU"])
 
 
+def _pin(threads: int) -> list[int]:
+    """Pin this process to `threads` of the cores it may use (the last ones: the first are where
+    the system tends to put other work); returns them."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = allowed[-threads:] if threads <= len(allowed) else allowed
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
+def _interleaved(spec: dict) -> dict:
+    cores = _pin(spec["threads"])
+    teacher, bundle = _open(spec, "teacher")[0], _open(spec, "bundle")[0]
+    ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
+    mask = np.ones_like(ids)
+    runs = spec["runs_per_round"]
+    teacher_p50, bundle_p50 = [], []
+    for model in (teacher, bundle):
+        for _ in range(spec["warmup"]):
+            model(ids, mask)
+    for _ in range(spec["rounds"]):
+        teacher_p50.append(measure_latency(lambda: teacher(ids, mask), 1, runs)["p50"])
+        bundle_p50.append(measure_latency(lambda: bundle(ids, mask), 1, runs)["p50"])
+    return {"teacher_p50": teacher_p50, "bundle_p50": bundle_p50,
+            "ratios": [t / b for t, b in zip(teacher_p50, bundle_p50)],
+            "cpu": cores[0] if len(cores) == 1 else None, "latency": {}, "peak_rss_mb": round(peak_rss_mb(), 1),
+            "providers": []}
+
+
+def _write(result: dict, result_path: str) -> None:
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+
+
 def main(spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
+    if spec["kind"] == "interleaved":
+        np.save(spec["embeddings"], np.zeros((0, 0), np.float32))
+        return _write(_interleaved(spec), result_path)
     embed_tokens, embed, tokenize, providers = _open(spec)
     ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
     mask = np.ones_like(ids)
@@ -64,10 +102,8 @@ def main(spec_path: str, result_path: str) -> None:
                             "tokens_per_sentence_mean": round(float(np.mean(tokens)), 2)}
     texts = json.loads(Path(spec["texts"]).read_text())
     np.save(spec["embeddings"], embed(texts))
-    result = {"latency": latency, "latency_real": real, "peak_rss_mb": round(peak_rss, 1), "providers": providers}
-    tmp = Path(result_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, result_path)
+    _write({"latency": latency, "latency_real": real, "peak_rss_mb": round(peak_rss, 1), "providers": providers},
+           result_path)
 
 
 def run_worker(spec: dict, texts: list[str]) -> tuple[dict, np.ndarray]:

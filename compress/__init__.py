@@ -1,10 +1,9 @@
 """Model surgery: distillation, structured and vocabulary pruning, static embeddings (PyTorch
 side, run by the pipeline before export), ONNX export, and int8 quantization (export side).
 
-Each technique is a frozen config (`configs.py`) plus one function that applies it. Export-side
-functions are found through `_HANDLERS`, imported only when a step runs (torch, onnx and
-openvino are heavy); the PyTorch-side ones are `distill.distill`, `prune.prune_model`,
-`vocab.prune_vocabulary` and `static.make_static`.
+Each technique is a frozen config (`configs.py`, registry `STEPS`) plus one function that
+applies it, named by the config's `handler` and imported only when the step runs (torch, onnx
+and openvino are heavy). Every handler has the signature (artifact, cfg, ctx) -> (artifact, record).
 
     artifact, record = apply_step(OnnxModel(path), Int8DynamicConfig(), ctx)
 """
@@ -13,9 +12,12 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from edgeslim.compress.artifacts import LiteRtModel, ModelArtifact, NpuBodyModel, OnnxModel, OpenVinoModel
+from edgeslim.compress.artifacts import (ARTIFACT_KINDS, Artifact, LiteRtModel, ModelArtifact, NpuBodyModel, OnnxModel,
+                                        OpenVinoModel, StaticTable, TorchModel)
 from edgeslim.compress.configs import (
+    STEPS,
     DistillConfig,
+    ExportOnnxConfig,
     Int8DynamicConfig,
     Int8StaticConfig,
     LiteRtConvertConfig,
@@ -34,7 +36,11 @@ from edgeslim.compress.context import StepContext
 from edgeslim.extras import require
 
 __all__ = [
+    "ARTIFACT_KINDS",
+    "STEPS",
+    "Artifact",
     "DistillConfig",
+    "ExportOnnxConfig",
     "Int8DynamicConfig",
     "Int8StaticConfig",
     "LiteRtConvertConfig",
@@ -51,30 +57,17 @@ __all__ = [
     "OpenVinoStaticShapesConfig",
     "PruneConfig",
     "StaticEmbeddingConfig",
+    "StaticTable",
     "StepConfig",
     "StepContext",
+    "TorchModel",
     "VocabPruneConfig",
     "apply_step",
 ]
 
-# config type -> "module:function"; every function has the signature (artifact, cfg, ctx) ->
-# (artifact, record) where record is a JSON-able dict for the bundle manifest.
-_HANDLERS = {
-    Int8DynamicConfig: "edgeslim.compress.quantize_ort:int8_dynamic",
-    Int8StaticConfig: "edgeslim.compress.quantize_ort:int8_static",
-    OpenVinoInt8Config: "edgeslim.compress.openvino:int8",
-    OpenVinoConvertConfig: "edgeslim.compress.openvino:convert",
-    OpenVinoStaticShapesConfig: "edgeslim.compress.openvino:static_shapes",
-    LiteRtConvertConfig: "edgeslim.compress.litert:convert",
-    LiteRtInt8DynamicConfig: "edgeslim.compress.litert:dynamic_int8",
-    NpuBodyQuantizeConfig: "edgeslim.compress.npu_body:quantize_body",
-    OnnxFp16Config: "edgeslim.compress.onnx_fp16:fp16",
-}
-
-
-def apply_step(artifact: ModelArtifact, cfg, ctx: StepContext) -> tuple[ModelArtifact, dict]:
+def apply_step(artifact: Artifact, cfg, ctx: StepContext) -> tuple[Artifact, dict]:
     require((cfg.extra,), f"step {cfg.step!r}")
-    module_name, function_name = _HANDLERS[type(cfg)].split(":")
+    module_name, function_name = cfg.handler.split(":")
     handler = getattr(import_module(module_name), function_name)
     result, record = handler(artifact, cfg, ctx)
     return result, {"step": cfg.step, "config": cfg.model_dump(mode="json"), **record}

@@ -1,56 +1,88 @@
-"""What flows between compression steps: a model in one on-disk format."""
+"""What flows between compression steps: a model in one form. Each kind is one small class;
+steps declare the kinds they consume and produce (`configs.py`), targets the kinds each backend
+runs, and a plan checks the chain before anything loads.
+
+`reader` is the model whose tokenizer and pooling the artifact's inputs follow: a step that
+changes them (a pruned vocabulary, a static table) sets it; the others leave it None, meaning
+"as the artifact it came from"."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+
+class Artifact:
+    kind: ClassVar[str]
+    reader: object | None = None
+
+    def bundle_names(self) -> list[tuple[Path, str]]:
+        """(file, name in the bundle) for every file the artifact is made of."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class OnnxModel:
+class TorchModel(Artifact):
+    """A PyTorch EncoderModel in memory: what torch-side steps consume and produce."""
+
+    model: object
+    kind: ClassVar[str] = "torch"
+
+    @property
+    def reader(self):
+        return self.model
+
+    def bundle_names(self) -> list[tuple[Path, str]]:
+        raise NotImplementedError("a PyTorch model goes into a bundle only after an export step")
+
+
+@dataclass(frozen=True)
+class OnnxModel(Artifact):
     path: Path
-    format = "onnx"
+    kind: ClassVar[str] = "onnx"
 
     def bundle_names(self) -> list[tuple[Path, str]]:
         return [(self.path, "model.onnx")]
 
 
 @dataclass(frozen=True)
-class OpenVinoModel:
+class OpenVinoModel(Artifact):
     xml_path: Path
     # (batch, seq) shapes the IR is meant to be compiled for; None: dynamic shapes.
     static_shapes: tuple[tuple[int, int], ...] | None = None
-    format = "openvino"
+    kind: ClassVar[str] = "openvino"
 
     def bundle_names(self) -> list[tuple[Path, str]]:
         return [(self.xml_path, "model.xml"), (self.xml_path.with_suffix(".bin"), "model.bin")]
 
 
 @dataclass(frozen=True)
-class StaticTable:
-    """A (vocabulary, dim) token-vector table in .npy form."""
+class StaticTable(Artifact):
+    """A (vocabulary, dim) token-vector table in .npy form, read through its own tokenizer."""
 
     path: Path
-    format = "static"
+    reader: object | None = None
+    kind: ClassVar[str] = "static"
 
     def bundle_names(self) -> list[tuple[Path, str]]:
         return [(self.path, "embeddings.npy")]
 
 
 @dataclass(frozen=True)
-class LiteRtModel:
+class LiteRtModel(Artifact):
     """A .tflite flatbuffer with static input shape (1, seq_len), int32 inputs."""
 
     path: Path
     seq_len: int
-    format = "litert"
+    kind: ClassVar[str] = "litert"
 
     def bundle_names(self) -> list[tuple[Path, str]]:
         return [(self.path, "model.tflite")]
 
 
 @dataclass(frozen=True)
-class NpuBodyModel:
+class NpuBodyModel(Artifact):
     """An integer-only encoder body plus its CPU prelude (embedding tables and LayerNorm, .npz)
     that turns token ids into the body's input. One .tflite per static sequence length, all
     with the same weights and quantization parameters; `paths` is ordered by length, the
@@ -59,7 +91,7 @@ class NpuBodyModel:
     paths: tuple[Path, ...]
     prelude: Path
     seq_lengths: tuple[int, ...]
-    format = "npu-body"
+    kind: ClassVar[str] = "npu-body"
 
     def graphs(self) -> list[tuple[Path, str, int]]:
         """(file, name in the bundle, static length): the longest is model.tflite, the others model_s<N>.tflite."""
@@ -71,4 +103,8 @@ class NpuBodyModel:
         return [(path, name) for path, name, _ in graphs] + [(self.prelude, "prelude.npz")]
 
 
-ModelArtifact = OnnxModel | OpenVinoModel | StaticTable | LiteRtModel | NpuBodyModel
+ARTIFACT_KINDS: dict[str, type[Artifact]] = {
+    cls.kind: cls for cls in (TorchModel, OnnxModel, OpenVinoModel, StaticTable, LiteRtModel, NpuBodyModel)
+}
+
+ModelArtifact = Artifact

@@ -1,6 +1,16 @@
-"""One frozen config per compression step. Light on purpose: recipes validate against these
-without importing torch. The functions that apply them live in the step modules and are
-looked up through `edgeslim.compress.apply_step`."""
+"""One frozen config per compression step, and the one registry of steps (`STEPS`).
+
+Light on purpose: recipes validate and plans are checked against these without importing torch.
+Each config declares what a plan needs to know before anything runs:
+
+- `consumes` / `produces`: the artifact kinds (`edgeslim.compress.artifacts.ARTIFACT_KINDS`);
+- `needs`: the model-family surgery parts it uses (`edgeslim.models.SURGERY_PARTS`);
+- `modalities`, `extra` (the pyproject extra its handler imports);
+- `int8` (weights in int8: the roofline uses the int8 peak), `runtime_quantized` (activations
+  quantized by the backend's kernels at run time, so two CPUs give different numbers);
+- `search_backend`: the backend a search candidate ending in this step runs on;
+- `handler`: "module:function" with the one signature (artifact, cfg, ctx) -> (artifact, record).
+"""
 
 from __future__ import annotations
 
@@ -25,15 +35,51 @@ class StrictModel(BaseModel):
 
 
 class StepBase(StrictModel):
-    """A compression step's config. `extra` is the pyproject extra its handler imports from."""
+    """A compression step's config (see the module docstring for the class attributes)."""
 
     extra: ClassVar[str] = "compress"
+    consumes: ClassVar[str] = "onnx"
+    produces: ClassVar[str] = "onnx"
+    needs: ClassVar[frozenset[str]] = frozenset()
+    modalities: ClassVar[tuple[str, ...]] = ("text", "image")
+    int8: ClassVar[bool] = False
+    runtime_quantized: ClassVar[bool] = False
+    search_backend: ClassVar[str | None] = None
+    search_name: ClassVar[str | None] = None  # its name in a search grid's `quantization`, if not the step's
+    handler: ClassVar[str]
+
+    @property
+    def stage(self) -> str:
+        """"torch" for steps that change the PyTorch model, "export" for the rest."""
+        return "torch" if self.consumes == self.produces == "torch" else "export"
+
+    @property
+    def calibration_sentences(self) -> int:
+        return 0
+
+    def parts_needed(self) -> frozenset[str]:
+        """The surgery parts this config uses (a plan checks them against the model family)."""
+        return self.needs
+
+
+class ExportOnnxConfig(StepBase):
+    """PyTorch -> ONNX (legacy exporter, opset 17), parity-checked against PyTorch. Plans insert
+    it wherever a PyTorch model must become ONNX; a recipe may also list it."""
+
+    step: Literal["export_onnx"] = "export_onnx"
+    consumes: ClassVar[str] = "torch"
+    handler: ClassVar[str] = "edgeslim.compress.torch_steps:export"
+    parity_samples: int = Field(32, ge=1, le=1024)
 
 
 class Int8DynamicConfig(StepBase):
     """ONNX Runtime dynamic quantization: int8 weights, activations quantized at run time."""
 
     step: Literal["int8_dynamic"] = "int8_dynamic"
+    int8: ClassVar[bool] = True
+    runtime_quantized: ClassVar[bool] = True
+    search_backend: ClassVar[str | None] = "onnxruntime"
+    handler: ClassVar[str] = "edgeslim.compress.quantize_ort:int8_dynamic"
     per_channel: bool = True
     op_types: tuple[str, ...] = ("MatMul", "Gather")
 
@@ -44,6 +90,9 @@ class Int8StaticConfig(StepBase):
     analysis keeps in float the fewest MatMuls needed to reach `cosine_floor`."""
 
     step: Literal["int8_static"] = "int8_static"
+    int8: ClassVar[bool] = True
+    search_backend: ClassVar[str | None] = "onnxruntime"
+    handler: ClassVar[str] = "edgeslim.compress.quantize_ort:int8_static"
     cosine_floor: float = Field(0.99, gt=0.0, le=1.0)
     calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"
     calibration_samples: int = Field(128, ge=8, le=4096)
@@ -56,12 +105,17 @@ class Int8StaticConfig(StepBase):
     activation_type: Literal["uint8", "int8"] = "uint8"
     symmetric_activations: bool = False
 
+    @property
+    def calibration_sentences(self) -> int:
+        return self.calibration_samples
+
 
 class OnnxFp16Config(StepBase):
     """Float16 weights and compute in the ONNX graph (inputs and outputs stay as they are), for
     GPUs and TensorRT; the ops in `op_block_list` stay float32."""
 
     step: Literal["onnx_fp16"] = "onnx_fp16"
+    handler: ClassVar[str] = "edgeslim.compress.onnx_fp16:fp16"
     op_block_list: tuple[str, ...] | None = None  # None: onnxruntime's default list
 
 
@@ -69,10 +123,18 @@ class OpenVinoInt8Config(StepBase):
     """OpenVINO int8 through NNCF post-training quantization (transformer mode)."""
 
     step: Literal["openvino_int8"] = "openvino_int8"
+    produces: ClassVar[str] = "openvino"
+    int8: ClassVar[bool] = True
+    search_backend: ClassVar[str | None] = "openvino"
+    handler: ClassVar[str] = "edgeslim.compress.openvino:int8"
     calibration_samples: int = Field(128, ge=8, le=4096)
     preset: Literal["performance", "mixed"] = "mixed"
     # The device NNCF places quantizers for (NPU: the patterns its compiler fuses).
     target_device: Literal["ANY", "CPU", "GPU", "NPU"] = "ANY"
+
+    @property
+    def calibration_sentences(self) -> int:
+        return self.calibration_samples
 
 
 class OpenVinoStaticShapesConfig(StepBase):
@@ -81,6 +143,10 @@ class OpenVinoStaticShapesConfig(StepBase):
     the runtime pads each call up to the smallest listed shape that holds it."""
 
     step: Literal["openvino_static_shapes"] = "openvino_static_shapes"
+    consumes: ClassVar[str] = "openvino"
+    produces: ClassVar[str] = "openvino"
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    handler: ClassVar[str] = "edgeslim.compress.openvino:static_shapes"
     batch: int = Field(1, ge=1, le=64)
     seq_lengths: tuple[int, ...] = (32, 64, 128)
 
@@ -95,6 +161,8 @@ class OpenVinoConvertConfig(StepBase):
     """Plain conversion to OpenVINO IR, float32 weights."""
 
     step: Literal["openvino_convert"] = "openvino_convert"
+    produces: ClassVar[str] = "openvino"
+    handler: ClassVar[str] = "edgeslim.compress.openvino:convert"
 
 
 class LiteRtConvertConfig(StepBase):
@@ -102,6 +170,10 @@ class LiteRtConvertConfig(StepBase):
     (1, max_seq_length), int32 inputs; checked against PyTorch on calibration sentences."""
 
     step: Literal["litert_convert"] = "litert_convert"
+    consumes: ClassVar[str] = "torch"
+    produces: ClassVar[str] = "litert"
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    handler: ClassVar[str] = "edgeslim.compress.litert:convert"
     extra: ClassVar[str] = "litert-export"
     parity_samples: int = Field(16, ge=1, le=256)
     min_parity_cosine: float = Field(0.9999, gt=0.0, le=1.0)
@@ -111,6 +183,11 @@ class LiteRtInt8DynamicConfig(StepBase):
     """Dynamic-range int8 for LiteRT: int8 weights, float activations (ai-edge-quantizer)."""
 
     step: Literal["litert_int8_dynamic"] = "litert_int8_dynamic"
+    consumes: ClassVar[str] = "litert"
+    produces: ClassVar[str] = "litert"
+    int8: ClassVar[bool] = True
+    runtime_quantized: ClassVar[bool] = True
+    handler: ClassVar[str] = "edgeslim.compress.litert:dynamic_int8"
     extra: ClassVar[str] = "litert-export"
     recipe: Literal["dynamic_wi8_afp32"] = "dynamic_wi8_afp32"
 
@@ -126,6 +203,12 @@ class NpuBodyQuantizeConfig(StepBase):
     SQUARED_DIFFERENCE, which the quantizer leaves in float at int16."""
 
     step: Literal["npu_body_quantize"] = "npu_body_quantize"
+    consumes: ClassVar[str] = "torch"
+    produces: ClassVar[str] = "npu-body"
+    needs: ClassVar[frozenset[str]] = frozenset({"npu_body"})
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    int8: ClassVar[bool] = True
+    handler: ClassVar[str] = "edgeslim.compress.npu_body:quantize_body"
     extra: ClassVar[str] = "litert-export"
     activations: Literal["int16-mixed", "int8"] = "int16-mixed"
     calibration_samples: int = Field(64, ge=8, le=1024)
@@ -134,12 +217,19 @@ class NpuBodyQuantizeConfig(StepBase):
     # quantization parameters in all). The model's max_seq_length is always included.
     seq_lengths: tuple[int, ...] = (32,)
 
+    @property
+    def calibration_sentences(self) -> int:
+        return self.calibration_samples
+
 
 class DistillConfig(StepBase):
     """Distil the teacher's pooled embeddings into a student initialised from its layers."""
 
     step: Literal["distill"] = "distill"
-    stage: ClassVar[str] = "torch"
+    consumes: ClassVar[str] = "torch"
+    produces: ClassVar[str] = "torch"
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    handler: ClassVar[str] = "edgeslim.compress.torch_steps:distill"
     keep_layers: tuple[int, ...] | None = None  # teacher layers the student starts from; None: all
     # Unlabeled sentences; checked disjoint from every evaluation set (overlaps are dropped).
     corpus: tuple[str, ...] = ("wordnet-calibration",)
@@ -154,12 +244,19 @@ class DistillConfig(StepBase):
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 0
 
+    def parts_needed(self) -> frozenset[str]:
+        return frozenset({"layers"}) if self.keep_layers is not None else frozenset()
+
 
 class VocabPruneConfig(StepBase):
     """Keep only the tokens a corpus uses (plus special and single-character tokens)."""
 
     step: Literal["vocab_prune"] = "vocab_prune"
-    stage: ClassVar[str] = "torch"
+    consumes: ClassVar[str] = "torch"
+    produces: ClassVar[str] = "torch"
+    needs: ClassVar[frozenset[str]] = frozenset({"vocabulary"})
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    handler: ClassVar[str] = "edgeslim.compress.torch_steps:vocab_prune"
     corpus: tuple[str, ...] = ("wordnet-calibration",)  # the text the bundle will see
     max_tokens: int | None = Field(None, ge=16)  # cap on the kept vocabulary; None: every used token
     min_count: int = Field(1, ge=1)
@@ -170,8 +267,14 @@ class StaticEmbeddingConfig(StepBase):
     embedding of a text is the mean of its tokens' vectors. Pure numpy at run time."""
 
     step: Literal["static_embeddings"] = "static_embeddings"
+    consumes: ClassVar[str] = "torch"
+    produces: ClassVar[str] = "static"
+    needs: ClassVar[frozenset[str]] = frozenset({"vocabulary"})
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    search_backend: ClassVar[str | None] = "static"
+    search_name: ClassVar[str | None] = "static"
+    handler: ClassVar[str] = "edgeslim.compress.torch_steps:static_embeddings"
     extra: ClassVar[str] = "static"
-    stage: ClassVar[str] = "torch"
     dtype: Literal["float16", "float32"] = "float16"
     sif_coefficient: float | None = Field(1e-4, ge=0, lt=1)  # frequency down-weighting; null: none
 
@@ -184,20 +287,32 @@ class PruneConfig(StepBase):
     importance per group), then healing distillation from the teacher."""
 
     step: Literal["prune"] = "prune"
-    stage: ClassVar[str] = "torch"
+    consumes: ClassVar[str] = "torch"
+    produces: ClassVar[str] = "torch"
+    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    handler: ClassVar[str] = "edgeslim.compress.torch_steps:prune"
     # One ratio for every layer, or one per layer.
     heads: Ratio | tuple[Ratio, ...] = 0.0
     ffn: Ratio | tuple[Ratio, ...] = 0.0
     heal: DistillConfig | None = DistillConfig()  # null: no healing (accuracy drops a lot)
 
+    def parts_needed(self) -> frozenset[str]:
+        def wanted(ratios) -> bool:
+            return any(r > 0 for r in (ratios if isinstance(ratios, tuple) else (ratios,)))
 
-StepConfig = Annotated[
-    Union[DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, Int8DynamicConfig, Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig,
-          LiteRtConvertConfig, LiteRtInt8DynamicConfig, NpuBodyQuantizeConfig, OpenVinoStaticShapesConfig, OnnxFp16Config],
-    Field(discriminator="step"),
-]
+        parts = {part for part, ratios in (("heads", self.heads), ("ffn", self.ffn)) if wanted(ratios)}
+        return frozenset(parts) | (self.heal.parts_needed() if self.heal else frozenset())
 
 
-def is_torch_step(cfg) -> bool:
-    """Torch-side steps change the PyTorch model and run before ONNX export; the rest after."""
-    return getattr(cfg, "stage", "onnx") == "torch"
+# The step registry: every step a recipe may name. Adding a step = a config class above with
+# its class attributes, a handler, and one line here.
+STEP_CONFIGS: tuple[type[StepBase], ...] = (
+    DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, ExportOnnxConfig, Int8DynamicConfig,
+    Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig, LiteRtConvertConfig, LiteRtInt8DynamicConfig,
+    NpuBodyQuantizeConfig, OpenVinoStaticShapesConfig, OnnxFp16Config,
+)
+STEPS: dict[str, type[StepBase]] = {cls.model_fields["step"].default: cls for cls in STEP_CONFIGS}
+
+StepConfig = Annotated[Union[STEP_CONFIGS], Field(discriminator="step")]
+
+

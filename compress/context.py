@@ -1,23 +1,47 @@
-"""What a compression step may use besides the model itself."""
+"""What a compression step may use besides the artifact itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
-import numpy as np
+# (corpus names, at most this many or None) -> (sentences disjoint from every evaluation set,
+# a record of what was dropped)
+TrainingTexts = Callable[[tuple[str, ...], "int | None"], "tuple[list[str], dict]"]
 
-Tokenize = Callable[[Sequence[str], "int | None"], "tuple[np.ndarray, np.ndarray]"]
 
-
-@dataclass
+@dataclass(frozen=True)
 class StepContext:
     workdir: Path  # scratch space for this step's outputs
     calibration_texts: tuple[str, ...]  # never evaluation data
-    tokenize: Tokenize  # (texts, pad_to) -> (input_ids, attention_mask), int64
-    max_seq_length: int
-    pooling: str
-    normalize: bool
+    # The model whose tokenizer, length and pooling the artifact's inputs follow (an
+    # EncoderModel, or a static table's encoder): tokenize(texts, pad_to) -> int64 arrays.
+    reader: object
     log: Callable[[str], None] = field(default=print)
-    torch_model: object | None = None  # the variant's EncoderModel, for converters that trace PyTorch
+    teacher: object | None = None  # the uncompressed teacher (EncoderModel), for distillation
+    training_texts: TrainingTexts | None = None  # for steps that learn from text (distill, vocab)
+    heldout_texts: tuple[str, ...] = ()  # evaluation sentences steps may *measure* on, never learn from
+
+    def tokenize(self, texts, pad_to: int | None = None):
+        return self.reader.tokenize(texts, pad_to)
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.reader.max_seq_length
+
+    @property
+    def pooling(self) -> str:
+        return self.reader.pooling
+
+    @property
+    def normalize(self) -> bool:
+        return self.reader.normalize
+
+    def needs_training_texts(self, step: str) -> TrainingTexts:
+        from edgeslim.errors import StepError
+
+        if self.training_texts is None or self.teacher is None:
+            raise StepError(f"{step} learns from the teacher on a corpus; run it through a recipe (the pipeline "
+                            "passes the teacher and the evaluation-disjoint corpus)")
+        return self.training_texts

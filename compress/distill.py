@@ -56,15 +56,15 @@ def teacher_embeddings(teacher, texts: list[str], max_seq_length: int, log=print
     return embeddings
 
 
-def make_student(teacher_bert: torch.nn.Module, keep_layers) -> torch.nn.Module:
-    student = copy.deepcopy(teacher_bert)
-    layers = student.encoder.layer
+def make_student(origin, keep_layers):
+    """A copy of `origin`'s module (an EncoderModel's) keeping the blocks `keep_layers`."""
+    student = copy.deepcopy(origin.module)
     if keep_layers is not None:
-        bad = [i for i in keep_layers if not 0 <= i < len(layers)]
+        count = len(origin.family.blocks(student))
+        bad = [i for i in keep_layers if not 0 <= i < count]
         if bad:
-            raise StepError(f"distill.keep_layers {bad} out of range: the teacher has layers 0..{len(layers) - 1}")
-        student.encoder.layer = torch.nn.ModuleList([layers[i] for i in keep_layers])
-        student.config.num_hidden_layers = len(keep_layers)
+            raise StepError(f"distill.keep_layers {bad} out of range: the teacher has layers 0..{count - 1}")
+        origin.family.keep_blocks(student, tuple(keep_layers))
     return student
 
 
@@ -115,7 +115,7 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
 
     device = torch.device("cuda", rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     torch.manual_seed(cfg.seed)
-    student = make_student(origin.bert, cfg.keep_layers).to(device)
+    student = make_student(origin, cfg.keep_layers).to(device)
     _set_dropout(student, cfg.dropout)
     model = student
     if world_size > 1:
@@ -165,7 +165,7 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         shard = batch[rank::world_size] if world_size > 1 else batch
         ids, mask = tokenize(tokenizer, [texts[i] for i in shard])
         ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = origin.family.hidden_states(model, input_ids=ids, attention_mask=mask)
         loss = _loss(_mean_pool(hidden, mask), targets[shard].to(device), cfg.loss)
         loss.backward()  # equal shards: DDP's gradient average is the full batch's gradient
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -186,15 +186,15 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         bar.close()
     seconds = time.perf_counter() - started
     student = student.cpu().eval()
-    from edgeslim.models import EncoderModel, weights_digest
+    from edgeslim.models import weights_digest
 
-    result = EncoderModel(
-        name=f"{origin.name}-student{len(student.encoder.layer)}L", bert=student, tokenizer=origin.tokenizer,
-        pooling=teacher.pooling, normalize=teacher.normalize, max_seq_length=teacher.max_seq_length,
-        weights_sha256=weights_digest(student), license=teacher.license,
+    layers = len(origin.family.blocks(student))
+    result = origin.replace(
+        name=f"{origin.name}-student{layers}L", module=student, pooling=teacher.pooling, normalize=teacher.normalize,
+        max_seq_length=teacher.max_seq_length, weights_sha256=weights_digest(student), license=teacher.license,
     )
     record = {
-        "layers": len(student.encoder.layer),
+        "layers": layers,
         "keep_layers": list(cfg.keep_layers) if cfg.keep_layers is not None else None,
         "sentences": len(texts),
         "texts_sha256": texts_sha,
@@ -227,7 +227,7 @@ def distributed_worker(rank: int, world_size: int, init_method: str, model_spec:
         student, record = distill(teacher, DistillConfig(**cfg), texts, Path(workdir), log=lambda _: None,
                                   rank=rank, world_size=world_size, progress=False)
         if rank == 0 and out:
-            torch.save({"state_dict": student.bert.state_dict(), "record": record}, out)
+            torch.save({"state_dict": student.module.state_dict(), "record": record}, out)
     finally:
         dist.destroy_process_group()
 

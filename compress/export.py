@@ -13,22 +13,22 @@ from edgeslim.compress.artifacts import OnnxModel
 from edgeslim.errors import ExportError
 from edgeslim.runtime.text import pool
 
-INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "last_hidden_state"
 OPSET = 17
 
 
-def export_onnx(model, path: Path, parity_texts, max_abs_diff: float = 1e-4, min_cosine: float = 0.99999):
+def export_onnx(model, path: Path, parity_items, max_abs_diff: float = 1e-4, min_cosine: float = 0.99999):
     """Export `model` (an EncoderModel) to `path`; return (OnnxModel, record).
 
-    Parity: ONNX Runtime on `parity_texts` (padded batches, so the mask path is exercised)
-    against the plain PyTorch model the teacher is; token states compared where the mask is 1.
+    Parity: ONNX Runtime on `parity_items` (texts in padded batches, so the mask path is
+    exercised, or images) against the plain PyTorch model the teacher is; token states compared
+    where the mask is 1.
     """
     import onnxruntime as ort
 
     path = Path(path)
     module = model.exportable().eval()
-    ids, mask = model.tokenize(["an example sentence to trace the graph", "short"])
+    names = [spec.name for spec in model.family.inputs(model.module)]
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
@@ -36,12 +36,12 @@ def export_onnx(model, path: Path, parity_texts, max_abs_diff: float = 1e-4, min
         # sensitivity analysis show to people.
         torch.onnx.export(
             module,
-            (torch.from_numpy(ids), torch.from_numpy(mask)),
+            model.example_inputs(),
             str(tmp),
-            input_names=list(INPUT_NAMES),
+            input_names=names,
             output_names=[OUTPUT_NAME],
-            dynamic_axes={name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
-            | {OUTPUT_NAME: {0: "batch", 1: "sequence"}},
+            dynamic_axes={spec.name: {i: axis for i, axis in enumerate(spec.shape) if isinstance(axis, str)}
+                          for spec in (*model.family.inputs(model.module), model.family.output(model.hidden_size))},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -49,21 +49,19 @@ def export_onnx(model, path: Path, parity_texts, max_abs_diff: float = 1e-4, min
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst_diff, cosines = 0.0, []
-    texts = list(parity_texts)
-    for start in range(0, len(texts), 8):
-        ids, mask = model.tokenize(texts[start : start + 8])
-        onnx_hidden = session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})[0]
-        with torch.inference_mode():
-            torch_hidden = model.bert(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
-        torch_hidden = torch_hidden.last_hidden_state.numpy()
-        real = mask.astype(bool)
+    items = list(parity_items)
+    for start in range(0, len(items), 8):
+        feeds, mask = model.feeds(items[start : start + 8])
+        onnx_hidden = session.run([OUTPUT_NAME], feeds)[0]
+        torch_hidden = model.states(feeds)
+        real = mask.astype(bool) if mask is not None else np.ones(onnx_hidden.shape[:2], bool)
         worst_diff = max(worst_diff, float(np.abs(onnx_hidden[real] - torch_hidden[real]).max()))
-        a = pool(onnx_hidden, mask, model.pooling, True)
-        b = pool(torch_hidden, mask, model.pooling, True)
+        a = pool(onnx_hidden, real.astype(np.int64), model.pooling, True)
+        b = pool(torch_hidden, real.astype(np.int64), model.pooling, True)
         cosines.extend((a * b).sum(1).tolist())
     record = {
         "exporter": f"torch.onnx legacy (opset {OPSET}), torch {torch.__version__}",
-        "parity_texts": len(texts),
+        "parity_items": len(items),
         "parity_max_abs_diff": worst_diff,
         "parity_min_cosine": float(min(cosines)),
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.compress.artifacts import LiteRtModel, ModelArtifact
+from edgeslim.compress.artifacts import LiteRtModel, ModelArtifact, TorchModel
 from edgeslim.errors import ExportError, StepError
 from edgeslim.runtime.text import pool
 
@@ -38,7 +38,6 @@ def _int32_encoder(torch_model):
 
 def _parity(path: Path, torch_model, texts, seq_len: int) -> float:
     """Lowest pooled cosine between the .tflite and PyTorch over `texts`."""
-    import torch
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(str(path), num_threads=1).get_signature_runner()
@@ -47,10 +46,8 @@ def _parity(path: Path, torch_model, texts, seq_len: int) -> float:
     for text in texts:
         ids, mask = torch_model.tokenize([text], pad_to=seq_len)
         out = next(iter(runner(**dict(zip(names, (ids.astype(np.int32), mask.astype(np.int32))))).values()))
-        with torch.inference_mode():
-            ref = torch_model.bert(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
         a = pool(out, mask, "mean", True)
-        b = pool(ref.last_hidden_state.numpy(), mask, "mean", True)
+        b = pool(torch_model.token_states(ids, mask), mask, "mean", True)
         worst = min(worst, float((a * b).sum()))
     return worst
 
@@ -60,10 +57,11 @@ def convert(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtModel, dict]:
     import litert_torch
     import torch
 
-    if ctx.torch_model is None:
-        raise StepError("litert_convert needs the PyTorch model of the variant; run it through the pipeline")
+    if not isinstance(artifact, TorchModel):
+        raise StepError(f"litert_convert converts a PyTorch model; it got a {artifact.kind} model")
+    torch_model = artifact.model
     seq_len = ctx.max_seq_length
-    module = _int32_encoder(ctx.torch_model)
+    module = _int32_encoder(torch_model)
     ids, mask = ctx.tokenize(["an example sentence to trace the graph"], seq_len)
     path = ctx.workdir / "model.tflite"
     tmp = path.with_name("model.tmp.tflite")
@@ -73,7 +71,7 @@ def convert(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtModel, dict]:
         edge.export(str(tmp))
     os.replace(tmp, path)
     parity_texts = list(ctx.calibration_texts[: cfg.parity_samples])
-    worst = _parity(path, ctx.torch_model, parity_texts, seq_len)
+    worst = _parity(path, torch_model, parity_texts, seq_len)
     if worst < cfg.min_parity_cosine:
         path.unlink()
         raise ExportError(f"LiteRT export does not match PyTorch: min pooled cosine {worst:.6f} over "
@@ -90,7 +88,7 @@ def dynamic_int8(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtModel, dict]:
     from ai_edge_quantizer import quantizer
 
     if not isinstance(artifact, LiteRtModel):
-        raise StepError(f"litert_int8_dynamic quantizes a LiteRT model, got {artifact.format}; "
+        raise StepError(f"litert_int8_dynamic quantizes a LiteRT model, got {artifact.kind}; "
                         "put a litert_convert step before it")
     recipe = Path(ai_edge_quantizer.__file__).parent / "recipes" / _QUANTIZER_RECIPES[cfg.recipe]
     path = ctx.workdir / "model_int8.tflite"

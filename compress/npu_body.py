@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from edgeslim.compress.artifacts import ModelArtifact, NpuBodyModel
+from edgeslim.compress.artifacts import ModelArtifact, NpuBodyModel, TorchModel
 from edgeslim.errors import StepError
 from edgeslim.runtime.prelude import embed_tokens
 
@@ -101,9 +101,9 @@ def quantize_body(artifact: ModelArtifact, cfg, ctx) -> tuple[NpuBodyModel, dict
     import torch
     from ai_edge_quantizer import quantizer
 
-    if ctx.torch_model is None:
-        raise StepError("npu_body_quantize needs the PyTorch model of the variant; run it through the pipeline")
-    encoder = ctx.torch_model.exportable().eval()
+    if not isinstance(artifact, TorchModel):
+        raise StepError(f"npu_body_quantize builds from a PyTorch model; it got a {artifact.kind} model")
+    encoder = artifact.model.exportable().model  # a copy, with the export attention
     body, original = _npu_body(encoder)
     tables = _prelude_tables(encoder, cfg.embeddings_dtype)
     prelude = ctx.workdir / "prelude.npz"

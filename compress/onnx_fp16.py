@@ -13,7 +13,7 @@ def fp16(artifact: ModelArtifact, cfg, ctx) -> tuple[OnnxModel, dict]:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     if not isinstance(artifact, OnnxModel):
-        raise StepError(f"onnx_fp16 converts an ONNX model, it got {artifact.format}")
+        raise StepError(f"onnx_fp16 converts an ONNX model, it got {artifact.kind}")
     block = list(cfg.op_block_list) if cfg.op_block_list is not None else list(DEFAULT_OP_BLOCK_LIST)
     model = convert_float_to_float16(onnx.load(str(artifact.path)), keep_io_types=True, op_block_list=block)
     path = ctx.workdir / "model.fp16.onnx"

@@ -15,7 +15,7 @@ def _read(artifact, step: str):
     import openvino as ov
 
     if not isinstance(artifact, OnnxModel):
-        raise StepError(f"{step} converts an ONNX model; it got a {artifact.format} model")
+        raise StepError(f"{step} converts an ONNX model; it got a {artifact.kind} model")
     return ov, ov.convert_model(str(artifact.path))
 
 
@@ -69,7 +69,7 @@ def static_shapes(artifact, cfg, ctx: StepContext):
     import openvino as ov
 
     if not isinstance(artifact, OpenVinoModel):
-        raise StepError(f"{cfg.step} reshapes an OpenVINO IR; it got a {artifact.format} model "
+        raise StepError(f"{cfg.step} reshapes an OpenVINO IR; it got a {artifact.kind} model "
                         "(put openvino_convert or openvino_int8 before it)")
     too_long = [n for n in cfg.seq_lengths if n > ctx.max_seq_length]
     if too_long:

@@ -27,7 +27,7 @@ _METHODS = {
 
 def _require_onnx(artifact, step: str) -> Path:
     if not isinstance(artifact, OnnxModel):
-        raise StepError(f"{step} quantizes ONNX models; it got a {artifact.format} model. Put it before any OpenVINO step")
+        raise StepError(f"{step} quantizes ONNX models; it got a {artifact.kind} model. Put it before any OpenVINO step")
     return artifact.path
 
 

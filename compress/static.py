@@ -38,7 +38,7 @@ def make_static(model, cfg: StaticEmbeddingConfig, workdir: Path):
 
     with tempfile.TemporaryDirectory(prefix="edgeslim-static-") as folder:
         # model2vec reads a Hugging Face folder: write this model (teacher or student) as one.
-        model.bert.save_pretrained(folder)
+        model.module.save_pretrained(folder)
         PreTrainedTokenizerFast(tokenizer_object=model.tokenizer, unk_token="[UNK]", pad_token="[PAD]",
                                 cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
         static = model2vec_distill(model_name=folder, pca_dims=None, device="cpu", quantize_to=cfg.dtype,

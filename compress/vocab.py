@@ -24,14 +24,25 @@ def _kept_ids(tokenizer: Tokenizer, texts, cfg: VocabPruneConfig) -> list[int]:
     vocab = tokenizer.get_vocab()
     counts = Counter(i for enc in tokenizer.encode_batch(list(texts), add_special_tokens=False) for i in enc.ids)
     special = {t.content for t in tokenizer.get_added_tokens_decoder().values()} | {
-        t for t in vocab if t.startswith("[") and t.endswith("]")}
-    always = {vocab[t] for t in vocab if t in special or len(t.removeprefix("##")) == 1}
+        t for t in vocab if t.startswith("[") and t.endswith("]")} | {_unk_token(tokenizer)}
+    always = {vocab[t] for t in vocab if t in special or len(t.removeprefix("##")) == 1} | _post_processor_ids(tokenizer)
     frequent = [i for i, c in counts.most_common() if c >= cfg.min_count and i not in always]
     room = None if cfg.max_tokens is None else max(0, cfg.max_tokens - len(always))
     if room is not None and cfg.max_tokens < len(always):
         raise StepError(f"vocab_prune.max_tokens={cfg.max_tokens} is below the {len(always)} special and "
                         "single-character tokens that are always kept")
     return sorted(always | set(frequent[:room]))
+
+
+def _unk_token(tokenizer: Tokenizer) -> str:
+    return json.loads(tokenizer.to_str())["model"].get("unk_token") or "[UNK]"
+
+
+def _post_processor_ids(tokenizer: Tokenizer) -> set[int]:
+    """Ids the post-processor inserts ([CLS]/[SEP], <s>/</s>): kept whatever their spelling."""
+    post = json.loads(tokenizer.to_str()).get("post_processor") or {}
+    ids = {i for special in (post.get("special_tokens") or {}).values() for i in special["ids"]}
+    return ids | {post[key][1] for key in ("sep", "cls") if key in post}
 
 
 def _remapped_tokenizer(tokenizer: Tokenizer, kept: list[int]) -> Tokenizer:
@@ -56,18 +67,15 @@ def _remapped_tokenizer(tokenizer: Tokenizer, kept: list[int]) -> Tokenizer:
 
 def prune_vocabulary(model, cfg: VocabPruneConfig, corpus_texts, heldout_texts):
     """Return (EncoderModel with a smaller vocabulary and its own tokenizer, record)."""
-    from edgeslim.models import EncoderModel
-
     kept = _kept_ids(model.tokenizer, corpus_texts, cfg)
-    bert = copy.deepcopy(model.bert)
-    old = bert.embeddings.word_embeddings
+    module = copy.deepcopy(model.module)
+    old = model.family.word_embeddings(module)
     new = torch.nn.Embedding(len(kept), old.embedding_dim, padding_idx=None)
     with torch.no_grad():
         new.weight.copy_(old.weight[torch.tensor(kept)])
-    bert.embeddings.word_embeddings = new
-    bert.config.vocab_size = len(kept)
-    if bert.config.pad_token_id is not None:
-        bert.config.pad_token_id = kept.index(bert.config.pad_token_id) if bert.config.pad_token_id in kept else 0
+    model.family.set_word_embeddings(module, new)
+    if module.config.pad_token_id is not None:
+        module.config.pad_token_id = kept.index(module.config.pad_token_id) if module.config.pad_token_id in kept else 0
     tokenizer = _remapped_tokenizer(model.tokenizer, kept)
     tokenizer.enable_truncation(max_length=model.max_seq_length)
 
@@ -75,7 +83,7 @@ def prune_vocabulary(model, cfg: VocabPruneConfig, corpus_texts, heldout_texts):
     original = model.tokenizer.encode_batch(list(heldout_texts), add_special_tokens=False)
     total = sum(len(e.ids) for e in original)
     missing = sum(i not in kept_set for e in original for i in e.ids)
-    unk_id = tokenizer.token_to_id("[UNK]")
+    unk_id = tokenizer.token_to_id(_unk_token(tokenizer))
     pruned = tokenizer.encode_batch(list(heldout_texts), add_special_tokens=False)
     new_total = sum(len(e.ids) for e in pruned)
     record = {
@@ -92,8 +100,5 @@ def prune_vocabulary(model, cfg: VocabPruneConfig, corpus_texts, heldout_texts):
     # Identity of the new model: the source's weights plus exactly which tokens were kept (not
     # just how many), so caches keyed on it never mix up two vocabularies of the same size.
     digest = model.weights_sha256 + tokenizer.to_str()
-    return EncoderModel(
-        name=f"{model.name}-vocab{len(kept)}", bert=bert, tokenizer=tokenizer, pooling=model.pooling,
-        normalize=model.normalize, max_seq_length=model.max_seq_length,
-        weights_sha256=hashlib.sha256(digest.encode()).hexdigest(), license=model.license,
-    ), record
+    return model.replace(name=f"{model.name}-vocab{len(kept)}", module=module, tokenizer=tokenizer,
+                         weights_sha256=hashlib.sha256(digest.encode()).hexdigest()), record

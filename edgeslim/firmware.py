@@ -72,16 +72,11 @@ def export_firmware(bundle: Path, out_dir: Path, force: bool = False) -> dict:
     inputs, outputs, arena = _io(reader.read(model_file) if body else data)
     npu_lines = []
     if body:
-        from edgeslim.targets.ethos_u import read_summary
+        from edgeslim.targets import get_target
 
-        device_model = body.device_model
-        summary = read_summary(reader.read_text(body.vela_summary))
-        arena = int(float(summary["sram_memory_used"]) * 1024)
-        npu_lines = [
-            f"/* {device_model}: compiled by Vela for {summary['accelerator_configuration']} ({summary['system_config']},",
-            f"   {summary['memory_mode']}); run it with TFLite Micro + the Ethos-U driver. */",
-            f"#define {symbol.upper()}_NPU_SRAM_KIB {float(summary['sram_memory_used']):.0f}u",
-            f"#define {symbol.upper()}_NPU_DRAM_KIB {float(summary['dram_memory_used']):.0f}u",
+        npu_lines, npu_arena = get_target(manifest.target).firmware_notes(manifest, reader, symbol)
+        arena = npu_arena if npu_arena is not None else arena
+        npu_lines += [
             "/* The NPU graph starts after the embeddings: the application CPU computes its inputs from",
             "   prelude.npz (in the bundle): hidden = LayerNorm(word_embeddings[id] + position_embeddings[i]",
             "   + token_type_embedding), additive mask = (1 - attention_mask) * mask_value, then quantizes",

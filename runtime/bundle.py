@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from edgeslim.errors import BundleError
-from edgeslim.runtime.manifest import BUNDLE_FORMAT, Manifest, parse_manifest
+from edgeslim.runtime.manifest import BUNDLE_FORMAT, READABLE_FORMATS, Manifest, parse_manifest
 
 __all__ = ["BUNDLE_FORMAT", "MANIFEST_NAME", "MAX_MANIFEST_BYTES", "BundleReader", "manifest_digest",
            "read_manifest", "sha256_file", "verify_files"]
@@ -96,9 +96,10 @@ def read_manifest(bundle_dir: Path) -> Manifest:
         raise BundleError(f"{path}: JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise BundleError(f"{path}: the manifest must be a JSON object")
-    if document.get("format") != BUNDLE_FORMAT:
+    if document.get("format") not in READABLE_FORMATS:
         raise BundleError(f"{path}: bundle format {document.get('format')!r} is not supported by this runtime; "
-                          f"supported: {BUNDLE_FORMAT}")
+                          f"supported: {', '.join(READABLE_FORMATS)}. Rebuild the bundle with this edgeslim "
+                          "(`edgeslim run RECIPE`, the recipe is in the manifest) or use the edgeslim that made it")
     try:
         intact = document.get("manifest_sha256") == manifest_digest(document)
     except (TypeError, ValueError, RecursionError):

@@ -1,7 +1,9 @@
 """`load(bundle) -> Encoder`: checksums verified, inputs validated, one backend session.
 
-An Encoder is safe to share across threads (every backend is; see runtime/backends.py): results
-are the same as serial calls with the same batches."""
+A text bundle encodes strings (`encode`), an image bundle images (`encode_images`: file paths,
+PIL images or HxWxC uint8 arrays, preprocessed as its manifest says). An Encoder is safe to
+share across threads (every backend is; see runtime/backends.py): results are the same as
+serial calls with the same batches."""
 
 from __future__ import annotations
 
@@ -23,15 +25,16 @@ OVERLONG_POLICIES = ("truncate", "error")
 class Encoder:
     """Sentence encoder over one bundle. Build it with `load()`."""
 
-    def __init__(self, bundle_dir: Path, manifest: Manifest, backend, tokenizer: Tokenizer, on_overlong: str):
+    def __init__(self, bundle_dir: Path, manifest: Manifest, backend, tokenizer: Tokenizer | None, on_overlong: str):
         self.bundle_dir = bundle_dir
         self.manifest = manifest
+        self.modality = manifest.modality
         self.backend = backend
         self.tokenizer = tokenizer
         self.on_overlong = on_overlong
         self.max_seq_length = manifest.max_seq_length
         self.dim = manifest.embedding_dim
-        self.vocabulary_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self.vocabulary_size = tokenizer.get_vocab_size(with_added_tokens=True) if tokenizer else 0
         self.truncated_total = 0  # texts cut to max_seq_length since load
         self._count_lock = threading.Lock()
         self._input_names = [spec.name for spec in manifest.inputs]
@@ -40,8 +43,14 @@ class Encoder:
     def providers(self) -> list[str]:
         return list(self.backend.providers)
 
+    def _require(self, modality: str, call: str) -> None:
+        if self.modality != modality:
+            other = "encode_images(images)" if self.modality == "image" else "encode(texts)"
+            raise InputError(f"{call} needs a {modality} bundle; {self.bundle_dir} encodes {self.modality}: use {other}")
+
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """(len(texts), dim) float32 embeddings, L2-normalised when the manifest says so."""
+        self._require("text", "encode()")
         self._validate(texts, batch_size)
         encodings = self.tokenizer.encode_batch(list(texts))
         overlong = [i for i, e in enumerate(encodings) if e.overflowing]
@@ -60,6 +69,41 @@ class Encoder:
             ids, mask = encodings_to_arrays([encodings[i] for i in rows])
             out[rows] = self.embed_tokens(ids, mask)
         return out
+
+    def encode_images(self, images, batch_size: int = 32) -> np.ndarray:
+        """(len(images), dim) float32 embeddings of images: file paths, PIL images or HxWxC uint8
+        arrays, preprocessed as the manifest states (numpy + Pillow, as on the host)."""
+        from edgeslim.runtime.image import preprocess
+
+        self._require("image", "encode_images()")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(images, (list, tuple)):
+            preprocess(images, self.manifest.preprocessing)  # raises the InputError that says what is wrong
+        if not images:
+            raise InputError("encode_images() got an empty list; pass at least one image")
+        parts = [self.embed_pixels(preprocess(list(images[i : i + batch_size]), self.manifest.preprocessing))
+                 for i in range(0, len(images), batch_size)]
+        return np.concatenate(parts)
+
+    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Run the model on preprocessed images: float32 of the manifest's input shape."""
+        (spec,) = self.manifest.inputs
+        if not isinstance(pixel_values, np.ndarray):
+            raise InputError(f"pixel_values must be a float32 numpy array, got {type(pixel_values).__name__}")
+        if pixel_values.dtype != np.float32:
+            raise InputError(f"pixel_values must be float32, got dtype {pixel_values.dtype}")
+        fixed = [d for d in spec.shape[1:]]
+        if pixel_values.ndim != len(spec.shape) or list(pixel_values.shape[1:]) != fixed or not pixel_values.shape[0]:
+            raise InputError(f"pixel_values of shape {pixel_values.shape}; the bundle takes (batch >= 1, "
+                             f"{', '.join(map(str, fixed))})")
+        if not np.isfinite(pixel_values).all():
+            raise InputError("pixel_values hold NaN or infinity")
+        hidden = self.backend.run({spec.name: pixel_values})
+        if hidden.ndim != 3 or hidden.shape[0] != pixel_values.shape[0] or hidden.shape[2] != self.dim:
+            raise BundleError(f"{self.bundle_dir}: the model returned states of shape {hidden.shape}, the manifest "
+                              f"promises (batch, positions, {self.dim})")
+        return pool(hidden, np.ones(hidden.shape[:2], np.int64), self.manifest.pooling, self.manifest.normalize)
 
     def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Run the model on already tokenized input: integer arrays of shape (batch, seq), token
@@ -129,6 +173,19 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _tokenizer(reader: BundleReader) -> Tokenizer:
+    manifest = reader.manifest
+    try:
+        tokenizer = Tokenizer.from_str(reader.read_text(manifest.tokenizer_file))
+    except BundleError:
+        raise
+    except Exception as exc:  # tokenizers raises plain Exception for a bad file
+        raise BundleError(f"{reader.bundle_dir}: {manifest.tokenizer_file} is not a tokenizer: {exc}") from None
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=manifest.max_seq_length)
+    return tokenizer
+
+
 def load(bundle_dir: str | Path, threads: int | None = None, on_overlong: str = "truncate",
          backend_options: dict | None = None) -> Encoder:
     """Open a bundle: check its format and every file's sha256, then start its backend.
@@ -146,14 +203,7 @@ def load(bundle_dir: str | Path, threads: int | None = None, on_overlong: str = 
     bundle_dir = Path(bundle_dir)
     reader = BundleReader(bundle_dir, read_manifest(bundle_dir))
     manifest = reader.manifest
-    try:
-        tokenizer = Tokenizer.from_str(reader.read_text(manifest.tokenizer_file))
-    except BundleError:
-        raise
-    except Exception as exc:  # tokenizers raises plain Exception for a bad file
-        raise BundleError(f"{bundle_dir}: {manifest.tokenizer_file} is not a tokenizer: {exc}") from None
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=manifest.max_seq_length)
+    tokenizer = _tokenizer(reader) if manifest.tokenizer_file else None
     backend = open_backend(manifest.backend, reader, threads, backend_options)
     reader.verify_all()  # the files no backend read (model card, reports, scripts)
     expected = sorted(spec.name for spec in manifest.inputs)

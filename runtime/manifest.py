@@ -14,8 +14,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeslim.errors import BundleError
+from edgeslim.runtime.image import ImagePreprocessing
 
-BUNDLE_FORMAT = "edgeslim.bundle/1"
+BUNDLE_FORMAT = "edgeslim.bundle/2"  # what this edgeslim writes: modality, inputs and preprocessing
+# bundle/1: text bundles written before modalities; they load as text bundles.
+READABLE_FORMATS = ("edgeslim.bundle/1", BUNDLE_FORMAT)
 MAX_FILE_BYTES = 4 << 30  # bound for bundles written before file_sizes (no edge model is larger)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -129,20 +132,23 @@ def openvino_weights(model_file: str) -> str:
 
 
 class Manifest(_Strict):
-    format: Literal["edgeslim.bundle/1"]
+    format: Literal["edgeslim.bundle/1", "edgeslim.bundle/2"]
     created_by: str | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
     target: Annotated[str, Field(min_length=1, max_length=100)]
     backend: Literal["onnxruntime", "openvino", "litert", "litert-body", "static"]
     backend_options: dict[str, Any] = {}
     model_file: RelativeName
-    tokenizer_file: RelativeName = "tokenizer.json"
+    # What the bundle encodes; bundle/1 bundles are text bundles.
+    modality: Literal["text", "image"] = "text"
+    tokenizer_file: RelativeName | None = None  # text: required (bundle/1: tokenizer.json)
+    preprocessing: ImagePreprocessing | None = None  # images: required
     inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=8)]
     outputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=8)]
     embedding_dim: Annotated[int, Field(ge=1, le=65536)]
     pooling: Literal["mean", "cls"]
     normalize: bool
-    max_seq_length: Annotated[int, Field(ge=1, le=65536)]
+    max_seq_length: Annotated[int, Field(ge=1, le=65536)] | None = None  # text: required
     truncation: Literal["truncate"] = "truncate"
     source_model: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = None
@@ -156,8 +162,27 @@ class Manifest(_Strict):
     file_sizes: dict[RelativeName, Annotated[int, Field(ge=0, le=MAX_FILE_BYTES)]] | None = None
     manifest_sha256: Sha256
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bundle1_defaults(cls, data):
+        if isinstance(data, dict) and data.get("format") == "edgeslim.bundle/1" and "tokenizer_file" not in data:
+            return {**data, "tokenizer_file": "tokenizer.json"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self):
+        if self.format == "edgeslim.bundle/1" and self.modality != "text":
+            raise ValueError("edgeslim.bundle/1 bundles are text bundles; modality needs edgeslim.bundle/2")
+        if self.modality == "text" and (self.tokenizer_file is None or self.max_seq_length is None):
+            raise ValueError("a text bundle needs tokenizer_file and max_seq_length")
+        if self.modality == "image" and (self.preprocessing is None or self.tokenizer_file is not None):
+            raise ValueError("an image bundle needs preprocessing (resize/crop, interpolation, mean/std) and no "
+                             "tokenizer_file")
+        if self.modality == "image":
+            try:
+                self.preprocessing.output_size
+            except ValueError as exc:
+                raise ValueError(f"preprocessing: {exc}") from None
         if self.file_sizes is not None and set(self.file_sizes) != set(self.files):
             raise ValueError(f"file_sizes lists {sorted(self.file_sizes)}, files lists {sorted(self.files)}: "
                              "they must name the same files")
@@ -174,7 +199,7 @@ class Manifest(_Strict):
     def referenced_files(self, options: _Strict | None = None) -> list[str]:
         """Every file the runtime, the firmware export or the CLI opens from this bundle."""
         options = options or backend_options(self.backend, self.backend_options, "manifest")
-        names = [self.model_file, self.tokenizer_file]
+        names = [self.model_file] + ([self.tokenizer_file] if self.tokenizer_file else [])
         if isinstance(options, OpenVinoOptions):
             names.append(openvino_weights(self.model_file))
         if isinstance(options, LiteRtBodyOptions):

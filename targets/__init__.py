@@ -1,7 +1,8 @@
 """Device targets: one module each, one explicit registry.
 
-Adding a target = writing a module with a `TARGET` object that fulfils `Target` and adding it
-to `TARGETS` below; `tests/test_targets.py` runs the contract over every entry.
+Adding a target = writing a module with a `Target` subclass (see `x86_cpu.py`) and adding its
+instance to `TARGETS` below (or calling `register_target`); `tests/test_targets.py` runs the
+contract over every entry.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from edgeslim.targets.intel_npu import TARGET as _intel_npu
 from edgeslim.targets.jetson import JETSON_ORIN_NANO, JETSON_ORIN_NX
 from edgeslim.targets.x86_cpu import TARGET as _x86_cpu
 
-__all__ = ["TARGETS", "Budget", "BundleFiles", "DeviceProfile", "Target", "get_target"]
+__all__ = ["TARGETS", "Budget", "BundleFiles", "DeviceProfile", "Target", "get_target", "register_target"]
 
 TARGETS: dict[str, Target] = {
     _x86_cpu.name: _x86_cpu,
@@ -27,6 +28,14 @@ TARGETS: dict[str, Target] = {
     JETSON_ORIN_NANO.name: JETSON_ORIN_NANO,
     JETSON_ORIN_NX.name: JETSON_ORIN_NX,
 }
+
+
+def register_target(target: Target) -> Target:
+    """Add a target (an instance of a Target subclass) to the registry."""
+    if target.name in TARGETS and TARGETS[target.name] is not target:
+        raise TargetError(f"a target named {target.name!r} is already registered")
+    TARGETS[target.name] = target
+    return target
 
 
 def get_target(name: str) -> Target:

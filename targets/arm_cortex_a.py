@@ -6,41 +6,29 @@ x86. `edgeslim verify BUNDLE --arch aarch64` is where the bundle runs on an aarc
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from edgeslim.compress.artifacts import LiteRtModel, ModelArtifact, OnnxModel
-from edgeslim.errors import TargetError
-from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
+from edgeslim.targets.base import Budget, DeviceProfile, Target
 
 _GHZ = 1e9
 
 
-class CortexABoard:
-    backends = ("litert", "onnxruntime")
-    extras = ()
-    latency_kind = "estimated"
+class CortexABoard(Target):
+    accepts = {"litert": ("litert",), "onnxruntime": ("onnx",)}
+    modalities = ("text",)  # LiteRT conversion is written for token inputs
     backend_options = {
         "litert": {"input_order": ["input_ids", "attention_mask"]},
         "onnxruntime": {"providers": ["CPUExecutionProvider"]},
     }
 
-    def __init__(self, name: str, description: str, profile: DeviceProfile, default_variant: str, budget: Budget):
+    def __init__(self, name: str, description: str, profile: DeviceProfile, default_variant: str, budget: Budget,
+                 qemu_cpu: str):
         self.name, self.description = name, description
         self._profile = profile
         self.default_variant = default_variant
         self.default_budget = budget
+        self.qemu_cpu = qemu_cpu
 
     def profile(self) -> DeviceProfile:
         return self._profile
-
-    def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles:
-        wanted = {"litert": LiteRtModel, "onnxruntime": OnnxModel}
-        if backend not in wanted:
-            raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.backends)}")
-        if not isinstance(artifact, wanted[backend]):
-            raise TargetError(f"backend {backend} runs {wanted[backend].format} models, but the steps produced a "
-                              f"{artifact.format} model; for litert add a litert_convert step")
-        return copy_artifact(artifact, bundle_dir)
 
 
 # Peak MAC/s: NEON is 128 bits, two pipes. fp32: 2 x 4 lanes per cycle. int8: with sdot (A76)
@@ -52,7 +40,7 @@ RPI5 = CortexABoard(
                   peak_fp32_macs_per_s=4 * 2.4 * _GHZ * 8, peak_int8_macs_per_s=4 * 2.4 * _GHZ * 32,
                   memory_bandwidth_gbs=17.1, ram_mb=8192, source="datasheet",
                   notes="LPDDR4X-4267, 32-bit bus; int8 kernels use sdot, so int8 pays (default: int8)"),
-    default_variant="litert-int8-dynamic",
+    default_variant="litert-int8-dynamic", qemu_cpu="cortex-a76",
     budget=Budget(p95_ms=60.0, max_size_mb=40.0, max_peak_rss_mb=600.0, min_teacher_cosine=0.99,
                   min_stsb_spearman=81.0),
 )
@@ -64,7 +52,7 @@ RPI4 = CortexABoard(
                   notes="LPDDR4-3200, 32-bit bus; no dot-product instructions, so int8 gains little "
                         "over fp32 in compute (2x peak at best, less in practice); the default stays int8 "
                         "for its 4x smaller file, which is what fits the size budget"),
-    default_variant="litert-int8-dynamic",
+    default_variant="litert-int8-dynamic", qemu_cpu="cortex-a72",
     budget=Budget(p95_ms=150.0, max_size_mb=40.0, max_peak_rss_mb=600.0, min_teacher_cosine=0.99,
                   min_stsb_spearman=81.0),
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
 
 from edgeslim.compress.artifacts import ModelArtifact
 
@@ -63,19 +62,98 @@ class BundleFiles:
     backend_options: dict = field(default_factory=dict)
 
 
-class Target(Protocol):
+@dataclass(frozen=True)
+class ExportContext:
+    """What a target's export may use besides the artifact: passed in, never read back from
+    files the pipeline wrote."""
+
+    bundle_dir: Path
+    max_seq_length: int | None  # text: the bundle's token length
+    hidden_size: int
+
+
+@dataclass(frozen=True)
+class EstimateInput:
+    """A built bundle as an estimator sees it."""
+
+    bundle_dir: Path
+    manifest: object  # the typed runtime Manifest
+    weight_files: tuple[Path, ...]  # the files a forward pass reads its weights from
+    macs: float  # one forward pass at the budget's operating point
+    int8: bool  # int8 weights/compute (from the steps' declarations)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A latency figure for a device this host is not."""
+
+    ms: float
+    where: str
+    what: str
+    details: dict = field(default_factory=dict)
+
+
+class Target:
+    """The contract every target fulfils. A target module defines a subclass (or instances of
+    one) and the registry in `targets/__init__.py` lists them; `tests/test_targets.py` runs
+    `check_target` over every entry."""
+
     name: str
     description: str
-    backends: tuple[str, ...]  # runtime backends that run this target's bundles
-    extras: tuple[str, ...]  # pyproject extras its export needs beyond its variants' steps
+    # backend -> the artifact kinds it runs (`edgeslim.compress.artifacts.ARTIFACT_KINDS`)
+    accepts: dict[str, tuple[str, ...]]
+    extras: tuple[str, ...] = ()  # pyproject extras its export needs beyond its variants' steps
     default_budget: Budget
-    latency_kind: str  # "measured" when the host is the device, else "estimated"
-    backend_options: dict[str, dict]  # per backend, written into each bundle's manifest
+    latency_kind: str = "estimated"  # "measured" when the host is the device
+    backend_options: dict[str, dict] = {}  # per backend, written into each bundle's manifest
+    default_variant: str | None = None  # the variant a user flashes when they do not choose
+    modalities: tuple[str, ...] = ("text", "image")
+    qemu_cpu: str | None = None  # an aarch64 CPU model that emulates this device (verify --arch aarch64)
 
-    def profile(self) -> DeviceProfile: ...
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(self.accepts)
 
-    # bundle_dir already holds tokenizer.json (its truncation max_length is the bundle's length).
-    def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles: ...
+    def profile(self) -> DeviceProfile:
+        raise NotImplementedError
+
+    def export(self, artifact: ModelArtifact, backend: str, ctx: ExportContext) -> BundleFiles:
+        """Place the artifact's files in ctx.bundle_dir; the default copies them."""
+        self.check_artifact(artifact, backend)
+        return copy_artifact(artifact, ctx.bundle_dir)
+
+    def check_artifact(self, artifact: ModelArtifact, backend: str) -> None:
+        from edgeslim.errors import TargetError
+
+        if backend not in self.accepts:
+            raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.accepts)}")
+        if artifact.kind not in self.accepts[backend]:
+            from edgeslim.compress.configs import STEPS
+
+            wanted = self.accepts[backend]
+            makers = sorted(n for n, cls in STEPS.items() if cls.produces in wanted and cls.consumes not in wanted)
+            raise TargetError(f"target {self.name}, backend {backend} runs {' or '.join(wanted)} models; the steps "
+                              f"produced a {artifact.kind} model: add one of {', '.join(makers)}")
+
+    def estimate(self, built: EstimateInput, budget: Budget) -> Estimate | None:
+        """None for measured targets; else the roofline of the device profile."""
+        if self.latency_kind == "measured":
+            return None
+        from edgeslim.targets.roofline import estimate_latency
+
+        profile = self.profile()
+        est = estimate_latency(profile, built.macs, sum(f.stat().st_size for f in built.weight_files), built.int8,
+                               budget.threads)
+        return Estimate(ms=est.ms, where=est.where(profile, budget.threads), what=est.model)
+
+    def firmware_notes(self, manifest, reader, symbol: str) -> tuple[list[str], int | None]:
+        """Extra C comment / #define lines for `export-firmware` (e.g. NPU memory figures), and
+        the tensor arena in bytes when the target knows it better than the interpreter's count."""
+        return [], None
+
+    def describe(self) -> dict:
+        return {"profile": self.profile().to_dict(), "latency_kind": self.latency_kind,
+                "default_variant": self.default_variant}
 
 
 def copy_artifact(artifact: ModelArtifact, bundle_dir: Path) -> BundleFiles:

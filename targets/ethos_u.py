@@ -16,21 +16,13 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from edgeslim.compress.artifacts import ModelArtifact, NpuBodyModel
-from edgeslim.errors import ExportError, MissingExtraError, TargetError
+from edgeslim.compress.artifacts import ModelArtifact
+from edgeslim.errors import ExportError, MissingExtraError
 from edgeslim.extras import install_hint
-from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
-
-@dataclass(frozen=True)
-class DeviceEstimate:
-    ms: float
-    where: str
-    what: str
-    details: dict
-
+from edgeslim.runtime.manifest import backend_options
+from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, Estimate, EstimateInput, ExportContext, Target, copy_artifact
 
 def vela_executable() -> str:
     beside = Path(sys.executable).with_name("vela")  # the venv's own, even when not on PATH
@@ -66,10 +58,10 @@ def read_summary(source: Path | str) -> dict:
         raise ExportError("Vela's summary CSV has no row") from None
 
 
-class EthosU:
-    backends = ("litert-body",)
+class EthosU(Target):
+    accepts = {"litert-body": ("npu-body",)}
     extras = ("ethos-u",)
-    latency_kind = "estimated"
+    modalities = ("text",)
     # Each export adds "bodies": per static length, its host graph, Vela graph, summary and fallbacks.
     backend_options = {"litert-body": {"prelude": "prelude.npz"}}
 
@@ -81,12 +73,9 @@ class EthosU:
     def profile(self) -> DeviceProfile:
         return self._profile
 
-    def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles:
-        if backend not in self.backends:
-            raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.backends)}")
-        if not isinstance(artifact, NpuBodyModel):
-            raise TargetError(f"target {self.name} compiles an integer encoder body, but the steps produced a "
-                              f"{artifact.format} model; add an npu_body_quantize step")
+    def export(self, artifact: ModelArtifact, backend: str, ctx: ExportContext) -> BundleFiles:
+        self.check_artifact(artifact, backend)
+        bundle_dir = ctx.bundle_dir
         files = copy_artifact(artifact, bundle_dir)
         bodies, extra = {}, []
         vela_dir = bundle_dir / ".vela"
@@ -107,12 +96,13 @@ class EthosU:
         return BundleFiles(model_file=files.model_file, files=files.files + tuple(extra),
                            backend_options={"bodies": dict(sorted(bodies.items(), key=lambda kv: int(kv[0])))})
 
-    def estimate(self, bundle_dir: Path, budget: Budget) -> DeviceEstimate:
+    def estimate(self, built: EstimateInput, budget: Budget) -> Estimate:
         """Vela's performance estimate for the NPU graph that runs the budget's sequence length
         (the shortest static length that holds it), and its memory use."""
-        import json
-
-        bodies = json.loads((bundle_dir / "manifest.json").read_text())["backend_options"]["bodies"]
+        bundle_dir = built.bundle_dir
+        bodies = {length: body.model_dump() for length, body in
+                  (backend_options(built.manifest.backend, built.manifest.backend_options, str(bundle_dir)).bodies
+                   or {}).items()}
         fitting = [n for n in sorted(map(int, bodies)) if n >= budget.seq_len] or [max(map(int, bodies))]
         body = bodies[str(fitting[0])]
         summary = read_summary(bundle_dir / body["vela_summary"])
@@ -145,8 +135,22 @@ class EthosU:
         where = (f"estimated: Vela {_vela_version()} performance model, {summary['accelerator_configuration']} "
                  f"at {clock_mhz:.0f} MHz ({summary['system_config']}, {summary['memory_mode']}); NPU graph only, "
                  "the CPU prelude (embedding lookup, LayerNorm) is not included")
-        return DeviceEstimate(ms=round(ms, 3), where=where, what="Vela cycles_total / NPU clock, one inference",
-                              details=details)
+        return Estimate(ms=round(ms, 3), where=where, what="Vela cycles_total / NPU clock, one inference",
+                        details=details)
+
+    def firmware_notes(self, manifest, reader, symbol: str) -> tuple[list[str], int | None]:
+        """The NPU's memory figures from Vela's summary of the flashed graph; its SRAM use is the arena."""
+        options = backend_options(manifest.backend, manifest.backend_options, str(reader.bundle_dir))
+        body = next((b for b in (options.bodies or {}).values() if b.model == manifest.model_file), None)
+        if body is None:
+            return [], None
+        summary = read_summary(reader.read_text(body.vela_summary))
+        lines = [
+            f"/* {body.device_model}: compiled by Vela for {summary['accelerator_configuration']} ({summary['system_config']},",
+            f"   {summary['memory_mode']}); run it with TFLite Micro + the Ethos-U driver. */",
+            f"#define {symbol.upper()}_NPU_SRAM_KIB {float(summary['sram_memory_used']):.0f}u",
+            f"#define {symbol.upper()}_NPU_DRAM_KIB {float(summary['dram_memory_used']):.0f}u"]
+        return lines, int(float(summary["sram_memory_used"]) * 1024)
 
 
 def _vela_version() -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeslim.compress.artifacts import ModelArtifact, OpenVinoModel
+from edgeslim.compress.artifacts import ModelArtifact
 from edgeslim.errors import ExportError, TargetError
-from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
+from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, ExportContext, Target, copy_artifact
 
 DEVICE_PREFERENCE = ["NPU", "CPU"]
 
@@ -36,13 +36,11 @@ def check_static_shapes(xml: Path, shapes, device: str = "CPU") -> list[str]:
     return checked
 
 
-class IntelNpu:
+class IntelNpu(Target):
     name = "intel-npu"
     description = ("Intel Core Ultra NPU (NPU 3720, Meteor Lake): static-shape OpenVINO IR, NNCF int8 for the NPU; "
                    "checked on the CPU plugin, latency estimated")
-    backends = ("openvino",)
-    extras = ()
-    latency_kind = "estimated"
+    accepts = {"openvino": ("openvino",)}
     backend_options = {"openvino": {"device": DEVICE_PREFERENCE}}
     default_budget = Budget(p95_ms=20.0, max_size_mb=40.0, max_peak_rss_mb=1000.0, min_teacher_cosine=0.99,
                             min_stsb_spearman=81.0)
@@ -56,13 +54,12 @@ class IntelNpu:
                              memory_bandwidth_gbs=119.0, ram_mb=16384, source="datasheet",
                              notes="11 TOPS int8 peak; float runs as fp16; shapes must be static")
 
-    def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles:
-        if backend not in self.backends:
-            raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.backends)}")
-        if not isinstance(artifact, OpenVinoModel) or not artifact.static_shapes:
-            got = artifact.format if not isinstance(artifact, OpenVinoModel) else "dynamic-shape OpenVINO"
-            raise TargetError(f"target {self.name} needs a static-shape OpenVINO IR, the steps produced a {got} model; "
-                              "end the steps with openvino_static_shapes (after openvino_int8 or openvino_convert)")
+    def export(self, artifact: ModelArtifact, backend: str, ctx: ExportContext) -> BundleFiles:
+        self.check_artifact(artifact, backend)
+        bundle_dir = ctx.bundle_dir
+        if not artifact.static_shapes:
+            raise TargetError(f"target {self.name} needs a static-shape OpenVINO IR, the steps produced a dynamic-shape "
+                              "one; end the steps with openvino_static_shapes (after openvino_int8 or openvino_convert)")
         files = copy_artifact(artifact, bundle_dir)
         checked = check_static_shapes(bundle_dir / files.model_file, artifact.static_shapes, "CPU")
         import openvino as ov

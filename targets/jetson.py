@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.compress.artifacts import ModelArtifact, OnnxModel
+from edgeslim.compress.artifacts import ModelArtifact
 from edgeslim.errors import ExportError, MissingExtraError, TargetError
 from edgeslim.extras import install_hint
-from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile
+from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, ExportContext, Target
 
 PROVIDER_PREFERENCE = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 LINT_REPORT = "polygraphy_lint.json"
@@ -133,10 +133,9 @@ def _shape_arg(profiles: dict, key: str) -> str:
     return ",".join(f"{name}:{'x'.join(map(str, p[key]))}" for name, p in profiles.items())
 
 
-class Jetson:
-    backends = ("onnxruntime",)
+class Jetson(Target):
+    accepts = {"onnxruntime": ("onnx",)}
     extras = ("jetson",)
-    latency_kind = "estimated"
     backend_options = {"onnxruntime": {"providers": PROVIDER_PREFERENCE, "providers_policy": "first-available"}}
 
     def __init__(self, name: str, description: str, profile: DeviceProfile, budget: Budget, max_batch: int = 8):
@@ -146,18 +145,16 @@ class Jetson:
     def profile(self) -> DeviceProfile:
         return self._profile
 
-    def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles:
+    def export(self, artifact: ModelArtifact, backend: str, ctx: ExportContext) -> BundleFiles:
         import onnx
 
-        if backend not in self.backends:
-            raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.backends)}")
-        if not isinstance(artifact, OnnxModel):
-            raise TargetError(f"target {self.name} takes an ONNX model, the steps produced {artifact.format}")
+        self.check_artifact(artifact, backend)
+        bundle_dir = ctx.bundle_dir
         model_path = bundle_dir / "model.onnx"
         record = sanitize(artifact.path, model_path)
         graph = onnx.load(str(model_path), load_external_data=False).graph
         names = [i.name for i in graph.input]
-        seq = _static_or(graph.input[0], 1, _tokenizer_max_length(bundle_dir, 128))
+        seq = _static_or(graph.input[0], 1, ctx.max_seq_length or 128)
         profiles = shape_profiles(names, self.max_batch, seq, seq)
         lint = polygraphy_lint(model_path, seq, bundle_dir / LINT_REPORT)
         precision = "--fp16 --int8" if record["quantize_linear_nodes"] else ("--fp16" if record["precision"] == "fp16" else "")
@@ -170,15 +167,6 @@ class Jetson:
                            backend_options={"shape_profiles": profiles, "tensorrt_precision": record["precision"],
                                             "graph": record, "lint": lint,
                                             "tensorrt_on_this_machine": _tensorrt_here()})
-
-
-def _tokenizer_max_length(bundle_dir: Path, default: int) -> int:
-    """The bundle's max sequence length, from its tokenizer's truncation (written before export)."""
-    try:
-        truncation = json.loads((bundle_dir / "tokenizer.json").read_text()).get("truncation") or {}
-    except (OSError, ValueError):
-        return default
-    return int(truncation.get("max_length") or default)
 
 
 def _static_or(value_info, axis: int, default: int) -> int:

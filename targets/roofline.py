@@ -1,5 +1,6 @@
-"""Latency estimates for devices this machine is not: a roofline of the model's MAC count and
-the bytes it must read, against a device profile's peak MAC/s and memory bandwidth.
+"""Latency estimates for devices this machine is not: a roofline of the model's MAC count (its
+family counts them: `ModelFamily.macs`) and the bytes it must read, against a device profile's
+peak MAC/s and memory bandwidth.
 
     estimate = max(MACs / (peak MAC/s per core x threads), weight bytes / bandwidth)
 
@@ -14,9 +15,6 @@ from dataclasses import dataclass
 
 from edgeslim.targets.base import DeviceProfile
 
-INT8_STEPS = frozenset({"int8_dynamic", "int8_static", "openvino_int8", "litert_int8_dynamic"})
-
-
 @dataclass(frozen=True)
 class Estimate:
     ms: float
@@ -30,18 +28,6 @@ class Estimate:
         return (f"estimated: roofline on {profile.name} ({threads} thread(s)), {self.macs / 1e9:.2f} GMAC, "
                 f"{self.weight_bytes / 1e6:.1f} MB weights, {self.precision} peak, {self.bound}-bound, "
                 "no kernel-efficiency factor")
-
-
-def encoder_macs(torch_model, seq_len: int, batch: int = 1) -> float:
-    """MACs of one forward pass, counted from the model's own layers (so pruned and distilled
-    students count right): every Linear applied to each token, plus the two attention matmuls."""
-    import torch
-
-    linear = sum(m.in_features * m.out_features for m in torch_model.bert.encoder.modules()
-                 if isinstance(m, torch.nn.Linear))
-    attention = sum(2 * seq_len * seq_len * layer.attention.self.all_head_size
-                    for layer in torch_model.bert.encoder.layer)
-    return float(batch * (seq_len * linear + attention))
 
 
 def estimate_latency(profile: DeviceProfile, macs: float, weight_bytes: int, int8: bool, threads: int) -> Estimate:

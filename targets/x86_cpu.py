@@ -7,9 +7,7 @@ import platform
 from functools import lru_cache
 from pathlib import Path
 
-from edgeslim.errors import TargetError
-from edgeslim.compress.artifacts import ModelArtifact, OnnxModel, OpenVinoModel, StaticTable
-from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, copy_artifact
+from edgeslim.targets.base import Budget, DeviceProfile, Target
 
 # ISA flags that decide which int8/bf16 kernels the backends pick.
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
@@ -58,12 +56,12 @@ def read_host_profile() -> DeviceProfile:
     )
 
 
-class X86Cpu:
+class X86Cpu(Target):
     name = "x86-cpu"
     description = "x86-64 CPU (the host): ONNX Runtime, OpenVINO or a static table, latency measured here"
-    backends = ("onnxruntime", "openvino", "static")
-    extras = ()
+    accepts = {"onnxruntime": ("onnx",), "openvino": ("openvino",), "static": ("static",)}
     latency_kind = "measured"
+    default_variant = "ort-int8-dynamic"
     backend_options = {
         # ORT 1.32's fused SkipLayerNormalization kernel is slower than Add + LayerNormalization
         # on the AVX-512 Xeon this was measured on (MiniLM int8 dynamic, 1 thread: 12.0 -> 10.2 ms).
@@ -82,17 +80,6 @@ class X86Cpu:
 
     def profile(self) -> DeviceProfile:
         return read_host_profile()
-
-    def export(self, artifact: ModelArtifact, backend: str, bundle_dir: Path) -> BundleFiles:
-        wanted = {"onnxruntime": OnnxModel, "openvino": OpenVinoModel, "static": StaticTable}
-        if backend not in wanted:
-            raise TargetError(f"target {self.name} has no backend {backend!r}; allowed: {', '.join(self.backends)}")
-        if not isinstance(artifact, wanted[backend]):
-            raise TargetError(
-                f"backend {backend} runs {wanted[backend].format} models, but the steps produced a "
-                f"{artifact.format} model; add an openvino_convert or openvino_int8 step, or pick the other backend"
-            )
-        return copy_artifact(artifact, bundle_dir)
 
 
 TARGET = X86Cpu()

@@ -70,7 +70,7 @@ needs_stsb = pytest.mark.skipif(
 
 TINY_RECIPE = """
 name: tiny
-model: {source: tiny-random-bert, max_seq_length: 64}
+model: {source: tiny-random, family: bert, max_seq_length: 64}
 data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 200, stsb_split: null}
 benchmark: {warmup: 3, min_runs: 20}
 targets:
@@ -154,7 +154,7 @@ def tiny_model():
     from edgeslim.models import load_encoder
     from edgeslim.recipe import ModelSpec
 
-    return load_encoder(ModelSpec(source="tiny-random-bert", max_seq_length=64))
+    return load_encoder(ModelSpec(source="tiny-random", family="bert", max_seq_length=64))
 
 
 @pytest.fixture(scope="session")
@@ -191,7 +191,7 @@ def real_run(tmp_path_factory):
 
 ETHOS_RECIPE = """
 name: tiny-ethos
-model: {source: tiny-random-bert, max_seq_length: 64}
+model: {source: tiny-random, family: bert, max_seq_length: 64}
 data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
 benchmark: {warmup: 2, min_runs: 10}
 targets:
@@ -215,7 +215,7 @@ def ethos_run(tmp_path_factory):
 
 NPU_JETSON_RECIPE = """
 name: tiny-npu-jetson
-model: {source: tiny-random-bert, max_seq_length: 64}
+model: {source: tiny-random, family: bert, max_seq_length: 64}
 data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
 benchmark: {warmup: 2, min_runs: 10}
 targets:
@@ -247,7 +247,7 @@ def npu_jetson_run(tmp_path_factory):
 
 ARM_RECIPE = """
 name: tiny-arm
-model: {source: tiny-random-bert, max_seq_length: 64}
+model: {source: tiny-random, family: bert, max_seq_length: 64}
 data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
 benchmark: {warmup: 2, min_runs: 10}
 targets:
@@ -268,7 +268,7 @@ def arm_run(tmp_path_factory):
 
 STATIC_RECIPE = """
 name: tiny-static
-model: {source: tiny-random-bert, max_seq_length: 64}
+model: {source: tiny-random, family: bert, max_seq_length: 64}
 data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
 benchmark: {warmup: 2, min_runs: 10, real_length_batches: [1]}
 targets:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from edgeslim.calibration_data import load_corpus
-from edgeslim.compress import LiteRtConvertConfig, LiteRtInt8DynamicConfig, StepContext, apply_step
+from edgeslim.compress import TorchModel, LiteRtConvertConfig, LiteRtInt8DynamicConfig, StepContext, apply_step
 from edgeslim.runtime import load
 from edgeslim.targets import get_target
-from edgeslim.targets.roofline import encoder_macs, estimate_latency
+from edgeslim.targets.roofline import estimate_latency
 from conftest import compile_firmware_check, encode_in_fresh_process
 
 def test_arm_run_labels_latency_estimated_and_measures_accuracy(arm_run):
@@ -57,8 +57,8 @@ def test_litert_rejects_sequences_longer_than_the_graph(arm_run):
 
 def test_litert_steps_produce_int8_weights(tiny_model, tmp_path):
     texts = load_corpus("wordnet-calibration").texts
-    ctx = StepContext(tmp_path, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None, torch_model=tiny_model)
-    fp32, record = apply_step(None, LiteRtConvertConfig(parity_samples=4), ctx)
+    ctx = StepContext(tmp_path, texts, tiny_model, log=lambda _: None)
+    fp32, record = apply_step(TorchModel(tiny_model), LiteRtConvertConfig(parity_samples=4), ctx)
     assert record["parity_min_cosine"] > 0.9999 and record["input_dtype"] == "int32"
     int8, record = apply_step(fp32, LiteRtInt8DynamicConfig(), ctx)
     assert record["size_mb_after"] < record["size_mb_before"]
@@ -76,10 +76,10 @@ def test_roofline_is_compute_bound_for_minilm_shapes_and_scales_with_threads():
 
 
 def test_mac_count_matches_the_closed_form(tiny_model):
-    cfg = tiny_model.bert.config
+    cfg = tiny_model.module.config
     s, h, f, layers = 16, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     expected = layers * (s * (4 * h * h + 2 * h * f) + 2 * s * s * h)
-    assert encoder_macs(tiny_model, s) == expected
+    assert tiny_model.family.macs(tiny_model.module, s) == expected
 
 
 def test_litert_runtime_imports_no_heavy_framework(arm_run):

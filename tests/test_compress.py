@@ -1,3 +1,4 @@
+import dataclasses
 import numpy as np
 import onnx
 import pytest
@@ -20,8 +21,7 @@ def exported(tiny_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     texts = load_corpus("wordnet-calibration").texts
     artifact, record = export_onnx(tiny_model, folder / "model.onnx", texts[:16])
-    ctx = StepContext(workdir=folder, calibration_texts=texts, tokenize=tiny_model.tokenize, max_seq_length=64,
-                      pooling="mean", normalize=True, log=lambda _: None)
+    ctx = StepContext(workdir=folder, calibration_texts=texts, reader=tiny_model, log=lambda _: None)
     return artifact, record, ctx
 
 
@@ -78,7 +78,7 @@ def test_int8_static_is_u8s8_qdq(exported):
 
 def test_too_little_calibration_data_is_a_step_error(exported):
     artifact, _, ctx = exported
-    small = StepContext(**{**ctx.__dict__, "calibration_texts": ctx.calibration_texts[:20]})
+    small = dataclasses.replace(ctx, calibration_texts=ctx.calibration_texts[:20])
     with pytest.raises(StepError, match="needs 192 calibration sentences"):
         apply_step(artifact, Int8StaticConfig(), small)
 
@@ -104,6 +104,6 @@ def test_additive_mask_is_finite(tiny_model):
     ids, mask = tiny_model.tokenize(["a b c d e f", "a"])
     with torch.inference_mode():
         wrapped = tiny_model.exportable()(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        plain = tiny_model.bert(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        plain = tiny_model.module(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
     real = mask.astype(bool)
     assert np.abs(wrapped[real] - plain.last_hidden_state.numpy()[real]).max() < 1e-5

@@ -14,7 +14,7 @@ from edgeslim.calibration_data import load_corpus
 from edgeslim.compress.configs import DistillConfig
 from edgeslim.compress.distill import distill, distributed_worker
 
-TINY = {"source": "tiny-random-bert", "max_seq_length": 64}
+TINY = {"source": "tiny-random", "family": "bert", "max_seq_length": 64}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def strong_teacher(tiny_model):
 
     teacher = copy.deepcopy(tiny_model)
     with torch.no_grad():
-        for name, param in teacher.bert.encoder.named_parameters():
+        for name, param in teacher.module.encoder.named_parameters():
             if name.endswith("weight") and "LayerNorm" not in name:
                 param.mul_(8)
     teacher.weights_sha256 = "tiny-random-bert-scaled-x8"
@@ -47,7 +47,7 @@ def test_distilling_a_one_layer_student_moves_it_towards_the_teacher(strong_teac
     untrained, _ = distill(strong_teacher, cfg.model_copy(update={"epochs": 0.001}), texts, tmp_path / "a",
                            log=lambda _: None, progress=False)
     student, record = distill(strong_teacher, cfg, texts, tmp_path / "b", log=lambda _: None, progress=False)
-    assert record["layers"] == 1 and len(student.bert.encoder.layer) == 1
+    assert record["layers"] == 1 and len(student.module.encoder.layer) == 1
     assert record["steps"] == 4 * (256 // 16) and record["resumed_from_step"] is None
     before = _cosine_to_teacher(untrained, strong_teacher, held_out)
     after = _cosine_to_teacher(student, strong_teacher, held_out)
@@ -114,7 +114,7 @@ def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(tiny_model, t
     # The lost work is what ran after the last checkpoint: under checkpoint_every steps by construction.
     assert record["steps"] == 960
     straight, _ = distill(tiny_model, cfg, texts, tmp_path / "straight", log=lambda _: None, progress=False)
-    for (name, a), b in zip(resumed.bert.state_dict().items(), straight.bert.state_dict().values()):
+    for (name, a), b in zip(resumed.module.state_dict().items(), straight.module.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
 
 
@@ -137,5 +137,5 @@ def test_two_process_gloo_matches_one_process(tiny_model, texts, tmp_path):
     assert ddp["record"]["processes"] == 2
     single, record = distill(tiny_model, cfg, texts, tmp_path / "single", log=lambda _: None, progress=False)
     assert record["steps"] == ddp["record"]["steps"] == 16
-    for name, tensor in single.bert.state_dict().items():
+    for name, tensor in single.module.state_dict().items():
         torch.testing.assert_close(ddp["state_dict"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)

@@ -6,6 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from edgeslim.targets.base import ExportContext
+
 from edgeslim.runtime import load
 from conftest import compile_firmware_check, encode_in_fresh_process
 
@@ -43,7 +45,7 @@ def test_prelude_matches_the_models_embedding_block(tiny_model):
     from edgeslim.compress.npu_body import _prelude_tables
     from edgeslim.runtime.prelude import embed_tokens
 
-    encoder = tiny_model.exportable().eval()
+    encoder = tiny_model.exportable().model
     tables = _prelude_tables(encoder, "float32")
     ids, mask = tiny_model.tokenize(["the prelude runs on the cpu", "short"])
     hidden, additive = embed_tokens(tables, ids, mask)
@@ -59,7 +61,7 @@ def test_npu_rewrites_keep_the_float_body(tiny_model):
 
     from edgeslim.compress.npu_body import _npu_body
 
-    rewritten, original = _npu_body(tiny_model.exportable().eval())
+    rewritten, original = _npu_body(tiny_model.exportable().model)
     hidden = torch.randn(2, 16, tiny_model.hidden_size)
     mask = torch.zeros(2, 1, 1, 16)
     with torch.no_grad():
@@ -85,10 +87,10 @@ def test_ethos_target_refuses_a_model_that_is_not_an_integer_body(tmp_path):
     from edgeslim.errors import TargetError
     from edgeslim.targets import get_target
 
-    with pytest.raises(TargetError, match="add an npu_body_quantize step"):
-        get_target("ethos-u55-128").export(OnnxModel(tmp_path / "model.onnx"), "litert-body", tmp_path)
+    with pytest.raises(TargetError, match="add one of npu_body_quantize"):
+        get_target("ethos-u55-128").export(OnnxModel(tmp_path / "model.onnx"), "litert-body", ExportContext(tmp_path, 64, 32))
     with pytest.raises(TargetError, match="allowed: litert-body"):
-        get_target("ethos-u55-128").export(OnnxModel(tmp_path / "model.onnx"), "onnxruntime", tmp_path)
+        get_target("ethos-u55-128").export(OnnxModel(tmp_path / "model.onnx"), "onnxruntime", ExportContext(tmp_path, 64, 32))
 
 
 def test_ethos_firmware_export_flashes_the_vela_graph(ethos_run, tmp_path):

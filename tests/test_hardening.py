@@ -67,11 +67,11 @@ def test_run_refuses_a_non_empty_out_folder_and_keeps_it(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    recipe = write_recipe(tmp_path, "name: r\nmodel: {source: tiny-random-bert}\ntargets:\n  - target: x86-cpu\n"
+    recipe = write_recipe(tmp_path, "name: r\nmodel: {source: tiny-random, family: bert}\ntargets:\n  - target: x86-cpu\n"
                                     "    variants: [{name: a, backend: onnxruntime}]\n")
     assert _cli("run", recipe, "--out", out) == 2
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
-    search = write_recipe(tmp_path, "name: s\nmodel: {source: tiny-random-bert}\nsearch:\n  layers: [all]\n",
+    search = write_recipe(tmp_path, "name: s\nmodel: {source: tiny-random, family: bert}\nsearch:\n  layers: [all]\n",
                           "search.yaml")
     assert _cli("search", search, "--out", out) == 2
     assert [p.name for p in out.iterdir()] == ["precious.txt"]

@@ -20,7 +20,7 @@ from conftest import write_recipe
 
 KILL_RECIPE = """
 name: kill
-model: {source: tiny-random-bert, max_seq_length: 64}
+model: {source: tiny-random, family: bert, max_seq_length: 64}
 data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 50, stsb_split: null}
 benchmark: {warmup: 1, min_runs: 5, real_length_sentences: 32, real_length_batches: [1]}
 targets:

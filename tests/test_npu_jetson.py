@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from edgeslim.targets.base import ExportContext
+
 from edgeslim.errors import BackendError, ExportError, StepError
 from edgeslim.runtime import load
 
@@ -57,7 +59,7 @@ def test_openvino_device_preference_names_what_is_available(npu_jetson_run):
 def test_static_shapes_step_rejects_lengths_over_the_model(tiny_model, tmp_path):
     from edgeslim.compress import OpenVinoModel, OpenVinoStaticShapesConfig, StepContext, apply_step
 
-    ctx = StepContext(tmp_path, (), tiny_model.tokenize, 64, "mean", True, log=lambda _: None)
+    ctx = StepContext(tmp_path, (), tiny_model, log=lambda _: None)
     with pytest.raises(StepError, match=r"seq_lengths \[128\] exceed the model's max_seq_length 64"):
         apply_step(OpenVinoModel(tmp_path / "m.xml"), OpenVinoStaticShapesConfig(seq_lengths=(32, 128)), ctx)
 
@@ -93,13 +95,13 @@ def test_jetson_refuses_asymmetric_int8(tiny_model, tmp_path):
 
     texts = load_corpus("wordnet-calibration").texts
     onnx_model, _ = export_onnx(tiny_model, tmp_path / "model.onnx", texts[:8])
-    ctx = StepContext(tmp_path, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None)
+    ctx = StepContext(tmp_path, texts, tiny_model, log=lambda _: None)
     uint8, _ = apply_step(onnx_model, Int8StaticConfig(calibration_samples=16, sensitivity_samples=16,
                                                        cosine_floor=0.5), ctx)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     with pytest.raises(ExportError, match="symmetric int8 Q/DQ only"):
-        get_target("jetson-orin-nano").export(uint8, "onnxruntime", bundle)
+        get_target("jetson-orin-nano").export(uint8, "onnxruntime", ExportContext(bundle, 64, 32))
 
 
 def test_bench_measures_a_bundle_with_the_runtime_only(npu_jetson_run, tmp_path, capsys):

@@ -138,7 +138,7 @@ def test_distilled_variant_records_its_student_and_data_disjointness(tiny_run):
 
 SEARCH_RECIPE = """
 name: tiny-search
-model: {source: tiny-random-bert, max_seq_length: 64}
+model: {source: tiny-random, family: bert, max_seq_length: 64}
 data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
 benchmark: {warmup: 2, min_runs: 10}
 search:

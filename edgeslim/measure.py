@@ -1,0 +1,117 @@
+"""Measuring: each model in its own worker process (latency at the budget's operating point,
+real-length latency, peak RSS, embeddings), the speedup over the teacher from interleaved
+rounds on the same pinned core, the target's estimate where the host is not the device, and one
+immutable Result with its budget verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeslim.benchmarks.budget import check
+from edgeslim.benchmarks.harness import LATENCY_WHAT, stsb_spearman, teacher_agreement, where_measured
+from edgeslim.benchmarks.report import Accuracy, Latency, RealLengthLatency, Result, SpeedupSpread
+from edgeslim.benchmarks.worker import run_worker
+from edgeslim.evaldata import EvalData
+from edgeslim.targets.base import Budget, EstimateInput
+
+TEACHER_BACKEND = "torch"
+
+
+class Measurer:
+    def __init__(self, recipe, data: EvalData, real_texts: list[str], real_texts_from: str, log=print):
+        self.recipe, self.data, self.log = recipe, data, log
+        self.real_texts, self.real_texts_from = real_texts, real_texts_from
+        self.teacher_embeddings: np.ndarray | None = None
+
+    def _worker(self, spec: dict, budget: Budget, ids: list[int], on_device: bool = True):
+        """Measure in a fresh process. on_device=False (estimated targets): this host is not the
+        device, so its timings are not reported; a few runs only, for the peak RSS."""
+        bench = self.recipe.benchmark
+        timing = (bench.warmup, bench.min_runs, bench.min_seconds) if on_device else (1, 3, 0.0)
+        return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "input_ids": ids,
+                           "warmup": timing[0], "min_runs": timing[1], "min_seconds": timing[2],
+                           "real_batches": list(bench.real_length_batches) if on_device else [],
+                           "real_texts": self.real_texts}, self.data.texts)
+
+    def _accuracy(self, embeddings: np.ndarray) -> Accuracy:
+        data = self.data
+        by_text = dict(zip(data.texts, embeddings))
+        agreement = np.stack([by_text[t] for t in data.agreement_texts])
+        cos_mean, cos_min = teacher_agreement(self.teacher_embeddings, agreement)
+        return Accuracy(
+            teacher_cosine_mean=round(cos_mean, 6), teacher_cosine_min=round(cos_min, 6),
+            eval_set=data.agreement.name, eval_sentences=len(data.agreement_texts),
+            disjoint_from_calibration=data.stsb_overlap == 0,  # agreement overlaps were removed
+            overlap_with_calibration=data.stsb_overlap,
+            stsb_spearman=None if data.stsb is None else round(stsb_spearman(by_text, data.stsb), 3),
+            stsb_split=None if data.stsb is None else data.stsb.split,
+        )
+
+    def _latency(self, measured: dict, budget: Budget, kind: str) -> tuple[Latency, list[RealLengthLatency]]:
+        real = [RealLengthLatency(**stats, threads=budget.threads, sentences_from=self.real_texts_from, kind=kind,
+                                  where=where_measured()) for stats in measured.get("latency_real", {}).values()]
+        return Latency(**measured["latency"], batch=budget.batch, seq_len=budget.seq_len, threads=budget.threads,
+                       kind=kind, where=where_measured(), what=LATENCY_WHAT), real
+
+    def teacher(self, teacher, budget: Budget, ids: list[int]) -> Result:
+        self.log(f"  teacher {teacher.name}: measuring PyTorch fp32 baseline (threads {budget.threads}, "
+                 f"batch {budget.batch}, {budget.seq_len} tokens)")
+        measured, embeddings = self._worker({"kind": "teacher", "model": self.recipe.model.model_dump(mode="json")},
+                                            budget, ids)
+        by_text = dict(zip(self.data.texts, embeddings))
+        self.teacher_embeddings = np.stack([by_text[t] for t in self.data.agreement_texts])
+        latency, real = self._latency(measured, budget, "measured")
+        return Result(name=f"{teacher.name} (PyTorch fp32)", target="host", backend=TEACHER_BACKEND, bundle=None,
+                      size_mb=round(teacher.parameters_mb(), 3), latency_ms=latency, latency_real_ms=real,
+                      peak_rss_mb=measured["peak_rss_mb"], accuracy=self._accuracy(embeddings),
+                      speedup_vs_baseline=None, providers=measured["providers"], steps=[])
+
+    def speedup(self, bundle_dir, budget: Budget, ids: list[int]) -> SpeedupSpread:
+        """Teacher and bundle in rounds (teacher, bundle, teacher, bundle...) in one process pinned
+        to one core: a drift of the host's speed hits both, and the per-round ratios show it."""
+        bench = self.recipe.benchmark
+        spec = {"kind": "interleaved", "model": self.recipe.model.model_dump(mode="json"), "path": str(bundle_dir),
+                "threads": budget.threads, "batch": budget.batch, "input_ids": ids, "warmup": bench.warmup,
+                "rounds": bench.speedup_rounds, "runs_per_round": bench.speedup_runs_per_round,
+                "real_batches": [], "real_texts": []}
+        measured, _ = run_worker(spec, [])
+        ratios = np.asarray(measured["ratios"])
+        q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+        return SpeedupSpread(median=round(float(median), 3), q1=round(float(q1), 3), q3=round(float(q3), 3),
+                             rounds=len(ratios), runs_per_round=bench.speedup_runs_per_round,
+                             teacher_p50_ms=round(float(np.median(measured["teacher_p50"])), 3),
+                             bundle_p50_ms=round(float(np.median(measured["bundle_p50"])), 3),
+                             cpu=measured["cpu"])
+
+    def bundle(self, built, planned, budget: Budget, ids: list[int], required: bool) -> Result:
+        target = planned.target
+        on_device = target.latency_kind == "measured"
+        measured, embeddings = self._worker({"kind": "bundle", "path": str(built.staging)}, budget, ids,
+                                            on_device=on_device)
+        size_mb = sum(p.stat().st_size for p in built.staging.rglob("*") if p.is_file()) / 1e6
+        latency, real = self._latency(measured, budget, target.latency_kind)
+        spread, device_estimate = None, None
+        if on_device:
+            spread = self.speedup(built.staging, budget, ids)
+        else:  # the target's estimate in place of a host timing: this machine is not the device
+            estimate = self._estimate(built, target, budget)
+            latency = Latency(p50=estimate.ms, p90=estimate.ms, p95=estimate.ms, p99=estimate.ms, batch=budget.batch,
+                              threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
+                              where=estimate.where, what=estimate.what)
+            real, device_estimate = [], estimate.details or None
+        result = Result(
+            name=planned.name, target=target.name, backend=planned.backend,
+            bundle=str(built.staging.parent / planned.name), size_mb=round(size_mb, 3), latency_ms=latency,
+            latency_real_ms=real, peak_rss_mb=measured["peak_rss_mb"], accuracy=self._accuracy(embeddings),
+            speedup_vs_baseline=spread.median if spread else None, speedup_spread=spread,
+            providers=measured["providers"], steps=list(built.records), device_estimate=device_estimate,
+            required=required,
+        )
+        return result.model_copy(update={"budget": check(result, budget)})
+
+    def _estimate(self, built, target, budget: Budget):
+        from edgeslim.runtime.bundle import read_manifest
+
+        macs = built.torch_model.family.macs(built.torch_model.module, budget.seq_len, budget.batch)
+        return target.estimate(EstimateInput(bundle_dir=built.staging, manifest=read_manifest(built.staging),
+                                             weight_files=built.weight_files(), macs=macs, int8=built.int8), budget)

@@ -1,0 +1,115 @@
+"""What the Hugging Face vision-transformer families share: pixel_values in, patch states out
+(CLS first), exported through their own forward with eager attention (no mask to keep finite)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from edgeslim.errors import RecipeError
+from edgeslim.models.base import InputSpec, ModelFamily, PruneSites
+
+# Hugging Face image-processor `resample` codes (PIL's) -> the manifest's interpolation names.
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def image_inputs(height: int, width: int) -> tuple[InputSpec, ...]:
+    return (InputSpec("pixel_values", "float32", ("batch", 3, height, width)),)
+
+
+def preprocessing_from_hf(folder: Path, image_size: int) -> dict:
+    """The manifest's image preprocessing from a folder's preprocessor_config.json (ViT:
+    resize to a square; DINOv2/BiT: resize the shortest edge, then center-crop)."""
+    path = folder / "preprocessor_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"{path}: an image model folder needs its preprocessor_config.json ({exc})") from None
+    size = config.get("size") or {}
+    spec = {"interpolation": _RESAMPLE.get(config.get("resample", 2), "bilinear"),
+            "rescale": float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0,
+            "mean": [float(v) for v in config.get("image_mean", [0.5] * 3)] if config.get("do_normalize", True)
+            else [0.0] * 3,
+            "std": [float(v) for v in config.get("image_std", [0.5] * 3)] if config.get("do_normalize", True)
+            else [1.0] * 3}
+    if "shortest_edge" in size:
+        crop = config.get("crop_size") or {"height": image_size, "width": image_size}
+        return {**spec, "resize_shortest_edge": int(size["shortest_edge"]),
+                "crop": [int(crop["height"]), int(crop["width"])] if config.get("do_center_crop", True) else None}
+    return {**spec, "resize": [int(size.get("height", image_size)), int(size.get("width", image_size))]}
+
+
+class HfImageFamily(ModelFamily):
+    modality = "image"
+    poolings = ("cls", "mean")
+
+    def image_size(self, module) -> int:
+        return int(module.config.image_size)
+
+    def inputs(self, module) -> tuple[InputSpec, ...]:
+        size = self.image_size(module)
+        return image_inputs(size, size)
+
+    def from_folder(self, folder: Path):
+        from transformers import AutoModel
+
+        try:
+            return AutoModel.from_pretrained(folder).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            raise RecipeError(f"model folder {folder}: transformers cannot load it as {self.name}: {exc}") from None
+
+    def preprocessing(self, module, folder: Path | None) -> dict:
+        size = self.image_size(module)
+        if folder is not None:
+            return preprocessing_from_hf(folder, size)
+        return {"resize": [size, size], "interpolation": "bilinear", "rescale": 1 / 255,
+                "mean": [0.5] * 3, "std": [0.5] * 3}
+
+    def hidden_states(self, module, pixel_values):
+        return module(pixel_values=pixel_values).last_hidden_state
+
+    def exportable(self, module):
+        import torch
+
+        class Whole(torch.nn.Module):
+            def __init__(self, model):
+                super().__init__()
+                model = copy.deepcopy(model)
+                model.config._attn_implementation = "eager"
+                self.model = model
+
+            def forward(self, pixel_values):
+                return self.model(pixel_values=pixel_values).last_hidden_state
+
+        return Whole(module).eval()
+
+    def blocks(self, module):
+        return module.encoder.layer
+
+    def _set_blocks(self, module, blocks) -> None:
+        module.encoder.layer = blocks
+
+    def macs(self, module, positions: int, batch: int = 1) -> float:
+        # A ViT's positions are its patches plus CLS, whatever the text budget's seq_len says.
+        size, patch = self.image_size(module), int(module.config.patch_size)
+        patches = (size // patch) ** 2 + 1
+        return super().macs(module, patches, batch) + batch * patches * 3 * patch * patch * self.hidden_size(module)
+
+    def attention_sites(self, block):
+        attention = block.attention.attention
+        return attention.query, attention.key, attention.value, block.attention.output.dense, attention.attention_head_size
+
+    def prune_sites(self, block) -> PruneSites:
+        query, key, value, out, head_size = self.attention_sites(block)
+        ffn_in, ffn_out = self.ffn_sites(block)
+        return PruneSites(query, key, value, out, ffn_in, ffn_out, head_size)
+
+    def ffn_sites(self, block):
+        raise NotImplementedError
+
+    def prune_example(self, module) -> dict:
+        import torch
+
+        size = self.image_size(module)
+        return {"pixel_values": torch.zeros(2, 3, size, size)}

@@ -1,0 +1,123 @@
+"""A recipe's plan: for every variant, the chain of steps that turns the teacher into what the
+target's backend runs, checked before any model loads.
+
+    plan = plan_recipe(recipe)        # PlanError naming the variant, the step and what fits
+    for variant in plan.variants: print(variant.chain())
+
+The checks use only what steps, families and targets declare (`consumes`/`produces`,
+`parts_needed`, `modalities`, `accepts`): no step or target names here. Where a PyTorch model
+must become ONNX the plan inserts an `export_onnx` step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeslim.compress.configs import STEPS, ExportOnnxConfig, StepBase
+from edgeslim.errors import RecipeError
+
+
+class PlanError(RecipeError):
+    """A recipe whose steps cannot produce what its target runs, or that asks a model for surgery it
+    does not support."""
+
+
+@dataclass(frozen=True)
+class PlannedVariant:
+    target: object  # targets.base.Target
+    variant: object  # recipe.VariantSpec
+    steps: tuple[StepBase, ...]  # the variant's steps with the inserted exports
+    final_kind: str
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
+
+    @property
+    def backend(self) -> str:
+        return self.variant.backend
+
+    def chain(self) -> list[str]:
+        return [step.step for step in self.steps]
+
+    def extras(self) -> set[str]:
+        return {step.extra for step in self.steps} | set(self.target.extras)
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: object  # models.sources.SourceInfo
+    variants: tuple[PlannedVariant, ...]
+
+    def extras(self) -> tuple[str, ...]:
+        needed = {"compress"} if self.source.artifact == "torch" else set()
+        for variant in self.variants:
+            needed |= variant.extras()
+        return tuple(sorted(needed))
+
+
+def _producers(kind: str) -> list[str]:
+    return sorted(name for name, cls in STEPS.items() if cls.produces == kind and cls.consumes != kind)
+
+
+def plan_variant(source, target, variant) -> PlannedVariant:
+    where = f"target {target.name}, variant {variant.name!r}"
+    if source.modality not in target.modalities:
+        raise PlanError(f"{where}: target {target.name} takes {'/'.join(target.modalities)} models; the teacher is "
+                        f"a {source.modality} model")
+    if variant.backend not in target.accepts:
+        raise PlanError(f"{where}: target {target.name} has no backend {variant.backend!r}; allowed: "
+                        f"{', '.join(target.accepts)}")
+    kind, steps = source.artifact, []
+
+    def convert(wanted: str, for_what: str) -> None:
+        nonlocal kind
+        if kind == wanted:
+            return
+        if kind == ExportOnnxConfig.consumes and wanted == ExportOnnxConfig.produces:
+            steps.append(ExportOnnxConfig())
+            kind = wanted
+            return
+        after = f"after {steps[-1].step}" if steps else "the teacher"
+        hint = _producers(wanted)
+        raise PlanError(f"{where}: {for_what} needs a {wanted} model, but {after} is a {kind} model"
+                        + (f"; steps that make a {wanted} model: {', '.join(hint)}" if hint else "")
+                        + (" (PyTorch steps come before export steps)" if wanted == "torch" else ""))
+
+    for cfg in variant.steps:
+        if source.modality not in cfg.modalities:
+            raise PlanError(f"{where}: step {cfg.step} works on {'/'.join(cfg.modalities)} models; the teacher is "
+                            f"a {source.modality} model")
+        for part in sorted(cfg.parts_needed()):
+            refusal = source.refusal(part)
+            if refusal:
+                raise PlanError(f"{where}: step {cfg.step}: {refusal}")
+        convert(cfg.consumes, f"step {cfg.step}")
+        steps.append(cfg)
+        kind = cfg.produces
+    accepted = target.accepts[variant.backend]
+    if kind not in accepted:
+        for wanted in accepted:
+            try:
+                convert(wanted, f"backend {variant.backend}")
+                break
+            except PlanError:
+                continue
+        else:
+            hint = sorted({p for wanted in accepted for p in _producers(wanted)})
+            raise PlanError(f"{where}: backend {variant.backend} runs {' or '.join(accepted)} models, but the steps "
+                            f"end with a {kind} model" + (f"; add one of: {', '.join(hint)}" if hint else ""))
+    return PlannedVariant(target=target, variant=variant, steps=tuple(steps), final_kind=kind)
+
+
+def plan_recipe(recipe, source=None) -> Plan:
+    """The plan of a recipe's targets (or, without targets, its search grid). `source`: the
+    teacher's SourceInfo when already known (else read from the recipe's model, cheaply)."""
+    from edgeslim.models.sources import describe
+    from edgeslim.targets import get_target
+
+    source = source or describe(recipe.model)
+    specs = recipe.targets or recipe.for_search().targets
+    variants = tuple(plan_variant(source, get_target(spec.target), variant)
+                     for spec in specs for variant in spec.variants)
+    return Plan(source=source, variants=variants)
