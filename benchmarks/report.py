@@ -37,7 +37,7 @@ class _Timing(_Model):
 
 
 class Latency(_Timing):
-    seq_len: int
+    seq_len: int | None  # text: tokens per row; images: None (the model's input size)
     what: str | None = None  # what one timed run covers
 
 
@@ -49,6 +49,19 @@ class RealLengthLatency(_Timing):
     sentences_from: str
 
 
+class ProbeAccuracy(_Model):
+    """A labelled task scored on the embeddings: kNN top-1 and a linear probe, train -> test."""
+
+    train: str
+    test: str
+    train_items: int
+    test_items: int
+    knn_k: int
+    knn_top1: float  # x100
+    linear_probe_top1: float  # x100; ridge regression on one-hot labels, closed form
+    test_disjoint_from_calibration: bool
+
+
 class Accuracy(_Model):
     teacher_cosine_mean: float
     teacher_cosine_min: float
@@ -58,6 +71,7 @@ class Accuracy(_Model):
     overlap_with_calibration: int
     stsb_spearman: float | None  # x100; null when the STS-B data is not present
     stsb_split: str | None = None
+    probe: ProbeAccuracy | None = None
 
 
 class SpeedupSpread(_Model):
@@ -155,13 +169,16 @@ def table_rows(report: Report) -> list[list[str]]:
         rows.append([
             r.name, r.target, r.backend, _fmt(r.latency_ms.p50), _fmt(r.latency_ms.p95), r.latency_ms.kind,
             _fmt(r.size_mb, 1), _fmt(r.peak_rss_mb, 0), _fmt(r.accuracy.teacher_cosine_mean, 4),
-            _fmt(r.accuracy.stsb_spearman), _speedup_text(r), verdict_text(r),
+            _fmt(r.accuracy.stsb_spearman),
+            _fmt(r.accuracy.probe.knn_top1, 1) if r.accuracy.probe else "n/a",
+            _fmt(r.accuracy.probe.linear_probe_top1, 1) if r.accuracy.probe else "n/a",
+            _speedup_text(r), verdict_text(r),
         ])
     return rows
 
 
 TABLE_HEADER = ["variant", "target", "backend", "p50 ms", "p95 ms", "latency", "size MB", "RSS MB",
-                "cos teacher", "STS-B", "speedup", "verdict"]
+                "cos teacher", "STS-B", "kNN top-1", "probe top-1", "speedup", "verdict"]
 
 
 def render_markdown(report: Report) -> str:

@@ -17,7 +17,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,15 +27,29 @@ from edgeslim.benchmarks.harness import measure_latency, peak_rss_mb
 from edgeslim.errors import EdgeslimError
 
 
-def _open(spec: dict, kind: str | None = None):
-    """-> (embed_tokens(ids, mask), embed(texts), tokenize(texts), providers)"""
+@dataclass
+class Opened:
+    """One model, whatever it is: `forward(*feeds)` -> pooled embeddings, `embed(items)`."""
+
+    forward: Callable
+    embed: Callable
+    providers: list[str]
+    tokenize: Callable | None = None  # text: for real-length batches
+    preprocess: Callable | None = None  # images: items -> pixel values
+
+
+def _open(spec: dict, kind: str | None = None) -> Opened:
     if (kind or spec["kind"]) == "bundle":
         from edgeslim.runtime import load
+        from edgeslim.runtime.image import preprocess
         from edgeslim.runtime.text import tokenize
 
         encoder = load(spec["path"], threads=spec["threads"])
-        return (encoder.embed_tokens, lambda texts: encoder.encode(texts, batch_size=32),
-                lambda texts: tokenize(encoder.tokenizer, texts), encoder.providers)
+        if encoder.modality == "image":
+            return Opened(encoder.embed_pixels, lambda items: encoder.encode_images(items, batch_size=32),
+                          encoder.providers, preprocess=lambda items: preprocess(items, encoder.manifest.preprocessing))
+        return Opened(encoder.embed_tokens, lambda items: encoder.encode(items, batch_size=32), encoder.providers,
+                      tokenize=lambda texts: tokenize(encoder.tokenizer, texts))
     import torch
 
     from edgeslim.models import load_encoder
@@ -41,8 +57,21 @@ def _open(spec: dict, kind: str | None = None):
 
     torch.set_num_threads(spec["threads"])
     model = load_encoder(ModelSpec(**spec["model"]))
-    return (model.embed_tokens, lambda texts: model.embed(texts, batch_size=32), model.tokenize,
-            [f"torch {torch.__version__} CPU"])
+    providers = ([f"torch {torch.__version__} CPU"] if model.family is not None
+                 else ["onnxruntime CPUExecutionProvider (fp32 reference)"])
+    if model.modality == "image":
+        return Opened(model.embed_pixels, lambda items: model.embed_images(items, batch_size=32), providers,
+                      preprocess=model.pixel_values)
+    return Opened(model.embed_tokens, lambda items: model.embed(items, batch_size=32), providers,
+                  tokenize=model.tokenize)
+
+
+def _latency_feeds(opened: Opened, spec: dict) -> tuple:
+    """The budget's operating point: a row of real tokens, or one real image, repeated `batch` times."""
+    if spec.get("image") is not None:
+        return (np.repeat(opened.preprocess([spec["image"]]), spec["batch"], axis=0),)
+    ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
+    return ids, np.ones_like(ids)
 
 
 def _pin(threads: int) -> list[int]:
@@ -56,17 +85,17 @@ def _pin(threads: int) -> list[int]:
 
 def _interleaved(spec: dict) -> dict:
     cores = _pin(spec["threads"])
-    teacher, bundle = _open(spec, "teacher")[0], _open(spec, "bundle")[0]
-    ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
-    mask = np.ones_like(ids)
+    teacher, bundle = _open(spec, "teacher"), _open(spec, "bundle")
+    teacher_feeds = _latency_feeds(teacher, {**spec, "input_ids": None, "image": None, **spec["teacher_input"]})
+    bundle_feeds = _latency_feeds(bundle, spec)
     runs = spec["runs_per_round"]
     teacher_p50, bundle_p50 = [], []
-    for model in (teacher, bundle):
+    for model, feeds in ((teacher, teacher_feeds), (bundle, bundle_feeds)):
         for _ in range(spec["warmup"]):
-            model(ids, mask)
+            model.forward(*feeds)
     for _ in range(spec["rounds"]):
-        teacher_p50.append(measure_latency(lambda: teacher(ids, mask), 1, runs)["p50"])
-        bundle_p50.append(measure_latency(lambda: bundle(ids, mask), 1, runs)["p50"])
+        teacher_p50.append(measure_latency(lambda: teacher.forward(*teacher_feeds), 1, runs)["p50"])
+        bundle_p50.append(measure_latency(lambda: bundle.forward(*bundle_feeds), 1, runs)["p50"])
     return {"teacher_p50": teacher_p50, "bundle_p50": bundle_p50,
             "ratios": [t / b for t, b in zip(teacher_p50, bundle_p50)],
             "cpu": cores[0] if len(cores) == 1 else None, "latency": {}, "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -84,25 +113,25 @@ def main(spec_path: str, result_path: str) -> None:
     if spec["kind"] == "interleaved":
         np.save(spec["embeddings"], np.zeros((0, 0), np.float32))
         return _write(_interleaved(spec), result_path)
-    embed_tokens, embed, tokenize, providers = _open(spec)
-    ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
-    mask = np.ones_like(ids)
-    latency = measure_latency(lambda: embed_tokens(ids, mask), spec["warmup"], spec["min_runs"], spec["min_seconds"])
+    opened = _open(spec)
+    feeds = _latency_feeds(opened, spec)
+    latency = measure_latency(lambda: opened.forward(*feeds), spec["warmup"], spec["min_runs"], spec["min_seconds"])
     # Peak RSS at the budget's operating point, before the accuracy pass (batch 32) adds its own.
     peak_rss = peak_rss_mb()
     real = {}
-    for batch in spec.get("real_batches", []):
+    for batch in spec.get("real_batches", []) if opened.tokenize else []:
         # Real sentences at their own length: each batch padded only to its longest sentence.
-        feeds = [tokenize(spec["real_texts"][i : i + batch]) for i in range(0, len(spec["real_texts"]), batch)]
-        feeds = [f for f in feeds if f[0].shape[0] == batch]
-        cycle = itertools.cycle(feeds)
-        stats = measure_latency(lambda: embed_tokens(*next(cycle)), spec["warmup"], spec["min_runs"], spec["min_seconds"])
-        tokens = [int(m.sum()) / m.shape[0] for _, m in feeds]
-        real[str(batch)] = {**stats, "batch": batch, "batches": len(feeds),
+        batches = [opened.tokenize(spec["real_texts"][i : i + batch]) for i in range(0, len(spec["real_texts"]), batch)]
+        batches = [f for f in batches if f[0].shape[0] == batch]
+        cycle = itertools.cycle(batches)
+        stats = measure_latency(lambda: opened.forward(*next(cycle)), spec["warmup"], spec["min_runs"],
+                                spec["min_seconds"])
+        tokens = [int(m.sum()) / m.shape[0] for _, m in batches]
+        real[str(batch)] = {**stats, "batch": batch, "batches": len(batches),
                             "tokens_per_sentence_mean": round(float(np.mean(tokens)), 2)}
     texts = json.loads(Path(spec["texts"]).read_text())
-    np.save(spec["embeddings"], embed(texts))
-    _write({"latency": latency, "latency_real": real, "peak_rss_mb": round(peak_rss, 1), "providers": providers},
+    np.save(spec["embeddings"], opened.embed(texts))
+    _write({"latency": latency, "latency_real": real, "peak_rss_mb": round(peak_rss, 1), "providers": opened.providers},
            result_path)
 
 

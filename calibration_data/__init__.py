@@ -48,19 +48,32 @@ SHARED_SHA256 = {
     "banking77/test.csv": "d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d",
     "clinc/data_full.json": "36923c3705a59e08fe9c3883d8bc2dd966ef93e22cb78ac41171782a698d56e0",
     "clinc/all_wiki_sents.txt": "570704f8120d13d27dda90d116a0b2365e121139f72c2967b65f55465ebfad44",
+    "cifar10/SHA256SUMS": "9dc64943ce2555a0cca38dc4e897cf6d54b388fe0924f871ee928ea5a3d1c069",
 }
 
 
 @dataclass(frozen=True)
 class Corpus:
+    """A dataset of one modality: sentences (text) or image file paths (image), with labels
+    where the source has them (probe tasks)."""
+
     name: str
-    texts: tuple[str, ...]
-    source: str  # where the texts come from, for reports
+    texts: tuple[str, ...]  # the items: sentences, or absolute image paths
+    source: str  # where the items come from, for reports
     files_sha256: dict[str, str]
+    labels: tuple[str, ...] | None = None
+    modality: str = "text"
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        return self.texts
 
     @property
     def sha256(self) -> str:
-        """Hash of the texts themselves, in order: what a manifest records."""
+        """Hash of the items themselves, in order (image sets: their files' sha256): what a
+        manifest records."""
+        if self.modality == "image":
+            return texts_sha256(self.files_sha256[p] for p in self.texts)
         return texts_sha256(self.texts)
 
 
@@ -136,9 +149,35 @@ def _stsb_corpus(split: str) -> Corpus:
 
 
 def _csv_texts(relpath: str, name: str, source: str) -> Corpus:
+    """Texts and their `category` labels; a repeated text keeps its first label."""
+    labelled: dict[str, str] = {}
     with open(_shared_file(relpath), newline="", encoding="utf-8") as handle:
-        texts = tuple(dict.fromkeys(row["text"] for row in csv.DictReader(handle)))
-    return Corpus(name, texts, source, {relpath: SHARED_SHA256[relpath]})
+        for row in csv.DictReader(handle):
+            labelled.setdefault(row["text"], row["category"])
+    return Corpus(name, tuple(labelled), source, {relpath: SHARED_SHA256[relpath]}, labels=tuple(labelled.values()))
+
+
+def _cifar10(split: str) -> Corpus:
+    """CIFAR-10 test JPEGs, split 4:1 by the sha256 of the path (train: kNN memory, probe training,
+    calibration, distillation; heldout: teacher agreement, kNN queries, probe test). Every file is
+    checked against SHA256SUMS, which is checked against the README's hash."""
+    listing = _shared_file("cifar10/SHA256SUMS")
+    root = listing.parent
+    items, labels, hashes = [], [], {}
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        expected, relpath = line.split(maxsplit=1)
+        held_out = int(hashlib.sha256(relpath.encode()).hexdigest()[:8], 16) % _HELDOUT_MODULUS == 0
+        if held_out != (split == "heldout"):
+            continue
+        path = root / relpath
+        if not path.is_file():
+            raise DataError(f"{path} is listed in {listing} but missing")
+        _verify(path, expected)
+        items.append(str(path))
+        labels.append(Path(relpath).parent.name)
+        hashes[str(path)] = expected
+    return Corpus(f"cifar10-{split}", tuple(items), f"CIFAR-10 test JPEGs, {split} split (sha256 of path mod 5)",
+                  hashes, labels=tuple(labels), modality="image")
 
 
 def _clinc(split: str) -> Corpus:
@@ -168,7 +207,11 @@ CORPORA = {
     "clinc-train": (lambda: _clinc("train"), True),
     "clinc-test": (lambda: _clinc("test"), True),
     "wiki": (_wiki, True),
+    "cifar10-train": (lambda: _cifar10("train"), True),
+    "cifar10-heldout": (lambda: _cifar10("heldout"), True),
 }
+# The modality of each corpus that is not text.
+CORPUS_MODALITY = {"cifar10-train": "image", "cifar10-heldout": "image"}
 
 
 def load_corpus(name: str) -> Corpus:

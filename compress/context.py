@@ -26,6 +26,23 @@ class StepContext:
     def tokenize(self, texts, pad_to: int | None = None):
         return self.reader.tokenize(texts, pad_to)
 
+    def feeds(self, items, pad_to: int | None = None) -> dict:
+        """The exported graph's inputs for a batch of calibration items (texts, padded to
+        `pad_to` when given, or images)."""
+        if self.reader.tokenizer is not None:
+            ids, mask = self.tokenize(items, pad_to)
+            return {"input_ids": ids, "attention_mask": mask}
+        return self.reader.feeds(items)[0]
+
+    def pooled(self, hidden, feeds: dict):
+        """Normalised pooled embeddings of a graph's output for `feeds`."""
+        import numpy as np
+
+        from edgeslim.runtime.text import pool
+
+        mask = feeds.get("attention_mask")
+        return pool(hidden, mask if mask is not None else np.ones(hidden.shape[:2], np.int64), self.pooling, True)
+
     @property
     def max_seq_length(self) -> int:
         return self.reader.max_seq_length

@@ -40,14 +40,12 @@ def int8(artifact, cfg: OpenVinoInt8Config, ctx: StepContext):
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     texts = list(ctx.calibration_texts[: cfg.calibration_samples])
-    feeds = []
-    for text in texts:
-        ids, mask = ctx.tokenize([text], None)
-        feeds.append({"input_ids": ids, "attention_mask": mask})
+    feeds = [ctx.feeds([text]) for text in texts]
+    transformer = ctx.reader.transformer  # NNCF's transformer patterns; CNNs take the default
     quantized = nncf.quantize(
         model,
         nncf.Dataset(feeds),
-        model_type=nncf.ModelType.TRANSFORMER,
+        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
         preset=nncf.QuantizationPreset(cfg.preset),
         target_device=nncf.TargetDevice[cfg.target_device],
         subset_size=len(feeds),
@@ -57,7 +55,7 @@ def int8(artifact, cfg: OpenVinoInt8Config, ctx: StepContext):
     return out, {
         "openvino": ov.get_version(),
         "nncf": nncf.__version__,
-        "model_type": "transformer",
+        "model_type": "transformer" if transformer else "default",
         "target_device": cfg.target_device,
         "calibration_sentences": len(texts),
         "fake_quantize_nodes": fake_quantize,

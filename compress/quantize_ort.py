@@ -56,8 +56,7 @@ class _TextReader(CalibrationDataReader):
         self._feeds = []
         batch = 8 if pad_to else 1
         for start in range(0, len(texts), batch):
-            ids, mask = ctx.tokenize(texts[start : start + batch], pad_to)
-            self._feeds.append({"input_ids": ids, "attention_mask": mask})
+            self._feeds.append(ctx.feeds(texts[start : start + batch], pad_to))
         self._iter = iter(self._feeds)
 
     def get_next(self):
@@ -71,7 +70,7 @@ def _embed(path: Path, batches, ctx: StepContext) -> np.ndarray:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    out = [pool(session.run(None, feeds)[0], feeds["attention_mask"], ctx.pooling, True) for feeds in batches]
+    out = [ctx.pooled(session.run(None, feeds)[0], feeds) for feeds in batches]
     return np.concatenate(out)
 
 
@@ -103,8 +102,7 @@ def int8_static(artifact, cfg: Int8StaticConfig, ctx: StepContext):
     pad_to = ctx.max_seq_length if cfg.calibration_method != "minmax" else None
     batches = []
     for start in range(0, len(held_back), 16):
-        ids, mask = ctx.tokenize(held_back[start : start + 16], None)
-        batches.append({"input_ids": ids, "attention_mask": mask})
+        batches.append(ctx.feeds(held_back[start : start + 16]))
     reference = _embed(source, batches, ctx)
 
     graph = onnx.load(str(source), load_external_data=False).graph

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslim.bundle import staging_dir, write_manifest
-from edgeslim.compress import StepContext, TorchModel, apply_step
+from edgeslim.compress import OnnxModel, StepContext, TorchModel, apply_step
 from edgeslim.evaldata import EvalData, training_texts
 from edgeslim.runtime.bundle import sha256_file
 from edgeslim.targets.base import BundleFiles, ExportContext
@@ -57,7 +57,10 @@ class Builder:
     def artifact(self, planned) -> tuple[object, list[dict], object, object]:
         """(artifact, records, reader, last PyTorch model) after the planned steps. Prefixes made
         of steps that read a PyTorch model (distillation, pruning, the export) run once per run."""
-        artifact, records, reader, torch_model = TorchModel(self.teacher), [], self.teacher, self.teacher
+        teacher = self.teacher
+        onnx_teacher = teacher.family is None  # source: onnx, the file is the first artifact
+        artifact = OnnxModel(teacher.path) if onnx_teacher else TorchModel(teacher)
+        records, reader, torch_model = [], teacher, None if onnx_teacher else teacher
         done = 0
         for n in range(len(planned.steps), 0, -1):  # the longest cached prefix
             key = self._key(planned.steps[:n])
@@ -101,14 +104,15 @@ class Builder:
             "backend": variant.backend,
             "backend_options": {**target.backend_options[variant.backend], **files.backend_options},
             "model_file": files.model_file,
-            "modality": teacher.family.modality,
+            "modality": teacher.modality,
             **reads,
-            "inputs": [spec.to_manifest() for spec in teacher.family.inputs(teacher.module)],
-            "outputs": [teacher.family.output(reader.hidden_size).to_manifest()],
+            "inputs": [spec.to_manifest() for spec in teacher.inputs()],
+            "outputs": [teacher.output().to_manifest() if reader is teacher else
+                        {"name": "last_hidden_state", "dtype": "float32", "shape": ["batch", "sequence", reader.hidden_size]}],
             "embedding_dim": reader.hidden_size,
             "pooling": reader.pooling,
             "normalize": reader.normalize,
-            "source_model": {"name": teacher.name, "family": teacher.family.name,
+            "source_model": {"name": teacher.name, "family": teacher.family.name if teacher.family else "onnx",
                              "weights_sha256": teacher.weights_sha256, "license": teacher.license,
                              "recipe_model": self.recipe.model.model_dump(mode="json")},
             "recipe": {"name": self.recipe.name, "file_sha256": sha256_file(self.recipe_path),

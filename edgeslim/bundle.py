@@ -88,11 +88,14 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
         "```python",
         "from edgeslim.runtime import load",
         "encoder = load('path/to/this/folder')",
-        "vectors = encoder.encode(['a sentence'])",
+        "vectors = encoder.encode(['a sentence'])" if manifest.get("modality", "text") == "text"
+        else "vectors = encoder.encode_images(['photo.jpg'])  # paths, PIL images or HxWxC uint8 arrays",
         "```",
         "",
-        f"Input: text, tokenized by `tokenizer.json`, at most {manifest['max_seq_length']} tokens "
-        f"(longer texts are {manifest['truncation']}d and counted). Output: {manifest['embedding_dim']}-d "
+        (f"Input: text, tokenized by `tokenizer.json`, at most {manifest.get('max_seq_length')} tokens "
+         f"(longer texts are {manifest.get('truncation')}d and counted)." if manifest.get("modality", "text") == "text"
+         else f"Input: RGB images, preprocessed on the device as the manifest says: {manifest.get('preprocessing')}.")
+        + f" Output: {manifest['embedding_dim']}-d "
         f"{manifest['pooling']}-pooled embedding{', L2-normalised' if manifest['normalize'] else ''}.",
         "",
         "## What was done",
@@ -110,7 +113,8 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
             "## Measured",
             "",
             f"- latency ({lat['kind']}, {lat['where']}): p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, "
-            f"p99 {lat['p99']:.2f} ms at batch {lat['batch']}, {lat['seq_len']} tokens, {lat['threads']} thread(s), "
+            f"p99 {lat['p99']:.2f} ms at batch {lat['batch']}, "
+            f"{str(lat['seq_len']) + ' tokens' if lat['seq_len'] else 'one image'}, {lat['threads']} thread(s), "
             f"{lat['runs']} runs",
             (f"- {result['speedup_vs_baseline']:.2f}x the PyTorch fp32 teacher's p50 in the same run"
              if result["speedup_vs_baseline"] is not None else "- no speedup figure: the latency is an estimate "
@@ -120,7 +124,9 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
             f"calibration: {acc['disjoint_from_calibration']}): mean {acc['teacher_cosine_mean']:.4f}, "
             f"min {acc['teacher_cosine_min']:.4f}",
             f"- STS-B {acc.get('stsb_split') or ''} Spearman x100: "
-            + (f"{acc['stsb_spearman']:.2f}" if acc["stsb_spearman"] is not None else "not measured (no data)"),
+            + (f"{acc['stsb_spearman']:.2f}" if acc["stsb_spearman"] is not None else "not measured"),
+            (f"- probe {acc['probe']['train']} -> {acc['probe']['test']}: kNN top-1 {acc['probe']['knn_top1']:.2f}, "
+             f"linear probe top-1 {acc['probe']['linear_probe_top1']:.2f}" if acc.get("probe") else "- probe: not measured"),
             "",
         ]
     lines += [

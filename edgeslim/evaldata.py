@@ -14,21 +14,46 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+@dataclass(frozen=True)
+class ProbeData:
+    """A labelled task: train items (the probe's training set, kNN memory) and test items."""
+
+    train: Corpus
+    test: Corpus
+    train_items: tuple[str, ...]
+    train_labels: tuple[str, ...]
+    test_items: tuple[str, ...]
+    test_labels: tuple[str, ...]
+    test_overlap_with_calibration: int  # test items removed because calibration holds them
+    k: int
+
+
 @dataclass
 class EvalData:
+    """What a run evaluates on. For text the items are sentences, for images file paths;
+    `texts` / `agreement_texts` hold them either way."""
+
     calibration: Corpus
     agreement: Corpus
     agreement_texts: list[str]
-    agreement_overlap: int  # sentences dropped from agreement because calibration has them
+    agreement_overlap: int  # items dropped from agreement because calibration has them
     stsb: object | None  # StsbPairs
     stsb_overlap: int
     skipped: list[str]
+    probe: ProbeData | None = None
+
+    @property
+    def modality(self) -> str:
+        return self.calibration.modality
 
     @property
     def texts(self) -> list[str]:
-        """Every evaluation sentence: the agreement set, then STS-B sentences not already in it."""
-        seen = set(self.agreement_texts)
-        return self.agreement_texts + [s for s in (self.stsb.sentences if self.stsb else ()) if s not in seen]
+        """Every evaluation item: the agreement set, then STS-B sentences and probe items not
+        already in it (each once)."""
+        extra = list(self.stsb.sentences if self.stsb else ())
+        if self.probe:
+            extra += list(self.probe.train_items) + list(self.probe.test_items)
+        return list(dict.fromkeys(self.agreement_texts + extra))
 
     def describe(self) -> dict:
         described = {
@@ -39,6 +64,10 @@ class EvalData:
                                  "sentences removed",
             "stsb": (f"STS-B {self.stsb.split}: {len(self.stsb.scores)} pairs, file sha256 {self.stsb.file_sha256}; "
                      f"sentences also in calibration: {self.stsb_overlap}") if self.stsb else "not evaluated",
+            "probe": (f"{self.probe.train.name} ({len(self.probe.train_items)} items, kNN memory and linear-probe "
+                      f"training) -> {self.probe.test.name} ({len(self.probe.test_items)} items); "
+                      f"{self.probe.test_overlap_with_calibration} test items that calibration holds removed")
+            if self.probe else "not evaluated",
         }
         return described
 
@@ -68,10 +97,43 @@ def load_eval_data(recipe: Recipe) -> EvalData:
         else:
             skipped.append(f"STS-B {spec.stsb_split} Spearman: stsb/stsb-en-{spec.stsb_split}.csv not found; set "
                            "EDGESLIM_DATA to a folder holding it (default ../shared/data) to measure the task metric")
-    return EvalData(calibration, agreement, agreement_texts, len(agreement.texts) - len(kept), stsb, stsb_overlap, skipped)
+    probe = _probe(spec.probe, calibration_set, skipped) if spec.probe else None
+    return EvalData(calibration, agreement, agreement_texts, len(agreement.texts) - len(kept), stsb, stsb_overlap,
+                    skipped, probe)
 
 
-def latency_input(model, texts: list[str], seq_len: int) -> list[int]:
+def _probe(spec, calibration_set: set[str], skipped: list[str]) -> ProbeData | None:
+    missing = [name for name in (spec.train, spec.test) if not corpus_available(name)]
+    if missing:
+        skipped.append(f"probe {spec.train} -> {spec.test}: {', '.join(missing)} not found; set EDGESLIM_DATA to "
+                       "the shared data folder to measure the classification probe")
+        return None
+    train, test = load_corpus(spec.train), load_corpus(spec.test)
+    if train.labels is None or test.labels is None:
+        raise RecipeError(f"data.probe: {spec.train} and {spec.test} must be labelled corpora")
+    # Evenly spread subsets (every n-th item), so every class is represented.
+    def subset(corpus: Corpus, n: int, keep) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        pairs = [(t, label) for t, label in zip(corpus.texts, corpus.labels) if keep(t)]
+        step = max(1, len(pairs) // n)
+        chosen = pairs[::step][:n]
+        return tuple(t for t, _ in chosen), tuple(label for _, label in chosen)
+
+    train_items, train_labels = subset(train, spec.train_samples, lambda t: True)
+    test_items, test_labels = subset(test, spec.test_samples, lambda t: _norm(t) not in calibration_set)
+    overlap = sum(_norm(t) in calibration_set for t in test.texts)
+    return ProbeData(train, test, train_items, train_labels, test_items, test_labels, overlap, spec.knn_k)
+
+
+def latency_input(model, data: EvalData, seq_len: int) -> dict:
+    """The budget's operating point as worker input: for text one row of exactly `seq_len` real
+    tokens (no padding) cut from the held-out sentences, in `model`'s own token ids; for images
+    one held-out image (its size is the model's, whatever seq_len says)."""
+    if model.tokenizer is None:
+        return {"image": data.agreement_texts[0]}
+    return {"input_ids": _token_row(model, data.agreement_texts, seq_len)}
+
+
+def _token_row(model, texts: list[str], seq_len: int) -> list[int]:
     """One row of exactly `seq_len` real tokens (no padding), cut from real sentences."""
     if seq_len > model.max_seq_length:
         raise RecipeError(f"budget seq_len {seq_len} exceeds model.max_seq_length {model.max_seq_length}")

@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgeslim.benchmarks.budget import check
-from edgeslim.benchmarks.harness import LATENCY_WHAT, stsb_spearman, teacher_agreement, where_measured
-from edgeslim.benchmarks.report import Accuracy, Latency, RealLengthLatency, Result, SpeedupSpread
+from edgeslim.benchmarks.harness import (LATENCY_WHAT, knn_top1, linear_probe, stsb_spearman, teacher_agreement,
+                                         where_measured)
+from edgeslim.benchmarks.report import Accuracy, Latency, ProbeAccuracy, RealLengthLatency, Result, SpeedupSpread
 from edgeslim.benchmarks.worker import run_worker
 from edgeslim.evaldata import EvalData
 from edgeslim.targets.base import Budget, EstimateInput
 
-TEACHER_BACKEND = "torch"
+IMAGE_LATENCY_WHAT = "model forward + pooling on preprocessed images (decoding and preprocessing excluded)"
 
 
 class Measurer:
@@ -23,12 +24,12 @@ class Measurer:
         self.real_texts, self.real_texts_from = real_texts, real_texts_from
         self.teacher_embeddings: np.ndarray | None = None
 
-    def _worker(self, spec: dict, budget: Budget, ids: list[int], on_device: bool = True):
+    def _worker(self, spec: dict, budget: Budget, latency_input: dict, on_device: bool = True):
         """Measure in a fresh process. on_device=False (estimated targets): this host is not the
         device, so its timings are not reported; a few runs only, for the peak RSS."""
         bench = self.recipe.benchmark
         timing = (bench.warmup, bench.min_runs, bench.min_seconds) if on_device else (1, 3, 0.0)
-        return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "input_ids": ids,
+        return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, **latency_input,
                            "warmup": timing[0], "min_runs": timing[1], "min_seconds": timing[2],
                            "real_batches": list(bench.real_length_batches) if on_device else [],
                            "real_texts": self.real_texts}, self.data.texts)
@@ -45,35 +46,53 @@ class Measurer:
             overlap_with_calibration=data.stsb_overlap,
             stsb_spearman=None if data.stsb is None else round(stsb_spearman(by_text, data.stsb), 3),
             stsb_split=None if data.stsb is None else data.stsb.split,
+            probe=self._probe(by_text),
         )
+
+    def _probe(self, by_item: dict) -> ProbeAccuracy | None:
+        probe = self.data.probe
+        if probe is None:
+            return None
+        train = np.stack([by_item[t] for t in probe.train_items])
+        test = np.stack([by_item[t] for t in probe.test_items])
+        return ProbeAccuracy(
+            train=probe.train.name, test=probe.test.name, train_items=len(train), test_items=len(test), knn_k=probe.k,
+            knn_top1=round(100 * knn_top1(train, probe.train_labels, test, probe.test_labels, probe.k), 2),
+            linear_probe_top1=round(100 * linear_probe(train, probe.train_labels, test, probe.test_labels), 2),
+            test_disjoint_from_calibration=True)  # overlapping test items were removed (EvalData.describe)
 
     def _latency(self, measured: dict, budget: Budget, kind: str) -> tuple[Latency, list[RealLengthLatency]]:
         real = [RealLengthLatency(**stats, threads=budget.threads, sentences_from=self.real_texts_from, kind=kind,
                                   where=where_measured()) for stats in measured.get("latency_real", {}).values()]
-        return Latency(**measured["latency"], batch=budget.batch, seq_len=budget.seq_len, threads=budget.threads,
-                       kind=kind, where=where_measured(), what=LATENCY_WHAT), real
+        text = self.data.modality == "text"
+        return Latency(**measured["latency"], batch=budget.batch, seq_len=budget.seq_len if text else None,
+                       threads=budget.threads, kind=kind, where=where_measured(),
+                       what=LATENCY_WHAT if text else IMAGE_LATENCY_WHAT), real
 
-    def teacher(self, teacher, budget: Budget, ids: list[int]) -> Result:
-        self.log(f"  teacher {teacher.name}: measuring PyTorch fp32 baseline (threads {budget.threads}, "
-                 f"batch {budget.batch}, {budget.seq_len} tokens)")
+    def teacher(self, teacher, budget: Budget, latency_input: dict) -> Result:
+        point = f"{budget.seq_len} tokens" if self.data.modality == "text" else "one image"
+        self.log(f"  teacher {teacher.name}: measuring the {teacher.reference} baseline (threads {budget.threads}, "
+                 f"batch {budget.batch}, {point})")
         measured, embeddings = self._worker({"kind": "teacher", "model": self.recipe.model.model_dump(mode="json")},
-                                            budget, ids)
+                                            budget, latency_input)
         by_text = dict(zip(self.data.texts, embeddings))
         self.teacher_embeddings = np.stack([by_text[t] for t in self.data.agreement_texts])
         latency, real = self._latency(measured, budget, "measured")
-        return Result(name=f"{teacher.name} (PyTorch fp32)", target="host", backend=TEACHER_BACKEND, bundle=None,
+        return Result(name=f"{teacher.name} ({teacher.reference})", target="host", backend=teacher.reference, bundle=None,
                       size_mb=round(teacher.parameters_mb(), 3), latency_ms=latency, latency_real_ms=real,
                       peak_rss_mb=measured["peak_rss_mb"], accuracy=self._accuracy(embeddings),
                       speedup_vs_baseline=None, providers=measured["providers"], steps=[])
 
-    def speedup(self, bundle_dir, budget: Budget, ids: list[int]) -> SpeedupSpread:
+    def speedup(self, bundle_dir, budget: Budget, teacher_input: dict, bundle_input: dict) -> SpeedupSpread:
         """Teacher and bundle in rounds (teacher, bundle, teacher, bundle...) in one process pinned
         to one core: a drift of the host's speed hits both, and the per-round ratios show it."""
         bench = self.recipe.benchmark
         spec = {"kind": "interleaved", "model": self.recipe.model.model_dump(mode="json"), "path": str(bundle_dir),
-                "threads": budget.threads, "batch": budget.batch, "input_ids": ids, "warmup": bench.warmup,
+                "threads": budget.threads, "batch": budget.batch, **bundle_input, "warmup": bench.warmup,
                 "rounds": bench.speedup_rounds, "runs_per_round": bench.speedup_runs_per_round,
                 "real_batches": [], "real_texts": []}
+        # The same text in each model's own token ids: the teacher's row for the teacher.
+        spec["teacher_input"] = teacher_input
         measured, _ = run_worker(spec, [])
         ratios = np.asarray(measured["ratios"])
         q1, median, q3 = np.percentile(ratios, [25, 50, 75])
@@ -83,16 +102,17 @@ class Measurer:
                              bundle_p50_ms=round(float(np.median(measured["bundle_p50"])), 3),
                              cpu=measured["cpu"])
 
-    def bundle(self, built, planned, budget: Budget, ids: list[int], required: bool) -> Result:
+    def bundle(self, built, planned, budget: Budget, latency_input: dict, teacher_input: dict,
+               required: bool) -> Result:
         target = planned.target
         on_device = target.latency_kind == "measured"
-        measured, embeddings = self._worker({"kind": "bundle", "path": str(built.staging)}, budget, ids,
+        measured, embeddings = self._worker({"kind": "bundle", "path": str(built.staging)}, budget, latency_input,
                                             on_device=on_device)
         size_mb = sum(p.stat().st_size for p in built.staging.rglob("*") if p.is_file()) / 1e6
         latency, real = self._latency(measured, budget, target.latency_kind)
         spread, device_estimate = None, None
         if on_device:
-            spread = self.speedup(built.staging, budget, ids)
+            spread = self.speedup(built.staging, budget, teacher_input, latency_input)
         else:  # the target's estimate in place of a host timing: this machine is not the device
             estimate = self._estimate(built, target, budget)
             latency = Latency(p50=estimate.ms, p90=estimate.ms, p95=estimate.ms, p99=estimate.ms, batch=budget.batch,

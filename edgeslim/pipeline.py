@@ -70,7 +70,8 @@ class Runner:
         teacher = load_encoder(recipe.model)
         budget = next(iter(budgets.values()))
         measurer = Measurer(recipe, data, real_texts, real_from, self.log)
-        baseline = measurer.teacher(teacher, budget, latency_input(teacher, data.agreement_texts, budget.seq_len))
+        teacher_input = latency_input(teacher, data, budget.seq_len)
+        baseline = measurer.teacher(teacher, budget, teacher_input)
         self.log(f"    p50 {baseline.latency_ms.p50:.2f} ms, STS-B {baseline.accuracy.stsb_spearman}")
 
         builder = Builder(teacher, data, self.work, self.bundles, recipe, self.recipe_path, self.log)
@@ -79,8 +80,9 @@ class Runner:
         for planned in plan.variants:
             built = builder.build(planned, budgets[planned.target.name])
             # Same text as the baseline's input, in this bundle's own token ids.
-            ids = latency_input(built.reader, data.agreement_texts, budget.seq_len)
-            result = measurer.bundle(built, planned, budgets[planned.target.name], ids, planned.name in required)
+            bundle_input = latency_input(built.reader, data, budget.seq_len)
+            result = measurer.bundle(built, planned, budgets[planned.target.name], bundle_input, teacher_input,
+                                     planned.name in required)
             # The measured figures go into the bundle itself, then it is published in one rename.
             (built.staging / MODEL_CARD).write_text(render_model_card(built.manifest, result.model_dump()),
                                                     encoding="utf-8")

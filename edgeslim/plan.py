@@ -65,6 +65,9 @@ def plan_variant(source, target, variant) -> PlannedVariant:
     if source.modality not in target.modalities:
         raise PlanError(f"{where}: target {target.name} takes {'/'.join(target.modalities)} models; the teacher is "
                         f"a {source.modality} model")
+    if (source.artifact != "torch" and target.latency_kind == "estimated" and target.estimate_needs_torch_model):
+        raise PlanError(f"{where}: target {target.name} estimates latency from the MACs of a PyTorch model; the "
+                        "teacher is an ONNX file (use a measured target such as the host, or a model family)")
     if variant.backend not in target.accepts:
         raise PlanError(f"{where}: target {target.name} has no backend {variant.backend!r}; allowed: "
                         f"{', '.join(target.accepts)}")
@@ -110,6 +113,20 @@ def plan_variant(source, target, variant) -> PlannedVariant:
     return PlannedVariant(target=target, variant=variant, steps=tuple(steps), final_kind=kind)
 
 
+def _check_data(data, modality: str) -> None:
+    from edgeslim.calibration_data import CORPUS_MODALITY
+
+    named = [("data.calibration", data.calibration)] + [("data.agreement", n) for n in data.agreement]
+    if data.probe:
+        named += [("data.probe.train", data.probe.train), ("data.probe.test", data.probe.test)]
+    wrong = [f"{key} {name} ({CORPUS_MODALITY.get(name, 'text')})" for key, name in named
+             if CORPUS_MODALITY.get(name, "text") != modality]
+    if wrong:
+        raise PlanError(f"the teacher is a {modality} model, but these data sets are not: {', '.join(wrong)}")
+    if data.stsb_split and modality != "text":
+        raise PlanError(f"data.stsb_split: STS-B scores text; set it to null for a {modality} model")
+
+
 def plan_recipe(recipe, source=None) -> Plan:
     """The plan of a recipe's targets (or, without targets, its search grid). `source`: the
     teacher's SourceInfo when already known (else read from the recipe's model, cheaply)."""
@@ -117,6 +134,7 @@ def plan_recipe(recipe, source=None) -> Plan:
     from edgeslim.targets import get_target
 
     source = source or describe(recipe.model)
+    _check_data(recipe.data, source.modality)
     specs = recipe.targets or recipe.for_search().targets
     variants = tuple(plan_variant(source, get_target(spec.target), variant)
                      for spec in specs for variant in spec.variants)

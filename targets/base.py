@@ -109,6 +109,9 @@ class Target:
     default_variant: str | None = None  # the variant a user flashes when they do not choose
     modalities: tuple[str, ...] = ("text", "image")
     qemu_cpu: str | None = None  # an aarch64 CPU model that emulates this device (verify --arch aarch64)
+    # estimate() counts MACs from a PyTorch model (the roofline); False where the target's own
+    # estimator reads the compiled files (Vela).
+    estimate_needs_torch_model: bool = True
 
     @property
     def backends(self) -> tuple[str, ...]:

@@ -60,6 +60,7 @@ def read_summary(source: Path | str) -> dict:
 
 class EthosU(Target):
     accepts = {"litert-body": ("npu-body",)}
+    estimate_needs_torch_model = False  # Vela's estimate
     extras = ("ethos-u",)
     modalities = ("text",)
     # Each export adds "bodies": per static length, its host graph, Vela graph, summary and fallbacks.

@@ -82,6 +82,7 @@ class ModelFamily:
     model_types: ClassVar[tuple[str, ...]] = ()
     surgery: ClassVar[Surgery] = Surgery(frozenset())
     poolings: ClassVar[tuple[str, ...]] = ("mean", "cls")
+    transformer: ClassVar[bool] = True  # attention blocks (quantizers place transformer patterns)
 
     # -- building -------------------------------------------------------------------------
     def tiny_random(self, max_seq_length: int):

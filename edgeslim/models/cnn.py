@@ -159,6 +159,7 @@ class CnnFamily(ModelFamily):
 
     modality = "image"
     poolings = ("mean",)
+    transformer = False
     surgery = Surgery(frozenset(), {
         "layers": "dropping residual blocks of a CNN is not written yet (distil into a smaller architecture instead)",
         "heads": "a CNN has no attention heads",

@@ -24,9 +24,15 @@ class EncoderModel:
     max_seq_length: int | None = None
     preprocessing: dict | None = None  # images: the manifest's preprocessing, run by edgeslim.runtime.image
 
+    reference = "PyTorch fp32"  # what the baseline runs on
+
     @property
     def modality(self) -> str:
         return self.family.modality
+
+    @property
+    def transformer(self) -> bool:
+        return self.family.transformer
 
     @property
     def hidden_size(self) -> int:
@@ -72,6 +78,12 @@ class EncoderModel:
 
     def exportable(self):
         return self.family.exportable(self.module)
+
+    def inputs(self):
+        return self.family.inputs(self.module)
+
+    def output(self):
+        return self.family.output(self.hidden_size)
 
     def example_inputs(self) -> tuple:
         """Inputs to trace the exportable module with: two text rows of different lengths, or

@@ -83,9 +83,11 @@ def _configured(tokenizer, max_length: int):
 
 
 def load_encoder(spec) -> EncoderModel:
-    """The recipe's teacher as an EncoderModel (PyTorch). ONNX teachers: `load_onnx_teacher`."""
+    """The recipe's teacher: an EncoderModel (PyTorch), or an OnnxEncoder for source: onnx."""
     if spec.source == "onnx":
-        raise RecipeError("model.source onnx has no PyTorch model; its reference is ONNX Runtime fp32")
+        from edgeslim.models.onnx_source import load_onnx_encoder
+
+        return load_onnx_encoder(spec)
     if spec.source == "tiny-random":
         family = get_family(spec.family or "bert")
         module, tokenizer = family.tiny_random(spec.max_seq_length)
