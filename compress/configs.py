@@ -289,7 +289,7 @@ class PruneConfig(StepBase):
     step: Literal["prune"] = "prune"
     consumes: ClassVar[str] = "torch"
     produces: ClassVar[str] = "torch"
-    modalities: ClassVar[tuple[str, ...]] = ("text",)
+    modalities: ClassVar[tuple[str, ...]] = ("text", "image")
     handler: ClassVar[str] = "edgeslim.compress.torch_steps:prune"
     # One ratio for every layer, or one per layer.
     heads: Ratio | tuple[Ratio, ...] = 0.0

@@ -62,8 +62,8 @@ def prune_model(model, cfg: PruneConfig):
     ffn = _per_layer(cfg.ffn, len(blocks), "ffn")
     before = parameter_count(module)
     shapes_before = layer_shapes(model)
-    ids, mask = model.tokenize(["an example sentence that traces the graph", "short"])
-    example = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    names = [spec.name for spec in model.inputs()]
+    example = dict(zip(names, model.example_inputs()))
     num_heads, head_ratio, ffn_ratio = {}, {}, {}
     ignored = family.prune_ignored(module)
     for block, head_r, ffn_r in zip(blocks, heads, ffn):
@@ -87,6 +87,7 @@ def prune_model(model, cfg: PruneConfig):
     )
     with torch.no_grad():
         pruner.step()
+    family.sync_heads(module)
     from edgeslim.models import weights_digest
 
     pruned = pruned.replace(name=f"{model.name}-pruned", weights_sha256=weights_digest(module))
@@ -151,4 +152,5 @@ def load_pruned(path: Path):
                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     if missing:  # saved without the pooler, which sentence encoders do not use
         module.pooler = None
+    family.sync_heads(module)
     return family, module.eval()

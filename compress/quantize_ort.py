@@ -16,7 +16,6 @@ from edgeslim.compress.artifacts import OnnxModel
 from edgeslim.compress.configs import Int8DynamicConfig, Int8StaticConfig
 from edgeslim.compress.context import StepContext
 from edgeslim.errors import StepError
-from edgeslim.runtime.text import pool
 
 _METHODS = {
     "minmax": CalibrationMethod.MinMax,

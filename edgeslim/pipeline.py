@@ -51,7 +51,7 @@ class Runner:
 
     def _run(self) -> Report:
         from edgeslim.models import load_encoder
-        from edgeslim.targets.x86_cpu import read_host_profile
+        from edgeslim.benchmarks.host import read_host_profile
 
         recipe = self.recipe
         plan = plan_recipe(recipe)  # before anything loads: a wrong chain costs nothing

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.compress.artifacts import ModelArtifact
-from edgeslim.errors import ExportError, MissingExtraError, TargetError
+from edgeslim.errors import ExportError, MissingExtraError
 from edgeslim.extras import install_hint
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, ExportContext, Target
 

@@ -71,8 +71,8 @@ needs_stsb = pytest.mark.skipif(
 TINY_RECIPE = """
 name: tiny
 model: {source: tiny-random, family: bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 200, stsb_split: null}
-benchmark: {warmup: 3, min_runs: 20}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 200, stsb_split: null, probe: {train_samples: 500, test_samples: 300}}
+benchmark: {warmup: 3, min_runs: 20, speedup_rounds: 3, speedup_runs_per_round: 5}
 targets:
   - target: x86-cpu
     required: [ort-int8-dynamic]
@@ -192,8 +192,8 @@ def real_run(tmp_path_factory):
 ETHOS_RECIPE = """
 name: tiny-ethos
 model: {source: tiny-random, family: bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null, probe: null}
+benchmark: {warmup: 2, min_runs: 10, speedup_rounds: 3, speedup_runs_per_round: 5}
 targets:
   - target: ethos-u65-256
     required: [npu-int16-mixed]
@@ -216,8 +216,8 @@ def ethos_run(tmp_path_factory):
 NPU_JETSON_RECIPE = """
 name: tiny-npu-jetson
 model: {source: tiny-random, family: bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null, probe: null}
+benchmark: {warmup: 2, min_runs: 10, speedup_rounds: 3, speedup_runs_per_round: 5}
 targets:
   - target: intel-npu
     budget: {seq_len: 64, min_teacher_cosine: 0.95}
@@ -248,8 +248,8 @@ def npu_jetson_run(tmp_path_factory):
 ARM_RECIPE = """
 name: tiny-arm
 model: {source: tiny-random, family: bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null, probe: null}
+benchmark: {warmup: 2, min_runs: 10, speedup_rounds: 3, speedup_runs_per_round: 5}
 targets:
   - target: rpi5
     required: [litert-int8-dynamic]
@@ -269,8 +269,8 @@ def arm_run(tmp_path_factory):
 STATIC_RECIPE = """
 name: tiny-static
 model: {source: tiny-random, family: bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10, real_length_batches: [1]}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null, probe: null}
+benchmark: {warmup: 2, min_runs: 10, speedup_rounds: 3, speedup_runs_per_round: 5, real_length_batches: [1]}
 targets:
   - target: x86-cpu
     budget: {seq_len: 64, min_teacher_cosine: 0.5}

@@ -21,8 +21,8 @@ from conftest import write_recipe
 KILL_RECIPE = """
 name: kill
 model: {source: tiny-random, family: bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 50, stsb_split: null}
-benchmark: {warmup: 1, min_runs: 5, real_length_sentences: 32, real_length_batches: [1]}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 50, stsb_split: null, probe: null}
+benchmark: {warmup: 1, min_runs: 5, speedup_rounds: 3, speedup_runs_per_round: 5, real_length_sentences: 32, real_length_batches: [1]}
 targets:
   - target: x86-cpu
     budget: {seq_len: 64}
@@ -79,8 +79,8 @@ def test_sigkill_during_a_run_leaves_whole_files_and_resume_finishes(tmp_path, m
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "edgeslim.cli", "run", str(recipe), "--out", str(out)]
     if moment == "during export and quantization":
-        def ready():  # the int8 variant's scratch holds its first graph: export done, quantizing
-            return any((out / ".work" / "ort-int8-dynamic").glob("*"))
+        def ready():  # the int8 variant's quantization step has its scratch folder: export done, quantizing
+            return any((out / ".work").glob("step-*-ort-int8-dynamic-*"))
     else:
         def ready():  # the first bundle has just been renamed into place; its archive is being written
             return (out / "bundles" / "ort-fp32").is_dir()

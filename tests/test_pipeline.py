@@ -24,7 +24,7 @@ def test_report_json_validates_against_the_schema(tiny_run):
     assert raw["schema"] == REPORT_SCHEMA
     report = Report.model_validate(raw)
     assert [r.name for r in report.results] == VARIANTS
-    assert report.baseline.backend == "torch" and report.baseline.speedup_vs_baseline == 1.0
+    assert report.baseline.backend == "PyTorch fp32" and report.baseline.speedup_vs_baseline is None
     for result in [report.baseline, *report.results]:
         latency = result.latency_ms
         assert latency.kind == "measured" and "this host" in latency.where
@@ -36,8 +36,15 @@ def test_report_json_validates_against_the_schema(tiny_run):
         assert result.accuracy.stsb_spearman is None  # the tiny recipe turns STS-B off
     for result in report.results:
         assert result.budget is not None and {c.name for c in result.budget.checks} >= {"p95_ms", "size_mb"}
-        assert result.speedup_vs_baseline == pytest.approx(report.baseline.latency_ms.p50 / result.latency_ms.p50,
-                                                           rel=1e-2)
+        # The speedup comes from interleaved rounds, not from the two separate timings.
+        spread = result.speedup_spread
+        assert spread.rounds == 3 and spread.q1 <= spread.median <= spread.q3
+        assert result.speedup_vs_baseline == spread.median > 0
+        assert spread.teacher_p50_ms > 0 and spread.bundle_p50_ms > 0
+    probe = report.baseline.accuracy.probe
+    if probe is not None:  # Banking77 present: the probe runs on every model
+        assert probe.train == "banking77-train" and probe.test_items == 300 and probe.test_disjoint_from_calibration
+        assert 0 <= probe.knn_top1 <= 100 and all(r.accuracy.probe is not None for r in report.results)
     assert report.results[1].required and not report.results[0].required
     markdown = (tiny_run["out"] / "report.md").read_text()
     assert "| ort-int8-dynamic | x86-cpu | onnxruntime |" in markdown
@@ -109,7 +116,8 @@ def test_without_shared_data_evaluations_fall_back_and_say_how_to_enable(tmp_pat
     recipe, _ = load_recipe("default")
     data = load_eval_data(recipe)
     assert data.agreement.name == "wordnet-heldout" and data.stsb is None
-    assert len(data.skipped) == 2 and all("EDGESLIM_DATA" in note for note in data.skipped)
+    assert len(data.skipped) == 3 and all("EDGESLIM_DATA" in note for note in data.skipped)
+    assert data.probe is None and any("banking77" in note for note in data.skipped)
     assert not set(data.agreement_texts) & set(data.calibration.texts)
 
 
@@ -139,8 +147,8 @@ def test_distilled_variant_records_its_student_and_data_disjointness(tiny_run):
 SEARCH_RECIPE = """
 name: tiny-search
 model: {source: tiny-random, family: bert, max_seq_length: 64}
-data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null}
-benchmark: {warmup: 2, min_runs: 10}
+data: {calibration: wordnet-calibration, agreement: [wordnet-heldout], agreement_samples: 100, stsb_split: null, probe: null}
+benchmark: {warmup: 2, min_runs: 10, speedup_rounds: 3, speedup_runs_per_round: 5}
 search:
   layers: [all, [1]]
   prune: [none, {heads: 0.5, ffn: 0.5}]

@@ -10,7 +10,7 @@ from edgeslim.calibration_data import load_corpus
 from edgeslim.compress import TorchModel, OpenVinoConvertConfig, StepContext, apply_step
 from edgeslim.compress.export import export_onnx
 from edgeslim.errors import TargetError
-from edgeslim.targets import TARGETS, Budget, DeviceProfile, get_target
+from edgeslim.targets import TARGETS, Budget, DeviceProfile, Target, get_target
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,65 @@ def test_budget_verdicts():
     unmeasured = check(_result(stsb=None), budget)
     assert unmeasured.passed and unmeasured.unverified == ["stsb_spearman"]
     assert [c.name for c in check(_result(), Budget(max_size_mb=1)).checks] == ["size_mb"]
+
+
+class ToyBoard(Target):
+    """A new target is one class and one registration: an ONNX Runtime board, estimated."""
+
+    name = "toy-board"
+    description = "a toy board for the contract test: onnxruntime, roofline estimate"
+    accepts = {"onnxruntime": ("onnx",)}
+    backend_options = {"onnxruntime": {"providers": ["CPUExecutionProvider"]}}
+    default_budget = Budget(p95_ms=100.0, max_size_mb=10.0, min_teacher_cosine=0.9)
+
+    def profile(self) -> DeviceProfile:
+        return DeviceProfile(name="toy", cores=2, clock_ghz=1.0, isa_features=(), peak_fp32_macs_per_s=1e9,
+                             peak_int8_macs_per_s=4e9, memory_bandwidth_gbs=1.0, ram_mb=512)
+
+
+def test_a_registered_toy_target_passes_the_contract(artifacts, tiny_model, tmp_path):
+    from edgeslim.plan import plan_recipe
+    from edgeslim.recipe import parse_recipe
+    from edgeslim.targets import register_target
+    from edgeslim.targets.base import EstimateInput
+
+    register_target(ToyBoard())
+    try:
+        test_target_contract("toy-board", artifacts, tiny_model, tmp_path)
+        recipe = parse_recipe("name: toy\nmodel: {source: tiny-random, family: bert}\ntargets:\n  - target: toy-board\n"
+                              "    variants:\n      - {name: a, backend: onnxruntime, steps: [{step: int8_dynamic}]}\n",
+                              tmp_path / "toy.yaml")
+        assert plan_recipe(recipe).variants[0].chain() == ["export_onnx", "int8_dynamic"]
+        model_file = artifacts["onnxruntime"].path
+        estimate = TARGETS["toy-board"].estimate(EstimateInput(tmp_path, None, (model_file,), 1e9, True),
+                                                 Budget(threads=1))
+        assert estimate.ms == 500.0 and estimate.where.startswith("estimated: roofline on toy")
+    finally:
+        TARGETS.pop("toy-board")
+
+
+@pytest.mark.parametrize("target_name", sorted(TARGETS))
+def test_every_target_plans_or_refuses_every_family(target_name, tmp_path):
+    """target x family x backend: a plain variant either plans to an artifact the backend runs, or is
+    refused with a PlanError that says why; nothing else escapes."""
+    from edgeslim.models import FAMILIES
+    from edgeslim.plan import PlanError, plan_recipe
+    from edgeslim.recipe import parse_recipe
+
+    target = TARGETS[target_name]
+    for family in sorted(FAMILIES):
+        for backend in target.accepts:
+            pooling = FAMILIES[family].poolings[0]
+            recipe = parse_recipe(
+                f"name: t\nmodel: {{source: tiny-random, family: {family}, pooling: {pooling}}}\n"
+                f"data: {{calibration: {'wordnet-calibration' if FAMILIES[family].modality == 'text' else 'cifar10-train'}, "
+                f"agreement: [{'wordnet-heldout' if FAMILIES[family].modality == 'text' else 'cifar10-heldout'}], "
+                "stsb_split: null, probe: null}\n"
+                f"targets:\n  - target: {target_name}\n    variants:\n      - {{name: v, backend: {backend}}}\n",
+                tmp_path / "t.yaml")
+            try:
+                planned = plan_recipe(recipe).variants[0]
+            except PlanError as exc:
+                assert str(exc).startswith(f"target {target_name}, variant 'v': "), str(exc)
+                continue
+            assert planned.final_kind in target.accepts[backend]

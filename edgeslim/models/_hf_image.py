@@ -55,7 +55,7 @@ class HfImageFamily(ModelFamily):
         from transformers import AutoModel
 
         try:
-            return AutoModel.from_pretrained(folder).eval()
+            return AutoModel.from_pretrained(folder, **self.load_kwargs).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise RecipeError(f"model folder {folder}: transformers cannot load it as {self.name}: {exc}") from None
 
@@ -107,6 +107,12 @@ class HfImageFamily(ModelFamily):
 
     def ffn_sites(self, block):
         raise NotImplementedError
+
+    def sync_heads(self, module) -> None:
+        for block in self.blocks(module):  # ViT attention reshapes by num_attention_heads
+            attention = block.attention.attention
+            attention.all_head_size = attention.query.out_features
+            attention.num_attention_heads = attention.all_head_size // attention.attention_head_size
 
     def prune_example(self, module) -> dict:
         import torch

@@ -48,7 +48,7 @@ class HfTextFamily(ModelFamily):
         from transformers import AutoModel
 
         try:
-            return AutoModel.from_pretrained(folder).eval()
+            return AutoModel.from_pretrained(folder, **self.load_kwargs).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise RecipeError(f"model folder {folder}: transformers cannot load it as {self.name}: {exc}") from None
 

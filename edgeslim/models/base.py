@@ -83,6 +83,7 @@ class ModelFamily:
     surgery: ClassVar[Surgery] = Surgery(frozenset())
     poolings: ClassVar[tuple[str, ...]] = ("mean", "cls")
     transformer: ClassVar[bool] = True  # attention blocks (quantizers place transformer patterns)
+    load_kwargs: ClassVar[dict] = {}  # passed to from_pretrained (e.g. no classification pooler)
 
     # -- building -------------------------------------------------------------------------
     def tiny_random(self, max_seq_length: int):
@@ -92,6 +93,10 @@ class ModelFamily:
     def from_folder(self, folder):
         """The module saved in a Hugging Face folder (config.json + model.safetensors)."""
         raise NotImplementedError
+
+    def save(self, module, folder) -> None:
+        """Write the module as a folder `source: local` reads (config.json + model.safetensors)."""
+        module.save_pretrained(folder, safe_serialization=True)
 
     def inputs(self, module) -> tuple[InputSpec, ...]:
         """The exported graph's inputs, in the exportable module's argument order."""
@@ -135,6 +140,10 @@ class ModelFamily:
 
     def prune_sites(self, block) -> PruneSites:
         raise NotImplementedError
+
+    def sync_heads(self, module) -> None:
+        """After head pruning: make each block's head-count attributes match its weights (for
+        architectures whose forward reshapes by the count rather than by -1)."""
 
     def prune_ignored(self, module) -> list:
         """Modules torch-pruning must leave whole (embeddings: the hidden size never changes)."""

@@ -10,6 +10,7 @@ class BertFamily(HfTextFamily):
     name = "bert"
     model_types = ("bert",)
     surgery = Surgery(frozenset({"layers", "heads", "ffn", "vocabulary", "npu_body"}))
+    load_kwargs = {"add_pooling_layer": False}  # sentence encoders do not use the pooler
 
     def tiny_random(self, max_seq_length: int):
         import torch

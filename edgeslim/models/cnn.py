@@ -190,6 +190,14 @@ class CnnFamily(ModelFamily):
                               f"state dict (missing {missing[:5]}, unexpected {unexpected[:5]})")
         return module.eval()
 
+    def save(self, module, folder) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(dict(module.config), indent=2), encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "model.safetensors"))
+
     def inputs(self, module) -> tuple[InputSpec, ...]:
         size = int(module.config["image_size"])
         return image_inputs(size, size)

@@ -11,6 +11,7 @@ from edgeslim.models.bert import BertFamily
 class ElectraFamily(BertFamily):
     name = "electra"
     model_types = ("electra",)
+    load_kwargs = {}  # ELECTRA has no pooler
     surgery = Surgery(frozenset({"layers", "heads", "ffn", "vocabulary"}),
                       {"npu_body": "the NPU prelude has no embedding projection"})
 

@@ -10,6 +10,7 @@ from edgeslim.models.base import PruneSites, Surgery
 class MpnetFamily(HfTextFamily):
     name = "mpnet"
     model_types = ("mpnet",)
+    load_kwargs = {"add_pooling_layer": False}  # sentence encoders do not use the pooler
     surgery = Surgery(frozenset({"layers", "ffn", "vocabulary"}), {
         "heads": "one relative-position bias table is shared by every block, one column per head, so a head "
                  "cannot be removed from one block alone",

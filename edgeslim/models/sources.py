@@ -137,3 +137,29 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_INTERPOLATION_CODES = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL's, as HF processors store them
+
+
+def save_model_folder(model: EncoderModel, folder: Path) -> Path:
+    """Write `model` as a folder that `model: {source: local, path: FOLDER}` loads: the family's
+    weights and config, plus tokenizer.json (text) or preprocessor_config.json (images)."""
+    folder = Path(folder)
+    model.family.save(model.module, folder)
+    if model.tokenizer is not None:
+        model.tokenizer.save(str(folder / "tokenizer.json"))
+    if model.preprocessing is not None:
+        spec = model.preprocessing
+        config = {"do_resize": True, "resample": _INTERPOLATION_CODES[spec["interpolation"]],
+                  "do_rescale": True, "rescale_factor": spec["rescale"], "do_normalize": True,
+                  "image_mean": spec["mean"], "image_std": spec["std"]}
+        if spec.get("resize"):
+            config["size"] = {"height": spec["resize"][0], "width": spec["resize"][1]}
+        else:
+            config["size"] = {"shortest_edge": spec["resize_shortest_edge"]}
+            config["do_center_crop"] = spec.get("crop") is not None
+            if spec.get("crop"):
+                config["crop_size"] = {"height": spec["crop"][0], "width": spec["crop"][1]}
+        (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return folder

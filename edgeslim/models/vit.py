@@ -9,6 +9,7 @@ from edgeslim.models.base import Surgery
 class VitFamily(HfImageFamily):
     name = "vit"
     model_types = ("vit",)
+    load_kwargs = {"add_pooling_layer": False}  # sentence encoders do not use the pooler
     surgery = Surgery(frozenset({"layers", "heads", "ffn"}), {
         "vocabulary": "an image model has no token vocabulary",
         "npu_body": "the integer NPU body is built for BERT's block layout only"})
