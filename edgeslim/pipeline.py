@@ -37,12 +37,10 @@ class Runner:
         finally:
             shutil.rmtree(self.work, ignore_errors=True)  # scratch only; bundles and report are final
 
-    def _budgets(self, plan):
-        budgets = {}
-        for spec in self.recipe.targets:
-            from edgeslim.targets import get_target
-
-            budgets[spec.target] = get_target(spec.target).default_budget.merged(spec.budget.model_dump())
+    def _budgets(self, plan) -> dict:
+        """Each target's budget: its default, with the recipe's overrides."""
+        overrides = {spec.target: spec.budget.model_dump() for spec in self.recipe.targets}
+        budgets = {p.target.name: p.target.default_budget.merged(overrides[p.target.name]) for p in plan.variants}
         points = {(b.batch, b.seq_len, b.threads) for b in budgets.values()}
         if len(points) > 1:
             raise RecipeError("all targets of one recipe must share the latency operating point "
@@ -50,8 +48,8 @@ class Runner:
         return budgets
 
     def _run(self) -> Report:
-        from edgeslim.models import load_encoder
         from edgeslim.benchmarks.host import read_host_profile
+        from edgeslim.models import load_encoder
 
         recipe = self.recipe
         plan = plan_recipe(recipe)  # before anything loads: a wrong chain costs nothing
@@ -94,8 +92,7 @@ class Runner:
                      f"cos {result.accuracy.teacher_cosine_mean:.4f}, STS-B {result.accuracy.stsb_spearman}, "
                      f"budget {'PASS' if result.budget.passed else 'FAIL'}")
 
-        targets = {spec.target: planned.target for spec in recipe.targets for planned in plan.variants
-                   if planned.target.name == spec.target}
+        targets = {planned.target.name: planned.target for planned in plan.variants}
         report = Report(
             edgeslim_version=__version__,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

