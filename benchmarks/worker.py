@@ -6,7 +6,8 @@ a process. Run by `run_worker`; by hand:
 SPEC: {"kind": "bundle", "path": ...}, {"kind": "teacher", "model": {ModelSpec fields}} or
 {"kind": "interleaved", "model": ..., "path": ..., "rounds", "runs_per_round"} (teacher and bundle
 timed in alternating rounds in this one process, pinned to the same cores), plus "threads", "input_ids" (one row), "batch", "warmup", "min_runs", "min_seconds",
-"texts" (a JSON file with a list of sentences to embed) and "embeddings" (.npy output path).
+"texts" (a JSON file with lists of items to embed, each list in its own encode call) and
+"embeddings" (.npy output path: the lists' embeddings, concatenated).
 """
 
 from __future__ import annotations
@@ -129,17 +130,18 @@ def main(spec_path: str, result_path: str) -> None:
         tokens = [int(m.sum()) / m.shape[0] for _, m in batches]
         real[str(batch)] = {**stats, "batch": batch, "batches": len(batches),
                             "tokens_per_sentence_mean": round(float(np.mean(tokens)), 2)}
-    texts = json.loads(Path(spec["texts"]).read_text())
-    np.save(spec["embeddings"], opened.embed(texts))
+    groups = json.loads(Path(spec["texts"]).read_text())
+    np.save(spec["embeddings"], np.concatenate([opened.embed(group) for group in groups if group]))
     _write({"latency": latency, "latency_real": real, "peak_rss_mb": round(peak_rss, 1), "providers": opened.providers},
            result_path)
 
 
-def run_worker(spec: dict, texts: list[str]) -> tuple[dict, np.ndarray]:
-    """Run a worker process for `spec`; return (its result, the embeddings of `texts`)."""
+def run_worker(spec: dict, groups: list[list[str]]) -> tuple[dict, np.ndarray]:
+    """Run a worker process for `spec`; return (its result, the embeddings of the items of
+    `groups`, concatenated; each group is embedded in its own call)."""
     with tempfile.TemporaryDirectory(prefix="edgeslim-worker-") as tmp:
         tmp = Path(tmp)
-        (tmp / "texts.json").write_text(json.dumps(texts))
+        (tmp / "texts.json").write_text(json.dumps(groups))
         spec = {**spec, "texts": str(tmp / "texts.json"), "embeddings": str(tmp / "embeddings.npy")}
         (tmp / "spec.json").write_text(json.dumps(spec))
         env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}

@@ -47,13 +47,21 @@ class EvalData:
         return self.calibration.modality
 
     @property
+    def item_sets(self) -> list[list[str]]:
+        """The evaluation items in the groups each model embeds in one call: the agreement set
+        with the STS-B sentences, then the probe's items not already there. Separate calls keep
+        a group's batches the same whether or not the other group is evaluated (dynamic int8
+        scales activations per batch, so batch mates move a vector slightly)."""
+        main = list(dict.fromkeys(self.agreement_texts + list(self.stsb.sentences if self.stsb else ())))
+        seen = set(main)
+        probe = [] if self.probe is None else [t for t in dict.fromkeys(self.probe.train_items + self.probe.test_items)
+                                               if t not in seen]
+        return [main, probe] if probe else [main]
+
+    @property
     def texts(self) -> list[str]:
-        """Every evaluation item: the agreement set, then STS-B sentences and probe items not
-        already in it (each once)."""
-        extra = list(self.stsb.sentences if self.stsb else ())
-        if self.probe:
-            extra += list(self.probe.train_items) + list(self.probe.test_items)
-        return list(dict.fromkeys(self.agreement_texts + extra))
+        """Every evaluation item, each once, in the order of `item_sets`."""
+        return [t for group in self.item_sets for t in group]
 
     def describe(self) -> dict:
         described = {

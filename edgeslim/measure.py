@@ -32,7 +32,7 @@ class Measurer:
         return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, **latency_input,
                            "warmup": timing[0], "min_runs": timing[1], "min_seconds": timing[2],
                            "real_batches": list(bench.real_length_batches) if on_device else [],
-                           "real_texts": self.real_texts}, self.data.texts)
+                           "real_texts": self.real_texts}, self.data.item_sets)
 
     def _accuracy(self, embeddings: np.ndarray) -> Accuracy:
         data = self.data
