@@ -14,6 +14,7 @@ Each config declares what a plan needs to know before anything runs:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,6 +61,10 @@ class StepBase(StrictModel):
     def parts_needed(self) -> frozenset[str]:
         """The surgery parts this config uses (a plan checks them against the model family)."""
         return self.needs
+
+    def input_kind(self) -> str | None:
+        """The artifact kind it needs as input; None: it starts a model of its own."""
+        return self.consumes
 
 
 class ExportOnnxConfig(StepBase):
@@ -222,15 +227,35 @@ class NpuBodyQuantizeConfig(StepBase):
         return self.calibration_samples
 
 
+class StudentSpec(StrictModel):
+    """A student that is not cut from the teacher: a model folder (`local`), or a tiny random
+    model of a family (tests). Its tokenizer may differ from the teacher's; its embedding size
+    must equal the teacher's."""
+
+    source: Literal["local", "tiny-random"] = "local"
+    path: Path | None = None
+    family: str | None = None
+    modality: None = None  # a family knows its own (the teacher's must match)
+
+    @model_validator(mode="after")
+    def _path_for_local(self):
+        if (self.source == "local") != (self.path is not None):
+            raise ValueError("distill.student.path is required with source: local, and only then")
+        return self
+
+
 class DistillConfig(StepBase):
-    """Distil the teacher's pooled embeddings into a student initialised from its layers."""
+    """Distil the teacher's pooled embeddings into a student: initialised from the teacher's
+    layers (`keep_layers`), or a separate model (`student`), which is how an ONNX teacher gets a
+    PyTorch student."""
 
     step: Literal["distill"] = "distill"
     consumes: ClassVar[str] = "torch"
     produces: ClassVar[str] = "torch"
     modalities: ClassVar[tuple[str, ...]] = ("text",)
     handler: ClassVar[str] = "edgeslim.compress.torch_steps:distill"
-    keep_layers: tuple[int, ...] | None = None  # teacher layers the student starts from; None: all
+    keep_layers: tuple[int, ...] | None = None  # layers the student keeps (of the teacher, or of `student`)
+    student: StudentSpec | None = None  # None: the student starts as a copy of the teacher
     # Unlabeled sentences; checked disjoint from every evaluation set (overlaps are dropped).
     corpus: tuple[str, ...] = ("wordnet-calibration",)
     sentences: int = Field(20000, ge=16)  # at most this many, in corpus order
@@ -246,6 +271,9 @@ class DistillConfig(StepBase):
 
     def parts_needed(self) -> frozenset[str]:
         return frozenset({"layers"}) if self.keep_layers is not None else frozenset()
+
+    def input_kind(self) -> str | None:
+        return None if self.student is not None else self.consumes
 
 
 class VocabPruneConfig(StepBase):

@@ -26,8 +26,21 @@ def _distilled(teacher, student, cfg, ctx):
 
 
 def distill(artifact, cfg, ctx):
-    model, record = _distilled(ctx.teacher, _model(artifact, cfg.step), cfg, ctx)
-    return TorchModel(model), record
+    if cfg.student is None:
+        start = _model(artifact, cfg.step)
+    else:  # a separate student (the way an ONNX teacher gets a PyTorch one)
+        from edgeslim.models import load_encoder
+        from edgeslim.recipe import ModelSpec
+
+        teacher = ctx.teacher
+        start = load_encoder(ModelSpec(source=cfg.student.source, path=cfg.student.path, family=cfg.student.family,
+                                       pooling=teacher.pooling, normalize=teacher.normalize,
+                                       max_seq_length=teacher.max_seq_length))
+        if start.hidden_size != teacher.hidden_size:
+            raise StepError(f"distill.student embeds in {start.hidden_size} dimensions, the teacher in "
+                            f"{teacher.hidden_size}; the student must match the teacher's embedding size")
+    model, record = _distilled(ctx.teacher, start, cfg, ctx)
+    return TorchModel(model), {**record, "student": None if cfg.student is None else start.name}
 
 
 def prune(artifact, cfg, ctx):

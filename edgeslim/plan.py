@@ -65,9 +65,6 @@ def plan_variant(source, target, variant) -> PlannedVariant:
     if source.modality not in target.modalities:
         raise PlanError(f"{where}: target {target.name} takes {'/'.join(target.modalities)} models; the teacher is "
                         f"a {source.modality} model")
-    if (source.artifact != "torch" and target.latency_kind == "estimated" and target.estimate_needs_torch_model):
-        raise PlanError(f"{where}: target {target.name} estimates latency from the MACs of a PyTorch model; the "
-                        "teacher is an ONNX file (use a measured target such as the host, or a model family)")
     if variant.backend not in target.accepts:
         raise PlanError(f"{where}: target {target.name} has no backend {variant.backend!r}; allowed: "
                         f"{', '.join(target.accepts)}")
@@ -87,15 +84,25 @@ def plan_variant(source, target, variant) -> PlannedVariant:
                         + (f"; steps that make a {wanted} model: {', '.join(hint)}" if hint else "")
                         + (" (PyTorch steps come before export steps)" if wanted == "torch" else ""))
 
+    model = source  # the model surgery applies to: the teacher, or a student that replaced it
     for cfg in variant.steps:
         if source.modality not in cfg.modalities:
             raise PlanError(f"{where}: step {cfg.step} works on {'/'.join(cfg.modalities)} models; the teacher is "
                             f"a {source.modality} model")
+        wanted = cfg.input_kind()
+        if wanted is None:  # a step that brings its own model (a separate distillation student)
+            from edgeslim.models.sources import describe
+
+            model = describe(cfg.student)
+            if model.modality != source.modality:
+                raise PlanError(f"{where}: step {cfg.step}: the student is a {model.modality} model, the teacher "
+                                f"a {source.modality} one")
         for part in sorted(cfg.parts_needed()):
-            refusal = source.refusal(part)
+            refusal = model.refusal(part)
             if refusal:
                 raise PlanError(f"{where}: step {cfg.step}: {refusal}")
-        convert(cfg.consumes, f"step {cfg.step}")
+        if wanted is not None:
+            convert(wanted, f"step {cfg.step}")
         steps.append(cfg)
         kind = cfg.produces
     accepted = target.accepts[variant.backend]
@@ -110,6 +117,11 @@ def plan_variant(source, target, variant) -> PlannedVariant:
             hint = sorted({p for wanted in accepted for p in _producers(wanted)})
             raise PlanError(f"{where}: backend {variant.backend} runs {' or '.join(accepted)} models, but the steps "
                             f"end with a {kind} model" + (f"; add one of: {', '.join(hint)}" if hint else ""))
+    has_torch_model = source.artifact == "torch" or any(s.produces == "torch" for s in steps)
+    if not has_torch_model and target.latency_kind == "estimated" and target.estimate_needs_torch_model:
+        raise PlanError(f"{where}: target {target.name} estimates latency from the MACs of a PyTorch model; the "
+                        "teacher is an ONNX file and no step makes a PyTorch model (distil it into a `student`, or "
+                        "use a measured target such as the host)")
     return PlannedVariant(target=target, variant=variant, steps=tuple(steps), final_kind=kind)
 
 

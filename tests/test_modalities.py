@@ -219,3 +219,28 @@ def test_no_target_step_or_family_name_outside_the_registries():
     # The test can fail: a name planted in scanned code is found.
     planted = ast.parse("cpu = {'x86-cpu': 1}")
     assert any(isinstance(n, ast.Constant) and n.value in names for n in ast.walk(planted))
+
+
+def test_an_onnx_teacher_distils_into_a_pytorch_student_of_a_chosen_family(tmp_path):
+    """source: onnx has no PyTorch model to cut; a `student` of a family learns from ONNX
+    Runtime's fp32 embeddings, then goes through the export-side steps like any other."""
+    from edgeslim.calibration_data import load_corpus
+    from edgeslim.compress.export import export_onnx
+    from edgeslim.models import load_encoder
+    from edgeslim.plan import plan_recipe
+    from edgeslim.recipe import ModelSpec, load_recipe
+
+    teacher = load_encoder(ModelSpec(source="tiny-random", family="electra", max_seq_length=32))
+    export_onnx(teacher, tmp_path / "teacher.onnx", load_corpus("wordnet").texts[:8])
+    teacher.tokenizer.save(str(tmp_path / "tokenizer.json"))
+    variant = ("{name: student, backend: onnxruntime, steps: [{step: distill, student: {source: tiny-random, "
+               "family: distilbert}, keep_layers: [0], sentences: 128, batch_size: 16, epochs: 1, max_seq_length: 32},"
+               " {step: int8_dynamic}]}")
+    path = _recipe(tmp_path, "{source: onnx, path: " + str(tmp_path / "teacher.onnx") + ", modality: text, "
+                   "max_seq_length: 32}", True, variant)
+    recipe, _ = load_recipe(path)
+    assert plan_recipe(recipe).variants[0].chain() == ["distill", "export_onnx", "int8_dynamic"]
+    report = _run(path, tmp_path / "out")
+    distilled = report["results"][0]["steps"][0]
+    assert distilled["student"] == "tiny-random-distilbert" and distilled["layers"] == 1
+    assert report["baseline"]["backend"] == "ONNX Runtime fp32"
