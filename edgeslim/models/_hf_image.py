@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 from edgeslim.errors import RecipeError
-from edgeslim.models.base import InputSpec, ModelFamily, PruneSites
+from edgeslim.models.base import InputSpec, ModelFamily, PruneSites, eager_forward
 
 # Hugging Face image-processor `resample` codes (PIL's) -> the manifest's interpolation names.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -70,19 +69,7 @@ class HfImageFamily(ModelFamily):
         return module(pixel_values=pixel_values).last_hidden_state
 
     def exportable(self, module):
-        import torch
-
-        class Whole(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                model = copy.deepcopy(model)
-                model.config._attn_implementation = "eager"
-                self.model = model
-
-            def forward(self, pixel_values):
-                return self.model(pixel_values=pixel_values).last_hidden_state
-
-        return Whole(module).eval()
+        return eager_forward(self, module, ("pixel_values",))
 
     def blocks(self, module):
         return module.encoder.layer

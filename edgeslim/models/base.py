@@ -172,6 +172,26 @@ class ModelFamily:
         return int(self.prune_sites(block).query.out_features)
 
 
+def eager_forward(family: "ModelFamily", module, input_names: tuple[str, ...]):
+    """A copy of a transformers model as an export module: positional `input_names` in, the
+    family's token states out, eager attention (plain MatMul/Softmax ops in the graph)."""
+    import copy
+
+    import torch
+
+    class EagerForward(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            model = copy.deepcopy(model)
+            model.config._attn_implementation = "eager"
+            self.model = model
+
+        def forward(self, *inputs):
+            return family.hidden_states(self.model, **dict(zip(input_names, inputs)))
+
+    return EagerForward(module).eval()
+
+
 def weights_digest(module) -> str:
     """sha256 over every tensor of a model's state dict: its identity for caches and manifests."""
     digest = hashlib.sha256()

@@ -3,10 +3,8 @@ gated FFN projections. Exported through its own forward (eager attention), not l
 
 from __future__ import annotations
 
-import copy
-
 from edgeslim.models._hf_text import HfTextFamily, bpe_tokenizer
-from edgeslim.models.base import Surgery
+from edgeslim.models.base import Surgery, eager_forward
 
 
 class ModernBertFamily(HfTextFamily):
@@ -31,19 +29,7 @@ class ModernBertFamily(HfTextFamily):
         return ModernBertModel(config).eval(), tokenizer
 
     def exportable(self, module):
-        import torch
-
-        class Whole(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                model = copy.deepcopy(model)
-                model.config._attn_implementation = "eager"
-                self.model = model
-
-            def forward(self, input_ids, attention_mask):
-                return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-        return Whole(module).eval()
+        return eager_forward(self, module, ("input_ids", "attention_mask"))
 
     def blocks(self, module):
         return module.layers
