@@ -66,6 +66,10 @@ class StepBase(StrictModel):
         """The artifact kind it needs as input; None: it starts a model of its own."""
         return self.consumes
 
+    def modality_refusal(self, modality: str) -> str | None:
+        """Why this config cannot run on a `modality` model, or None when it can."""
+        return None if modality in self.modalities else f"it works on {'/'.join(self.modalities)} models"
+
 
 class ExportOnnxConfig(StepBase):
     """PyTorch -> ONNX (legacy exporter, opset 17), parity-checked against PyTorch. Plans insert
@@ -323,6 +327,12 @@ class PruneConfig(StepBase):
     heads: Ratio | tuple[Ratio, ...] = 0.0
     ffn: Ratio | tuple[Ratio, ...] = 0.0
     heal: DistillConfig | None = DistillConfig()  # null: no healing (accuracy drops a lot)
+
+    def modality_refusal(self, modality: str) -> str | None:
+        """Pruning is modality-blind; its healing distillation is text only (for now)."""
+        if self.heal is not None and self.heal.modality_refusal(modality):
+            return f"its heal (a distill) works on {'/'.join(self.heal.modalities)} models; set heal: null"
+        return super().modality_refusal(modality)
 
     def parts_needed(self) -> frozenset[str]:
         def wanted(ratios) -> bool:

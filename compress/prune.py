@@ -57,6 +57,8 @@ def prune_model(model, cfg: PruneConfig):
             raise StepError(refusal)
     pruned = model.replace(module=copy.deepcopy(model.module).eval())
     module = pruned.module
+    if not family.transformer:
+        return _prune_cnn(model, pruned, cfg)
     blocks = family.blocks(module)
     heads = _per_layer(cfg.heads, len(blocks), "heads")
     ffn = _per_layer(cfg.ffn, len(blocks), "ffn")
@@ -99,6 +101,22 @@ def prune_model(model, cfg: PruneConfig):
         "layers_after": layer_shapes(pruned),
     }
     return pruned, record
+
+
+def _prune_cnn(model, pruned, cfg: PruneConfig):
+    """Conv-channel pruning: `ffn` is the one channel ratio (CNNs have no heads)."""
+    if isinstance(cfg.ffn, tuple):
+        raise StepError(f"prune.ffn for a CNN ({model.family.name}) is one channel ratio, not one per layer")
+    from edgeslim.models import weights_digest
+
+    family, module = model.family, pruned.module
+    before = parameter_count(module)
+    family.prune_channels(module, float(cfg.ffn))
+    pruned = pruned.replace(name=f"{model.name}-pruned", weights_sha256=weights_digest(module))
+    return pruned, {"importance": "L2 magnitude per coupled group (torch-pruning GroupMagnitudeImportance)",
+                    "channel_ratio": cfg.ffn, "parameters_before": before, "parameters_after": parameter_count(module),
+                    "conv_channels_before": family.channel_shapes(model.module),
+                    "conv_channels_after": family.channel_shapes(module)}
 
 
 def save_pruned(model, path: Path) -> None:

@@ -86,9 +86,9 @@ def plan_variant(source, target, variant) -> PlannedVariant:
 
     model = source  # the model surgery applies to: the teacher, or a student that replaced it
     for cfg in variant.steps:
-        if source.modality not in cfg.modalities:
-            raise PlanError(f"{where}: step {cfg.step} works on {'/'.join(cfg.modalities)} models; the teacher is "
-                            f"a {source.modality} model")
+        refusal = cfg.modality_refusal(source.modality)
+        if refusal:
+            raise PlanError(f"{where}: step {cfg.step} cannot run on the {source.modality} teacher: {refusal}")
         wanted = cfg.input_kind()
         if wanted is None:  # a step that brings its own model (a separate distillation student)
             from edgeslim.models.sources import describe

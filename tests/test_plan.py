@@ -14,7 +14,12 @@ from edgeslim.recipe import parse_recipe
 
 
 def _recipe(tmp_path, family: str, target: str, backend: str, steps: str):
-    text = (f"name: p\nmodel: {{source: tiny-random, family: {family}}}\ntargets:\n  - target: {target}\n"
+    from edgeslim.models import get_family
+
+    image = get_family(family).modality == "image"
+    data = ("data: {calibration: cifar10-train, agreement: [cifar10-heldout], stsb_split: null, probe: null}\n"
+            if image else "")
+    text = (f"name: p\nmodel: {{source: tiny-random, family: {family}}}\n{data}targets:\n  - target: {target}\n"
             f"    variants:\n      - {{name: v, backend: {backend}, steps: [{steps}]}}\n")
     return parse_recipe(text, tmp_path / "p.yaml")
 
@@ -41,6 +46,8 @@ def no_model_loads(monkeypatch):
     ("bert", "ethos-u55-128", "litert-body", "{step: npu_body_quantize}", ["npu_body_quantize"]),
     ("distilbert", "x86-cpu", "onnxruntime", "{step: prune, heads: 0.5, heal: null}, {step: int8_dynamic}",
      ["prune", "export_onnx", "int8_dynamic"]),
+    ("resnet", "x86-cpu", "onnxruntime", "{step: prune, ffn: 0.5, heal: null}, {step: int8_dynamic}",
+     ["prune", "export_onnx", "int8_dynamic"]),
 ])
 def test_valid_chains_get_the_export_inserted(tmp_path, family, target, backend, steps, chain):
     assert plan_recipe(_recipe(tmp_path, family, target, backend, steps)).variants[0].chain() == chain
@@ -64,6 +71,10 @@ def test_valid_chains_get_the_export_inserted(tmp_path, family, target, backend,
                                                                                  r"prelude"),
     ("modernbert", "x86-cpu", "onnxruntime", "{step: prune, ffn: 0.5, heal: null}", r"gated FFN"),
     ("bert", "x86-cpu", "litert", "", r"target x86-cpu has no backend 'litert'"),
+    # a step of the wrong modality, and a healing distillation on an image model
+    ("vit", "x86-cpu", "onnxruntime", "{step: vocab_prune}", r"cannot run on the image teacher: it works on text"),
+    ("resnet", "x86-cpu", "onnxruntime", "{step: prune, ffn: 0.5}", r"its heal \(a distill\) works on text models"),
+    ("resnet", "x86-cpu", "onnxruntime", "{step: prune, heads: 0.5, heal: null}", r"a CNN has no attention heads"),
 ])
 def test_impossible_chains_are_refused_before_any_model_loads(tmp_path, family, target, backend, steps, message):
     try:

@@ -160,10 +160,9 @@ class CnnFamily(ModelFamily):
     modality = "image"
     poolings = ("mean",)
     transformer = False
-    surgery = Surgery(frozenset(), {
+    surgery = Surgery(frozenset({"ffn"}), {
         "layers": "dropping residual blocks of a CNN is not written yet (distil into a smaller architecture instead)",
         "heads": "a CNN has no attention heads",
-        "ffn": "conv-channel pruning is not written yet",
         "vocabulary": "an image model has no token vocabulary",
         "npu_body": "the integer NPU body is built for BERT's block layout only"})
 
@@ -229,6 +228,28 @@ class CnnFamily(ModelFamily):
     def blocks(self, module):
         raise NotImplementedError
 
+    def embedding_convs(self, module) -> list:
+        """The convs whose output channels are the embedding: pruning leaves their outputs whole."""
+        raise NotImplementedError
+
+    def prune_channels(self, module, ratio: float) -> None:
+        """Remove `ratio` of the conv channels, in place: torch-pruning's dependency graph keeps
+        the coupled convs, batch norms and residual adds consistent; importance is the L2 norm
+        of each coupled group; the embedding's channels stay."""
+        import torch_pruning as tp
+
+        _, _, torch = _modules()
+        size = self.image_size(module)
+        pruner = tp.pruner.MetaPruner(module, torch.zeros(1, 3, size, size),
+                                      importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+                                      ignored_layers=self.embedding_convs(module))
+        with torch.no_grad():
+            pruner.step()
+
+    def channel_shapes(self, module) -> list[int]:
+        _, _, torch = _modules()
+        return [m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+
     def macs(self, module, positions: int, batch: int = 1) -> float:
         """Conv MACs from a shape trace at the model's input size (positions does not apply)."""
         _, _, torch = _modules()
@@ -254,6 +275,11 @@ class ResNetFamily(CnnFamily):
     def tiny_config(self) -> CnnConfig:
         return CnnConfig(model_type="resnet18", image_size=32, width=8)
 
+    def embedding_convs(self, module) -> list:
+        bottleneck = RESNETS[module.config["model_type"]][0] == "bottleneck"
+        last = [block.conv3 if bottleneck else block.conv2 for block in module.layer4]
+        return last + [module.layer4[0].downsample[0]]
+
     def build(self, config: CnnConfig):
         if config.get("model_type") not in RESNETS:
             raise RecipeError(f"resnet model_type {config.get('model_type')!r}; supported: {', '.join(RESNETS)}")
@@ -271,6 +297,9 @@ class MobileNetV2Family(CnnFamily):
 
     def tiny_config(self) -> CnnConfig:
         return CnnConfig(model_type="mobilenet_v2", image_size=32, width_mult=0.25)
+
+    def embedding_convs(self, module) -> list:
+        return [module.features[-1][0]]  # the 1x1 conv to the last width (1280)
 
     def build(self, config: CnnConfig):
         _, MobileNetV2, torch = _modules()
