@@ -5,6 +5,8 @@ immutable Result with its budget verdict."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgeslim.benchmarks.budget import check
@@ -18,11 +20,20 @@ from edgeslim.targets.base import Budget, EstimateInput
 IMAGE_LATENCY_WHAT = "model forward + pooling on preprocessed images (decoding and preprocessing excluded)"
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The measured teacher: its Result, its embeddings of the held-out agreement set, and the
+    latency input it was timed on (in its own token ids)."""
+
+    result: Result
+    agreement_embeddings: np.ndarray
+    latency_input: dict
+
+
 class Measurer:
     def __init__(self, recipe, data: EvalData, real_texts: list[str], real_texts_from: str, log=print):
         self.recipe, self.data, self.log = recipe, data, log
         self.real_texts, self.real_texts_from = real_texts, real_texts_from
-        self.teacher_embeddings: np.ndarray | None = None
 
     def _worker(self, spec: dict, budget: Budget, latency_input: dict, on_device: bool = True):
         """Measure in a fresh process. on_device=False (estimated targets): this host is not the
@@ -34,11 +45,14 @@ class Measurer:
                            "real_batches": list(bench.real_length_batches) if on_device else [],
                            "real_texts": self.real_texts}, self.data.item_sets)
 
-    def _accuracy(self, embeddings: np.ndarray) -> Accuracy:
+    def _agreement(self, embeddings: np.ndarray) -> np.ndarray:
+        by_text = dict(zip(self.data.texts, embeddings))
+        return np.stack([by_text[t] for t in self.data.agreement_texts])
+
+    def _accuracy(self, embeddings: np.ndarray, teacher_agreement_embeddings: np.ndarray) -> Accuracy:
         data = self.data
         by_text = dict(zip(data.texts, embeddings))
-        agreement = np.stack([by_text[t] for t in data.agreement_texts])
-        cos_mean, cos_min = teacher_agreement(self.teacher_embeddings, agreement)
+        cos_mean, cos_min = teacher_agreement(teacher_agreement_embeddings, self._agreement(embeddings))
         return Accuracy(
             teacher_cosine_mean=round(cos_mean, 6), teacher_cosine_min=round(cos_min, 6),
             eval_set=data.agreement.name, eval_sentences=len(data.agreement_texts),
@@ -69,19 +83,22 @@ class Measurer:
                        threads=budget.threads, kind=kind, where=where_measured(),
                        what=LATENCY_WHAT if text else IMAGE_LATENCY_WHAT), real
 
-    def teacher(self, teacher, budget: Budget, latency_input: dict) -> Result:
+    def teacher(self, teacher, budget: Budget, latency_input: dict) -> Baseline:
+        """The teacher measured as the bundles are; its held-out embeddings are what every
+        bundle's agreement is scored against."""
         point = f"{budget.seq_len} tokens" if self.data.modality == "text" else "one image"
         self.log(f"  teacher {teacher.name}: measuring the {teacher.reference} baseline (threads {budget.threads}, "
                  f"batch {budget.batch}, {point})")
         measured, embeddings = self._worker({"kind": "teacher", "model": self.recipe.model.model_dump(mode="json")},
                                             budget, latency_input)
-        by_text = dict(zip(self.data.texts, embeddings))
-        self.teacher_embeddings = np.stack([by_text[t] for t in self.data.agreement_texts])
+        agreement = self._agreement(embeddings)
         latency, real = self._latency(measured, budget, "measured")
-        return Result(name=f"{teacher.name} ({teacher.reference})", target="host", backend=teacher.reference, bundle=None,
-                      size_mb=round(teacher.parameters_mb(), 3), latency_ms=latency, latency_real_ms=real,
-                      peak_rss_mb=measured["peak_rss_mb"], accuracy=self._accuracy(embeddings),
-                      speedup_vs_baseline=None, providers=measured["providers"], steps=[])
+        result = Result(name=f"{teacher.name} ({teacher.reference})", target="host", backend=teacher.reference,
+                        bundle=None, size_mb=round(teacher.parameters_mb(), 3), latency_ms=latency,
+                        latency_real_ms=real, peak_rss_mb=measured["peak_rss_mb"],
+                        accuracy=self._accuracy(embeddings, agreement), speedup_vs_baseline=None,
+                        providers=measured["providers"], steps=[])
+        return Baseline(result=result, agreement_embeddings=agreement, latency_input=latency_input)
 
     def speedup(self, bundle_dir, budget: Budget, teacher_input: dict, bundle_input: dict) -> SpeedupSpread:
         """Teacher and bundle in rounds (teacher, bundle, teacher, bundle...) in one process pinned
@@ -102,7 +119,7 @@ class Measurer:
                              bundle_p50_ms=round(float(np.median(measured["bundle_p50"])), 3),
                              cpu=measured["cpu"])
 
-    def bundle(self, built, planned, budget: Budget, latency_input: dict, teacher_input: dict,
+    def bundle(self, built, planned, budget: Budget, latency_input: dict, baseline: "Baseline",
                required: bool) -> Result:
         target = planned.target
         on_device = target.latency_kind == "measured"
@@ -112,7 +129,7 @@ class Measurer:
         latency, real = self._latency(measured, budget, target.latency_kind)
         spread, device_estimate = None, None
         if on_device:
-            spread = self.speedup(built.staging, budget, teacher_input, latency_input)
+            spread = self.speedup(built.staging, budget, baseline.latency_input, latency_input)
         else:  # the target's estimate in place of a host timing: this machine is not the device
             estimate = self._estimate(built, target, budget)
             latency = Latency(p50=estimate.ms, p90=estimate.ms, p95=estimate.ms, p99=estimate.ms, batch=budget.batch,
@@ -122,7 +139,8 @@ class Measurer:
         result = Result(
             name=planned.name, target=target.name, backend=planned.backend,
             bundle=str(built.staging.parent / planned.name), size_mb=round(size_mb, 3), latency_ms=latency,
-            latency_real_ms=real, peak_rss_mb=measured["peak_rss_mb"], accuracy=self._accuracy(embeddings),
+            latency_real_ms=real, peak_rss_mb=measured["peak_rss_mb"],
+            accuracy=self._accuracy(embeddings, baseline.agreement_embeddings),
             speedup_vs_baseline=spread.median if spread else None, speedup_spread=spread,
             providers=measured["providers"], steps=list(built.records), device_estimate=device_estimate,
             required=required,

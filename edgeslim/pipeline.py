@@ -68,9 +68,8 @@ class Runner:
         teacher = load_encoder(recipe.model)
         budget = next(iter(budgets.values()))
         measurer = Measurer(recipe, data, real_texts, real_from, self.log)
-        teacher_input = latency_input(teacher, data, budget.seq_len)
-        baseline = measurer.teacher(teacher, budget, teacher_input)
-        self.log(f"    p50 {baseline.latency_ms.p50:.2f} ms, STS-B {baseline.accuracy.stsb_spearman}")
+        baseline = measurer.teacher(teacher, budget, latency_input(teacher, data, budget.seq_len))
+        self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, STS-B {baseline.result.accuracy.stsb_spearman}")
 
         builder = Builder(teacher, data, self.work, self.bundles, recipe, self.recipe_path, self.log)
         required = {v.name for spec in recipe.targets for v in spec.variants if v.name in spec.required}
@@ -79,7 +78,7 @@ class Runner:
             built = builder.build(planned, budgets[planned.target.name])
             # Same text as the baseline's input, in this bundle's own token ids.
             bundle_input = latency_input(built.reader, data, budget.seq_len)
-            result = measurer.bundle(built, planned, budgets[planned.target.name], bundle_input, teacher_input,
+            result = measurer.bundle(built, planned, budgets[planned.target.name], bundle_input, baseline,
                                      planned.name in required)
             # The measured figures go into the bundle itself, then it is published in one rename.
             (built.staging / MODEL_CARD).write_text(render_model_card(built.manifest, result.model_dump()),
@@ -101,7 +100,7 @@ class Runner:
             host={**read_host_profile().to_dict(), "python": platform.python_version(), **_versions()},
             data=data.describe(),
             skipped=data.skipped,
-            baseline=baseline,
+            baseline=baseline.result,
             results=results,
             targets={name: target.describe() for name, target in targets.items()},
         )
