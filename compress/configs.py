@@ -239,7 +239,6 @@ class StudentSpec(StrictModel):
     source: Literal["local", "tiny-random"] = "local"
     path: Path | None = None
     family: str | None = None
-    modality: None = None  # a family knows its own (the teacher's must match)
 
     @model_validator(mode="after")
     def _path_for_local(self):

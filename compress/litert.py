@@ -47,7 +47,7 @@ def _parity(path: Path, torch_model, texts, seq_len: int) -> float:
         ids, mask = torch_model.tokenize([text], pad_to=seq_len)
         out = next(iter(runner(**dict(zip(names, (ids.astype(np.int32), mask.astype(np.int32))))).values()))
         a = pool(out, mask, "mean", True)
-        b = pool(torch_model.token_states(ids, mask), mask, "mean", True)
+        b = pool(torch_model.states({"input_ids": ids, "attention_mask": mask}), mask, "mean", True)
         worst = min(worst, float((a * b).sum()))
     return worst
 

@@ -100,9 +100,3 @@ class HfImageFamily(ModelFamily):
             attention = block.attention.attention
             attention.all_head_size = attention.query.out_features
             attention.num_attention_heads = attention.all_head_size // attention.attention_head_size
-
-    def prune_example(self, module) -> dict:
-        import torch
-
-        size = self.image_size(module)
-        return {"pixel_values": torch.zeros(2, 3, size, size)}

@@ -65,16 +65,9 @@ class EncoderModel:
             out[rows] = self.embed_tokens(ids, mask)
         return out
 
-    def token_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            hidden = self.family.hidden_states(self.module, input_ids=torch.from_numpy(input_ids),
-                                               attention_mask=torch.from_numpy(attention_mask))
-        return hidden.float().numpy()
-
     def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return pool_states(self.token_states(input_ids, attention_mask), attention_mask, self.pooling, self.normalize)
+        hidden = self.states({"input_ids": input_ids, "attention_mask": attention_mask})
+        return pool_states(hidden, attention_mask, self.pooling, self.normalize)
 
     def exportable(self):
         return self.family.exportable(self.module)
@@ -102,15 +95,8 @@ class EncoderModel:
 
         return preprocess(images, ImagePreprocessing.model_validate(self.preprocessing))
 
-    def patch_states(self, pixel_values: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            hidden = self.family.hidden_states(self.module, pixel_values=torch.from_numpy(pixel_values))
-        return hidden.float().numpy()
-
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
-        return pool_states(self.patch_states(pixel_values), None, self.pooling, self.normalize)
+        return pool_states(self.states({"pixel_values": pixel_values}), None, self.pooling, self.normalize)
 
     def embed_images(self, images, batch_size: int = 32) -> np.ndarray:
         """Reference embeddings of images (paths, PIL images or HxWxC uint8 arrays): the same
