@@ -25,6 +25,8 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 # torchvision's ResNet layouts: block kind and blocks per stage.
 RESNETS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
            "resnet50": ("bottleneck", (3, 4, 6, 3))}
+# "cifar": a 3x3 stride-1 first conv and no max pool, the usual ResNet for 32x32 images.
+STEMS = ("imagenet", "cifar")
 
 
 def _modules():
@@ -69,14 +71,18 @@ def _modules():
             return self.relu(self.bn3(self.conv3(out)) + identity)
 
     class ResNet(nn.Module):
-        def __init__(self, kind: str, layers, width: int = 64):
+        def __init__(self, kind: str, layers, width: int = 64, stem: str = "imagenet"):
             super().__init__()
             block = BasicBlock if kind == "basic" else Bottleneck
             self.inplanes = width
-            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+            if stem == "cifar":  # 32x32 inputs: a 3x3 stride-1 stem and no max pool keep the resolution
+                self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+                self.maxpool = nn.Identity()
+            else:
+                self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+                self.maxpool = nn.MaxPool2d(3, 2, 1)
             self.bn1 = nn.BatchNorm2d(width)
             self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
             for i, (blocks, stride) in enumerate(zip(layers, (1, 2, 2, 2))):
                 setattr(self, f"layer{i + 1}", self._stage(block, width * 2 ** i, blocks, stride))
             self.out_channels = width * 8 * block.expansion
@@ -286,7 +292,12 @@ class ResNetFamily(CnnFamily):
         ResNet, _, torch = _modules()
         torch.manual_seed(0)
         kind, layers = RESNETS[config["model_type"]]
-        module = ResNet(kind, layers, width=int(config.get("width", 64)))
+        layers = tuple(int(n) for n in config.get("layers", layers))
+        stem = config.get("stem", "imagenet")
+        if len(layers) != 4 or min(layers) < 1 or stem not in STEMS:
+            raise RecipeError(f"resnet config: layers must be 4 stage depths >= 1 (got {list(layers)}) and stem one "
+                              f"of {', '.join(STEMS)} (got {stem!r})")
+        module = ResNet(kind, layers, width=int(config.get("width", 64)), stem=stem)
         module.config = config
         return module.eval()
 
