@@ -12,6 +12,9 @@ _CHECKS = (
     ("peak_rss_mb", "max_peak_rss_mb", lambda r: r.peak_rss_mb, True),
     ("teacher_cosine_mean", "min_teacher_cosine", lambda r: r.accuracy.teacher_cosine_mean, False),
     ("stsb_spearman", "min_stsb_spearman", lambda r: r.accuracy.stsb_spearman, False),
+    ("knn_top1_drop", "max_knn_drop", lambda r: r.accuracy.probe.knn_top1_drop if r.accuracy.probe else None, True),
+    ("npu_sram_kib", "max_npu_sram_kib", lambda r: (r.device_estimate or {}).get("sram_used_kib"), True),
+    ("cpu_operators", "max_cpu_operators", lambda r: (r.device_estimate or {}).get("cpu_operators"), True),
 )
 
 

@@ -60,6 +60,8 @@ class ProbeAccuracy(_Model):
     knn_top1: float  # x100
     linear_probe_top1: float  # x100; ridge regression on one-hot labels, closed form
     test_disjoint_from_calibration: bool
+    # The teacher's kNN top-1 minus this model's, in points (same probe, same run); None for the teacher.
+    knn_top1_drop: float | None = None
 
 
 class Accuracy(_Model):
@@ -189,7 +191,8 @@ def render_markdown(report: Report) -> str:
         f"Created {report.created} by edgeslim {report.edgeslim_version} from `{report.recipe_file}`.",
         f"Host: {report.host.get('name')}, {report.host.get('cores')} cores, ISA {', '.join(report.host.get('isa_features', []))}.",
         "",
-        f"Latency: batch {b.batch}, {b.seq_len} tokens, {b.threads} thread(s), warm-up then >= {b.runs} runs; "
+        f"Latency: batch {b.batch}, {f'{b.seq_len} tokens' if b.seq_len else 'one image each'}, {b.threads} thread(s), "
+        f"warm-up then >= {b.runs} runs; "
         f"{b.what or ''}. Each model runs in its own process; peak RSS is that process's.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",

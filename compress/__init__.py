@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from edgeslim.compress.artifacts import (ARTIFACT_KINDS, Artifact, LiteRtModel, ModelArtifact, NpuBodyModel, OnnxModel,
+from edgeslim.compress.artifacts import (ARTIFACT_KINDS, Artifact, LiteRtInt8Model, LiteRtModel, ModelArtifact, NpuBodyModel, OnnxModel,
                                         OpenVinoModel, StaticTable, TorchModel)
 from edgeslim.compress.configs import (
     STEPS,
@@ -45,6 +45,7 @@ __all__ = [
     "Int8StaticConfig",
     "LiteRtConvertConfig",
     "LiteRtInt8DynamicConfig",
+    "LiteRtInt8Model",
     "LiteRtModel",
     "ModelArtifact",
     "NpuBodyModel",

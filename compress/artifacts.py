@@ -16,10 +16,15 @@ from typing import ClassVar
 class Artifact:
     kind: ClassVar[str]
     reader: object | None = None
+    image_layout: str | None = None  # an image graph's input layout when not the family's NCHW
 
     def bundle_names(self) -> list[tuple[Path, str]]:
         """(file, name in the bundle) for every file the artifact is made of."""
         raise NotImplementedError
+
+    def backend_options(self) -> dict:
+        """Manifest backend options this artifact implies (merged over the target's)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -71,14 +76,31 @@ class StaticTable(Artifact):
 
 @dataclass(frozen=True)
 class LiteRtModel(Artifact):
-    """A .tflite flatbuffer with static input shape (1, seq_len), int32 inputs."""
+    """A .tflite flatbuffer with a static input shape: (1, seq_len) int32 token inputs, or one
+    (1, H, W, 3) image (channels last, what LiteRT's kernels and NPUs run); float activations
+    or int8 weights with float activations."""
 
     path: Path
-    seq_len: int
+    seq_len: int | None
+    image_layout: str | None = None  # "NHWC" for an image graph
     kind: ClassVar[str] = "litert"
 
     def bundle_names(self) -> list[tuple[Path, str]]:
         return [(self.path, "model.tflite")]
+
+    def backend_options(self) -> dict:
+        return {"input_order": ["pixel_values"]} if self.image_layout else {}
+
+
+@dataclass(frozen=True)
+class LiteRtInt8Model(LiteRtModel):
+    """A full-integer .tflite: int8 weights, int8 activations, int8 input and output with their
+    scale and zero point in the graph. What an integer NPU (Ethos-U) compiles whole."""
+
+    kind: ClassVar[str] = "litert-int8"
+
+    def graphs(self) -> list[tuple[Path, str, None]]:
+        return [(self.path, "model.tflite", None)]
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,8 @@ class NpuBodyModel(Artifact):
 
 
 ARTIFACT_KINDS: dict[str, type[Artifact]] = {
-    cls.kind: cls for cls in (TorchModel, OnnxModel, OpenVinoModel, StaticTable, LiteRtModel, NpuBodyModel)
+    cls.kind: cls for cls in (TorchModel, OnnxModel, OpenVinoModel, StaticTable, LiteRtModel, LiteRtInt8Model,
+                              NpuBodyModel)
 }
 
 ModelArtifact = Artifact

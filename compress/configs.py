@@ -70,6 +70,10 @@ class StepBase(StrictModel):
         """Why this config cannot run on a `modality` model, or None when it can."""
         return None if modality in self.modalities else f"it works on {'/'.join(self.modalities)} models"
 
+    def corpora(self) -> tuple[tuple[str, str], ...]:
+        """(key, corpus name) of every corpus this config learns from (a plan checks their modality)."""
+        return ()
+
 
 class ExportOnnxConfig(StepBase):
     """PyTorch -> ONNX (legacy exporter, opset 17), parity-checked against PyTorch. Plans insert
@@ -147,14 +151,14 @@ class OpenVinoInt8Config(StepBase):
 
 
 class OpenVinoStaticShapesConfig(StepBase):
-    """Fix an OpenVINO IR's input shapes (NPUs compile static shapes only). The IR is saved at
-    the largest shape; the bundle lists every (batch, seq) it was compiled and checked for, and
-    the runtime pads each call up to the smallest listed shape that holds it."""
+    """Fix an OpenVINO IR's input shapes (NPUs compile static shapes only). Text: the IR is saved
+    at the largest shape; the bundle lists every (batch, seq) it was compiled and checked for, and
+    the runtime pads each call up to the smallest listed shape that holds it. Images: the one
+    (batch, 3, H, W) (seq_lengths do not apply); the runtime runs a call in chunks of `batch`."""
 
     step: Literal["openvino_static_shapes"] = "openvino_static_shapes"
     consumes: ClassVar[str] = "openvino"
     produces: ClassVar[str] = "openvino"
-    modalities: ClassVar[tuple[str, ...]] = ("text",)
     handler: ClassVar[str] = "edgeslim.compress.openvino:static_shapes"
     batch: int = Field(1, ge=1, le=64)
     seq_lengths: tuple[int, ...] = (32, 64, 128)
@@ -175,13 +179,13 @@ class OpenVinoConvertConfig(StepBase):
 
 
 class LiteRtConvertConfig(StepBase):
-    """Convert the PyTorch model to a float32 LiteRT .tflite (litert-torch), static shape
-    (1, max_seq_length), int32 inputs; checked against PyTorch on calibration sentences."""
+    """Convert the PyTorch model to a float32 LiteRT .tflite (litert-torch), static shape: text
+    (1, max_seq_length) int32 inputs; images (1, H, W, 3) channels last, ending in the pooled
+    embedding. Checked against PyTorch on calibration sentences or images."""
 
     step: Literal["litert_convert"] = "litert_convert"
     consumes: ClassVar[str] = "torch"
     produces: ClassVar[str] = "litert"
-    modalities: ClassVar[tuple[str, ...]] = ("text",)
     handler: ClassVar[str] = "edgeslim.compress.litert:convert"
     extra: ClassVar[str] = "litert-export"
     parity_samples: int = Field(16, ge=1, le=256)
@@ -199,6 +203,25 @@ class LiteRtInt8DynamicConfig(StepBase):
     handler: ClassVar[str] = "edgeslim.compress.litert:dynamic_int8"
     extra: ClassVar[str] = "litert-export"
     recipe: Literal["dynamic_wi8_afp32"] = "dynamic_wi8_afp32"
+
+
+class LiteRtInt8FullConfig(StepBase):
+    """Full-integer LiteRT for an image model: int8 weights (per channel) and activations (per
+    tensor), int8 input and output, min-max calibrated on the recipe's calibration images
+    (ai-edge-quantizer). What an integer NPU compiles whole and a Cortex-A runs with int8 kernels."""
+
+    step: Literal["litert_int8_full"] = "litert_int8_full"
+    consumes: ClassVar[str] = "litert"
+    produces: ClassVar[str] = "litert-int8"
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
+    int8: ClassVar[bool] = True
+    handler: ClassVar[str] = "edgeslim.compress.litert:full_int8"
+    extra: ClassVar[str] = "litert-export"
+    calibration_samples: int = Field(256, ge=8, le=4096)
+
+    @property
+    def calibration_sentences(self) -> int:
+        return self.calibration_samples
 
 
 class NpuBodyQuantizeConfig(StepBase):
@@ -255,13 +278,15 @@ class DistillConfig(StepBase):
     step: Literal["distill"] = "distill"
     consumes: ClassVar[str] = "torch"
     produces: ClassVar[str] = "torch"
-    modalities: ClassVar[tuple[str, ...]] = ("text",)
     handler: ClassVar[str] = "edgeslim.compress.torch_steps:distill"
     keep_layers: tuple[int, ...] | None = None  # layers the student keeps (of the teacher, or of `student`)
     student: StudentSpec | None = None  # None: the student starts as a copy of the teacher
-    # Unlabeled sentences; checked disjoint from every evaluation set (overlaps are dropped).
+    # Unlabeled sentences (or images, e.g. cifar10-train); checked disjoint from every
+    # evaluation set (overlaps are dropped).
     corpus: tuple[str, ...] = ("wordnet-calibration",)
-    sentences: int = Field(20000, ge=16)  # at most this many, in corpus order
+    sentences: int = Field(20000, ge=16)  # at most this many sentences or images, in corpus order
+    # Images: flip and shift each batch (the teacher embeds the same augmented batch); text: unused.
+    augment: bool = True
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(64, ge=2)
     learning_rate: float = Field(1e-4, gt=0)
@@ -278,6 +303,9 @@ class DistillConfig(StepBase):
     def input_kind(self) -> str | None:
         return None if self.student is not None else self.consumes
 
+    def corpora(self) -> tuple[tuple[str, str], ...]:
+        return tuple((f"{self.step}.corpus", name) for name in self.corpus)
+
 
 class VocabPruneConfig(StepBase):
     """Keep only the tokens a corpus uses (plus special and single-character tokens)."""
@@ -291,6 +319,9 @@ class VocabPruneConfig(StepBase):
     corpus: tuple[str, ...] = ("wordnet-calibration",)  # the text the bundle will see
     max_tokens: int | None = Field(None, ge=16)  # cap on the kept vocabulary; None: every used token
     min_count: int = Field(1, ge=1)
+
+    def corpora(self) -> tuple[tuple[str, str], ...]:
+        return tuple((f"{self.step}.corpus", name) for name in self.corpus)
 
 
 class StaticEmbeddingConfig(StepBase):
@@ -314,8 +345,9 @@ Ratio = Annotated[float, Field(ge=0.0, le=0.9)]
 
 
 class PruneConfig(StepBase):
-    """Structured pruning of attention heads and FFN channels (torch-pruning, L2 magnitude
-    importance per group), then healing distillation from the teacher."""
+    """Structured pruning (torch-pruning, L2 magnitude importance per group): attention heads and
+    FFN channels of a transformer, conv channels of a CNN (`ffn`), then healing distillation
+    from the teacher (an image model heals on an image corpus: `heal: {corpus: [cifar10-train]}`)."""
 
     step: Literal["prune"] = "prune"
     consumes: ClassVar[str] = "torch"
@@ -327,11 +359,8 @@ class PruneConfig(StepBase):
     ffn: Ratio | tuple[Ratio, ...] = 0.0
     heal: DistillConfig | None = DistillConfig()  # null: no healing (accuracy drops a lot)
 
-    def modality_refusal(self, modality: str) -> str | None:
-        """Pruning is modality-blind; its healing distillation is text only (for now)."""
-        if self.heal is not None and self.heal.modality_refusal(modality):
-            return f"its heal (a distill) works on {'/'.join(self.heal.modalities)} models; set heal: null"
-        return super().modality_refusal(modality)
+    def corpora(self) -> tuple[tuple[str, str], ...]:
+        return tuple(("prune.heal.corpus", name) for name in self.heal.corpus) if self.heal else ()
 
     def parts_needed(self) -> frozenset[str]:
         def wanted(ratios) -> bool:
@@ -346,7 +375,7 @@ class PruneConfig(StepBase):
 STEP_CONFIGS: tuple[type[StepBase], ...] = (
     DistillConfig, PruneConfig, VocabPruneConfig, StaticEmbeddingConfig, ExportOnnxConfig, Int8DynamicConfig,
     Int8StaticConfig, OpenVinoInt8Config, OpenVinoConvertConfig, LiteRtConvertConfig, LiteRtInt8DynamicConfig,
-    NpuBodyQuantizeConfig, OpenVinoStaticShapesConfig, OnnxFp16Config,
+    LiteRtInt8FullConfig, NpuBodyQuantizeConfig, OpenVinoStaticShapesConfig, OnnxFp16Config,
 )
 STEPS: dict[str, type[StepBase]] = {cls.model_fields["step"].default: cls for cls in STEP_CONFIGS}
 

@@ -1,9 +1,12 @@
 """Self-supervised distillation: a student (initialised from the teacher, optionally with fewer
-layers) learns to reproduce the teacher's pooled embeddings on unlabeled sentences.
+layers) learns to reproduce the teacher's pooled embeddings on unlabeled sentences or images.
 
     student, record = distill(teacher, DistillConfig(keep_layers=(0, 2, 4)), texts, workdir)
 
-- Teacher embeddings are cached on disk, keyed by the teacher's weights and the texts.
+- Text: teacher embeddings are cached on disk, keyed by the teacher's weights and the texts.
+- Images: preprocessed once; with `augment` each batch is flipped and shifted (a fixed function
+  of seed and step) and the teacher embeds the same augmented batch, so the student learns the
+  teacher on more than the stored images. No labels are read.
 - A checkpoint is written atomically every `checkpoint_every` steps; a new call with the same
   config and data resumes from it (after a crash or SIGKILL), losing at most that many steps.
   Resumption is exact: data order and RNG state are restored.
@@ -86,6 +89,66 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
+class _TextBatches:
+    """Token batches through the student's own tokenizer (a pruned vocabulary has other ids);
+    the targets are the teacher's cached embeddings of the same sentences."""
+
+    def __init__(self, teacher, origin, texts, cfg, log):
+        from edgeslim.runtime.text import tokenize
+
+        self._tokenize = tokenize
+        self.targets = torch.from_numpy(teacher_embeddings(teacher, texts, cfg.max_seq_length, log))
+        self.tokenizer = copy.deepcopy(origin.tokenizer)
+        self.tokenizer.enable_truncation(max_length=cfg.max_seq_length)
+        self.texts = texts
+
+    def batch(self, shard, step: int, device):
+        ids, mask = self._tokenize(self.tokenizer, [self.texts[i] for i in shard])
+        ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+        return {"input_ids": ids, "attention_mask": mask}, mask, self.targets[shard].to(device)
+
+    def pool(self, hidden, mask, pooling: str):
+        return _mean_pool(hidden, mask)
+
+
+class _ImageBatches:
+    """Pixel batches, preprocessed once as the runtime does; augmented per step when asked, the
+    teacher embedding each augmented batch itself."""
+
+    def __init__(self, teacher, origin, paths, cfg, log):
+        log(f"    distill: preprocessing {len(paths)} images")
+        self.pixels = torch.from_numpy(np.concatenate(
+            [teacher.pixel_values(paths[i:i + 256]) for i in range(0, len(paths), 256)]))
+        self.teacher, self.cfg = teacher, cfg
+        self.fixed_targets = None if cfg.augment else torch.from_numpy(np.concatenate(
+            [teacher.embed_pixels(self.pixels[i:i + 256].numpy()) for i in range(0, len(self.pixels), 256)]))
+
+    def batch(self, shard, step: int, device):
+        x = self.pixels[torch.as_tensor(shard)]
+        if self.fixed_targets is not None:
+            return {"pixel_values": x.to(device)}, None, self.fixed_targets[shard].to(device)
+        x = _flip_and_shift(x, torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step))
+        target = torch.from_numpy(self.teacher.embed_pixels(x.numpy()))
+        return {"pixel_values": x.to(device)}, None, target.to(device)
+
+    def pool(self, hidden, mask, pooling: str):
+        return hidden[:, 0] if pooling == "cls" else hidden.mean(1)
+
+
+def _flip_and_shift(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flips and translations of up to `pad` pixels (reflect-padded), per image."""
+    b, _, h, w = x.shape
+    flips = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+_BATCHES = {"text": _TextBatches, "image": _ImageBatches}
+
+
 def _run_key(cfg: DistillConfig, teacher_sha: str, texts_sha: str, world_size: int) -> str:
     body = json.dumps([cfg.model_dump(mode="json", exclude={"checkpoint_every"}), teacher_sha, texts_sha, world_size])
     return hashlib.sha256(body.encode()).hexdigest()[:16]
@@ -101,14 +164,14 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
             rank: int = 0, world_size: int = 1, progress: bool = True, student=None):
     """Train a student to reproduce `teacher` (an EncoderModel); return (student EncoderModel, record).
 
-    The student starts from `student` (e.g. a pruned model; default: the teacher), keeping the
-    layers `cfg.keep_layers` of it."""
+    `texts` are sentences, or image paths for an image teacher. The student starts from
+    `student` (e.g. a pruned model; default: the teacher), keeping the layers `cfg.keep_layers`."""
     origin = student or teacher
     if cfg.batch_size % world_size:
         raise StepError(f"distill.batch_size {cfg.batch_size} must divide evenly over {world_size} processes")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    targets = torch.from_numpy(teacher_embeddings(teacher, texts, cfg.max_seq_length, log))
+    batches = _BATCHES[teacher.modality](teacher, origin, texts, cfg, log)
     texts_sha = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     run_key = _run_key(cfg, teacher.weights_sha256 + origin.weights_sha256, texts_sha, world_size)
     checkpoint = workdir / f"distill-{run_key}.pt"
@@ -145,12 +208,6 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         trained_before = state.get("train_seconds", 0.0)
         log(f"    distill: resuming from step {step}/{total_steps} ({checkpoint.name})")
 
-    # The student reads text through its own tokenizer (a pruned vocabulary has other ids); the
-    # targets are the teacher's embeddings of the same sentences.
-    tokenizer = copy.deepcopy(origin.tokenizer)
-    tokenizer.enable_truncation(max_length=cfg.max_seq_length)
-    from edgeslim.runtime.text import tokenize
-
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -163,10 +220,9 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         order = np.random.default_rng(cfg.seed + epoch).permutation(len(texts))  # fixed per epoch: resumable
         batch = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
         shard = batch[rank::world_size] if world_size > 1 else batch
-        ids, mask = tokenize(tokenizer, [texts[i] for i in shard])
-        ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-        hidden = origin.family.hidden_states(model, input_ids=ids, attention_mask=mask)
-        loss = _loss(_mean_pool(hidden, mask), targets[shard].to(device), cfg.loss)
+        feeds, mask, target = batches.batch(shard, step, device)
+        hidden = origin.family.hidden_states(model, **feeds)
+        loss = _loss(batches.pool(hidden, mask, teacher.pooling), target, cfg.loss)
         loss.backward()  # equal shards: DDP's gradient average is the full batch's gradient
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
@@ -196,7 +252,9 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
     record = {
         "layers": layers,
         "keep_layers": list(cfg.keep_layers) if cfg.keep_layers is not None else None,
-        "sentences": len(texts),
+        "modality": teacher.modality,
+        # sentences or images
+        "sentences" if teacher.modality == "text" else "images": len(texts),
         "texts_sha256": texts_sha,
         "steps": total_steps,
         "resumed_from_step": resumed_from,

@@ -82,7 +82,8 @@ def _count_ops(path: Path, op_types) -> dict:
 
 
 def int8_static(artifact, cfg: Int8StaticConfig, ctx: StepContext):
-    """U8S8 QDQ (uint8 activations, per-channel int8 weights) on MatMul and Gather.
+    """U8S8 QDQ (uint8 activations, per-channel int8 weights) on `op_types` (MatMul and Gather;
+    for a CNN: Conv, Gemm, Add...).
 
     Sensitivity search, all measured: if quantizing every MatMul misses `cosine_floor`
     (mean cosine to the float model on held-back calibration sentences), each MatMul is
@@ -105,8 +106,10 @@ def int8_static(artifact, cfg: Int8StaticConfig, ctx: StepContext):
     reference = _embed(source, batches, ctx)
 
     graph = onnx.load(str(source), load_external_data=False).graph
-    matmuls = [node.name for node in graph.node if node.op_type == "MatMul"]
-    others = [node.name for node in graph.node if node.op_type in cfg.op_types and node.op_type != "MatMul"]
+    # The sensitivity search ranks the weight-carrying nodes (MatMul; Conv/Gemm in a CNN).
+    weighted = {"MatMul"} | ({"Conv", "Gemm"} & set(cfg.op_types))
+    matmuls = [node.name for node in graph.node if node.op_type in weighted]
+    others = [node.name for node in graph.node if node.op_type in cfg.op_types and node.op_type not in weighted]
     cache = ctx.workdir / "calibration-ranges.json"
     cache.unlink(missing_ok=True)
     candidate = ctx.workdir / "model.int8-static.candidate.onnx"

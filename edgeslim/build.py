@@ -91,11 +91,15 @@ class Builder:
         self.log(f"  [{target.name}] {variant.name}: {' -> '.join(planned.chain())}")
         artifact, records, reader, torch_model = self.artifact(planned)
         staging = staging_dir(self.bundles, variant.name)
+        teacher = self.teacher
         reads = write_input_files(reader, staging)
+        inputs = [spec.to_manifest() for spec in teacher.inputs()]
+        if artifact.image_layout == "NHWC":  # a channels-last graph: the device preprocesses to HWC
+            reads = {"preprocessing": {**reads["preprocessing"], "layout": "NHWC"}}
+            inputs = [{**spec, "shape": [spec["shape"][0], *spec["shape"][2:], spec["shape"][1]]} for spec in inputs]
         files = target.export(artifact, variant.backend,
                               ExportContext(bundle_dir=staging, max_seq_length=reader.max_seq_length,
                                             hidden_size=reader.hidden_size))
-        teacher = self.teacher
         calibration = {"corpus": self.data.calibration.name, "sha256": self.data.calibration.sha256,
                        "sentences": max([s.calibration_sentences for s in planned.steps] or [0])}
         manifest = {
@@ -106,7 +110,7 @@ class Builder:
             "model_file": files.model_file,
             "modality": teacher.modality,
             **reads,
-            "inputs": [spec.to_manifest() for spec in teacher.inputs()],
+            "inputs": inputs,
             "outputs": [teacher.output().to_manifest() if reader is teacher else
                         {"name": "last_hidden_state", "dtype": "float32", "shape": ["batch", "sequence", reader.hidden_size]}],
             "embedding_dim": reader.hidden_size,

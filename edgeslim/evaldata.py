@@ -63,6 +63,14 @@ class EvalData:
         """Every evaluation item, each once, in the order of `item_sets`."""
         return [t for group in self.item_sets for t in group]
 
+    @property
+    def scored_items(self) -> list[str]:
+        """The items accuracy is scored on (agreement, STS-B, probe test): what training must
+        never see. The probe's train items (its kNN memory and probe fit) are not among them:
+        they may be what a student was distilled on, as with an SSL split of one dataset."""
+        test = [] if self.probe is None else list(self.probe.test_items)
+        return list(dict.fromkeys(self.item_sets[0] + test))
+
     def describe(self) -> dict:
         described = {
             "calibration": f"{self.calibration.name}: {len(self.calibration.texts)} sentences, texts sha256 "
@@ -158,7 +166,10 @@ def training_texts(data: EvalData, corpus: tuple[str, ...], limit: int | None = 
     """Sentences of `corpus` minus every sentence of the evaluation sets: what distillation
     and vocabulary pruning may learn from."""
     texts = list(dict.fromkeys(t for name in corpus for t in load_corpus(name).texts))
-    evaluation = {_norm(t) for t in data.texts}
+    evaluation = {_norm(t) for t in data.scored_items}
     disjoint = [t for t in texts if _norm(t) not in evaluation]
-    return disjoint[:limit], {"corpus": list(corpus), "disjoint_from_evaluation": True,
-                              "dropped_overlapping_evaluation": len(texts) - len(disjoint)}
+    probe_train = set() if data.probe is None else {_norm(t) for t in data.probe.train_items}
+    kept = disjoint[:limit]
+    return kept, {"corpus": list(corpus), "disjoint_from_evaluation": True,
+                  "dropped_overlapping_evaluation": len(texts) - len(disjoint),
+                  "shared_with_probe_train": sum(_norm(t) in probe_train for t in kept)}

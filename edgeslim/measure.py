@@ -136,11 +136,16 @@ class Measurer:
                               threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
                               where=estimate.where, what=estimate.what)
             real, device_estimate = [], estimate.details or None
+        accuracy = self._accuracy(embeddings, baseline.agreement_embeddings)
+        teacher_probe = baseline.result.accuracy.probe
+        if accuracy.probe is not None and teacher_probe is not None:
+            drop = round(teacher_probe.knn_top1 - accuracy.probe.knn_top1, 2)
+            accuracy = accuracy.model_copy(update={"probe": accuracy.probe.model_copy(update={"knn_top1_drop": drop})})
         result = Result(
             name=planned.name, target=target.name, backend=planned.backend,
             bundle=str(built.staging.parent / planned.name), size_mb=round(size_mb, 3), latency_ms=latency,
             latency_real_ms=real, peak_rss_mb=measured["peak_rss_mb"],
-            accuracy=self._accuracy(embeddings, baseline.agreement_embeddings),
+            accuracy=accuracy,
             speedup_vs_baseline=spread.median if spread else None, speedup_spread=spread,
             providers=measured["providers"], steps=list(built.records), device_estimate=device_estimate,
             required=required,

@@ -89,6 +89,7 @@ def plan_variant(source, target, variant) -> PlannedVariant:
         refusal = cfg.modality_refusal(source.modality)
         if refusal:
             raise PlanError(f"{where}: step {cfg.step} cannot run on the {source.modality} teacher: {refusal}")
+        _check_corpora(where, cfg, source.modality)
         wanted = cfg.input_kind()
         if wanted is None:  # a step that brings its own model (a separate distillation student)
             from edgeslim.models.sources import describe
@@ -123,6 +124,17 @@ def plan_variant(source, target, variant) -> PlannedVariant:
                         "teacher is an ONNX file and no step makes a PyTorch model (distil it into a `student`, or "
                         "use a measured target such as the host)")
     return PlannedVariant(target=target, variant=variant, steps=tuple(steps), final_kind=kind)
+
+
+def _check_corpora(where: str, cfg, modality: str) -> None:
+    from edgeslim.calibration_data import CORPUS_MODALITY
+
+    wrong = [f"{key} {name} ({CORPUS_MODALITY.get(name, 'text')})" for key, name in cfg.corpora()
+             if CORPUS_MODALITY.get(name, "text") != modality]
+    if wrong:
+        image_sets = sorted(n for n, m in CORPUS_MODALITY.items() if m == modality)
+        raise PlanError(f"{where}: step {cfg.step} learns from {', '.join(wrong)}, but the teacher is a {modality} "
+                        f"model" + (f"; {modality} corpora: {', '.join(image_sets)}" if image_sets else ""))
 
 
 def _check_data(data, modality: str) -> None:

@@ -51,6 +51,11 @@ class ModelSpec(StrictModel):
     normalize: bool = True
     max_seq_length: int = Field(128, ge=8, le=512)
 
+    @field_validator("path")
+    @classmethod
+    def _home(cls, value):
+        return None if value is None else value.expanduser()  # "~/..." in a recipe is the user's home
+
     @field_validator("family")
     @classmethod
     def _known_family(cls, value):
@@ -141,6 +146,9 @@ class BudgetSpec(StrictModel):
     max_peak_rss_mb: float | None = Field(None, gt=0)
     min_teacher_cosine: float | None = Field(None, ge=-1, le=1)
     min_stsb_spearman: float | None = Field(None, ge=-100, le=100)
+    max_knn_drop: float | None = Field(None, ge=0, le=100)  # kNN top-1 points below the teacher's
+    max_npu_sram_kib: float | None = Field(None, gt=0)
+    max_cpu_operators: int | None = Field(None, ge=0)
     batch: int | None = Field(None, ge=1)
     seq_len: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)

@@ -154,6 +154,8 @@ class OpenVinoBackend:
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if not self.static_shapes:
             return self._pool(None).infer(feeds)
+        if len(self.static_shapes[0]) != 2:  # an image shape: fixed size, only the batch is chunked
+            return self._run_fixed_images(feeds)
         batch, seq = next(iter(feeds.values())).shape
         fitting = [s for s in self.static_shapes if s[1] >= seq]
         if not fitting:
@@ -172,6 +174,19 @@ class OpenVinoBackend:
             out.append(pool.infer(chunk)[: min(rows, batch - start), :seq])
         return np.concatenate(out)
 
+    def _run_fixed_images(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        (name, array), = feeds.items()
+        shape = self.static_shapes[0]
+        if list(array.shape[1:]) != list(shape[1:]):
+            raise BackendError(f"images of shape {list(array.shape[1:])}; the bundle's static shape is {list(shape)}")
+        rows, pool, out = shape[0], self._pool(shape), []
+        for start in range(0, len(array), rows):
+            part = array[start:start + rows]
+            padded = np.zeros((rows, *array.shape[1:]), array.dtype)
+            padded[: len(part)] = part
+            out.append(pool.infer({name: padded})[: len(part)])
+        return np.concatenate(out)
+
 
 def _interpreter(reader: BundleReader, model_file: str, threads: int | None):
     from ai_edge_litert.interpreter import Interpreter
@@ -184,8 +199,10 @@ def _interpreter(reader: BundleReader, model_file: str, threads: int | None):
 
 
 class LiteRtBackend:
-    """LiteRT (ai-edge-litert) on a static-shape (1, seq) int32 graph: each row is padded to the
-    graph's length and run alone; the mask keeps the padding out of the pooled result."""
+    """LiteRT (ai-edge-litert) on a static-shape graph, each row run alone: text graphs take
+    (1, seq) int32 ids and mask (rows padded to the graph's length; the mask keeps the padding
+    out of the pooled result); image graphs take one (1, H, W, 3) image, float or int8 (the
+    backend quantizes the input and dequantizes the output with the graph's own parameters)."""
 
     name = "litert"
     module = "ai_edge_litert"
@@ -202,14 +219,39 @@ class LiteRtBackend:
             raise BackendError(f"{model_file}: the graph has inputs {self._graph_names}, the manifest names "
                                f"{input_order}")
         self._order = input_order
-        shape = details[self._graph_names[0]]["shape"]
-        if len(shape) != 2 or shape[0] != 1:
+        first = details[self._graph_names[0]]
+        shape = first["shape"]
+        self._image = input_order == ["pixel_values"]
+        if self._image:
+            if len(shape) != 4 or shape[0] != 1:
+                raise BackendError(f"{model_file}: expected one (1, H, W, C) image input, got shape {list(shape)}")
+            self._input_detail = first
+            (self._output_detail,) = self.runner.get_output_details().values()
+            self.seq_len = None
+        elif len(shape) != 2 or shape[0] != 1:
             raise BackendError(f"{model_file}: expected a (1, seq) input, got shape {list(shape)}")
-        self.seq_len = int(shape[1])
+        else:
+            self.seq_len = int(shape[1])
         self.providers = ["LiteRT CPU (XNNPACK)"]
         self.input_names = list(input_order)
 
+    def _run_images(self, pixels: np.ndarray) -> np.ndarray:
+        from edgeslim.runtime.prelude import dequantize, quantize
+
+        want = list(self._input_detail["shape"][1:])
+        if list(pixels.shape[1:]) != want:
+            raise BackendError(f"images of shape {list(pixels.shape[1:])}; the LiteRT graph takes {want}")
+        rows = []
+        for row in pixels:
+            args = {self._graph_names[0]: quantize(row[None], self._input_detail)}
+            with self._lock:
+                out = next(iter(self.runner(**args).values()))
+                rows.append(dequantize(out, self._output_detail).reshape(1, -1))
+        return np.stack(rows)  # (batch, 1, dim): one pooled position per image
+
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self._image:
+            return self._run_images(feeds[self._order[0]])
         first = feeds[self._order[0]]
         batch, seq = first.shape
         if seq > self.seq_len:

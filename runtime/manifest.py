@@ -72,7 +72,8 @@ OPENVINO_CONFIG_KEYS = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "EXECUTI
 class OpenVinoOptions(_Strict):
     device: str | list[str] = "CPU"
     config: dict[str, str] | None = None
-    static_shapes: list[Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=2, max_length=2)]] \
+    # (batch, seq) for text, (batch, channels, height, width) for images
+    static_shapes: list[Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=2, max_length=4)]] \
         | None = None
     compile_checked: list[Any] | None = None
     openvino: str | None = None  # the OpenVINO version that exported it
@@ -86,15 +87,18 @@ class OpenVinoOptions(_Strict):
         return self
 
 
-class LiteRtOptions(_Strict):
-    input_order: list[Literal["input_ids", "attention_mask"]] = ["input_ids", "attention_mask"]
-
-
 class NpuBody(_Strict):
     model: RelativeName
     device_model: RelativeName
     vela_summary: RelativeName
     cpu_operators: RelativeName
+
+
+class LiteRtOptions(_Strict):
+    # The graph's inputs in order: token ids and mask, or one image (pixel_values, NHWC).
+    input_order: list[Literal["input_ids", "attention_mask", "pixel_values"]] = ["input_ids", "attention_mask"]
+    # A full-integer graph compiled for an NPU (Ethos-U): its Vela graph, summary and CPU fallbacks.
+    npu: NpuBody | None = None
 
 
 class LiteRtBodyOptions(_Strict):

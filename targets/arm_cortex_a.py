@@ -12,8 +12,7 @@ _GHZ = 1e9
 
 
 class CortexABoard(Target):
-    accepts = {"litert": ("litert",), "onnxruntime": ("onnx",)}
-    modalities = ("text",)  # LiteRT conversion is written for token inputs
+    accepts = {"litert": ("litert", "litert-int8"), "onnxruntime": ("onnx",)}
     backend_options = {
         "litert": {"input_order": ["input_ids", "attention_mask"]},
         "onnxruntime": {"providers": ["CPUExecutionProvider"]},

@@ -39,6 +39,11 @@ class Budget:
     max_peak_rss_mb: float | None = None
     min_teacher_cosine: float | None = None
     min_stsb_spearman: float | None = None
+    # Points of kNN top-1 (the recipe's probe) the bundle may lose against the teacher.
+    max_knn_drop: float | None = None
+    # NPU targets (from the compiler's own report): SRAM the graph uses, operators left to the CPU.
+    max_npu_sram_kib: float | None = None
+    max_cpu_operators: int | None = None
     # The operating point the latency limit refers to.
     batch: int = 1
     seq_len: int = 128
@@ -165,4 +170,4 @@ def copy_artifact(artifact: ModelArtifact, bundle_dir: Path) -> BundleFiles:
     for source, name in artifact.bundle_names():
         shutil.copyfile(source, bundle_dir / name)
         names.append(name)
-    return BundleFiles(model_file=names[0], files=tuple(names))
+    return BundleFiles(model_file=names[0], files=tuple(names), backend_options=artifact.backend_options())

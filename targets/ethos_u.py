@@ -1,10 +1,16 @@
-"""Arm Ethos-U microNPUs (U55-128, U65-256, U85-256): an integer encoder body compiled by Vela.
+"""Arm Ethos-U microNPUs (U55-128, U65-256, U85-256): integer graphs compiled by Vela.
 
-A bundle holds the integer body as LiteRT runs it on the host (`model.tflite`, where accuracy
-is measured), the same body compiled for the NPU by Vela (`model_vela.tflite`, what the
-firmware flashes), the CPU prelude tables and the tokenizer. Latency is Vela's own performance
-estimate for the NPU (cycles at the system config's clock); memory is Vela's SRAM/DRAM/flash
-use; the report lists every operator Vela leaves to the CPU.
+Two kinds of bundle:
+
+- text (`litert-body`): the integer encoder body as LiteRT runs it on the host (`model.tflite`,
+  where accuracy is measured), the same body compiled by Vela (`model_vela.tflite`, what the
+  firmware flashes), the CPU prelude tables and the tokenizer;
+- images (`litert`): the whole full-integer model (int8 in, int8 out) and its Vela graph; the
+  application CPU only resizes, normalises and quantizes the image (the manifest says how).
+
+Latency is Vela's own performance estimate for the NPU (cycles at the system config's clock);
+memory is Vela's SRAM/DRAM/flash use, checked against the device's SRAM; the report lists
+every operator Vela leaves to the CPU.
 """
 
 from __future__ import annotations
@@ -58,16 +64,26 @@ def read_summary(source: Path | str) -> dict:
         raise ExportError("Vela's summary CSV has no row") from None
 
 
+def _npu_graphs(manifest, bundle_dir) -> dict[str, dict]:
+    """The bundle's NPU graphs by key (a text body's static length, or "image"), as dicts."""
+    options = backend_options(manifest.backend, manifest.backend_options, str(bundle_dir))
+    bodies = dict(options.bodies or {}) if manifest.backend == "litert-body" else (
+        {"image": options.npu} if options.npu is not None else {})
+    return {key: body.model_dump() for key, body in bodies.items()}
+
+
 class EthosU(Target):
-    accepts = {"litert-body": ("npu-body",)}
+    accepts = {"litert-body": ("npu-body",), "litert": ("litert-int8",)}
     estimate_needs_torch_model = False  # Vela's estimate
     extras = ("ethos-u",)
-    modalities = ("text",)
-    # Each export adds "bodies": per static length, its host graph, Vela graph, summary and fallbacks.
-    backend_options = {"litert-body": {"prelude": "prelude.npz"}}
+    # Each export adds "bodies" (text: per static length) or "npu" (an image model): the host
+    # graph, the Vela graph, Vela's summary and the CPU fallbacks.
+    backend_options = {"litert-body": {"prelude": "prelude.npz"}, "litert": {}}
 
-    def __init__(self, name: str, accelerator: str, description: str, profile: DeviceProfile, budget: Budget):
+    def __init__(self, name: str, accelerator: str, description: str, profile: DeviceProfile, budget: Budget,
+                 sram_kib: int = 384):
         self.name, self.accelerator, self.description = name, accelerator, description
+        self.sram_kib = sram_kib
         self._profile = profile
         self.default_budget = budget
 
@@ -81,7 +97,7 @@ class EthosU(Target):
         bodies, extra = {}, []
         vela_dir = bundle_dir / ".vela"
         try:
-            for _, name, length in artifact.graphs():
+            for _, name, length in artifact.graphs():  # length None: one image graph
                 stem = name[: -len(".tflite")]
                 suffix = stem[len("model"):]  # "" for the longest graph, "_s32" for the 32-token one
                 compiled, summary, cpu_lines = run_vela(bundle_dir / name, self.accelerator, vela_dir)
@@ -89,23 +105,28 @@ class EthosU(Target):
                 os.replace(compiled, bundle_dir / names[0])
                 os.replace(summary, bundle_dir / names[1])
                 (bundle_dir / names[2]).write_text("".join(line + "\n" for line in cpu_lines), encoding="utf-8")
-                bodies[str(length)] = {"model": name, "device_model": names[0], "vela_summary": names[1],
-                                       "cpu_operators": names[2]}
+                bodies[length] = {"model": name, "device_model": names[0], "vela_summary": names[1],
+                                  "cpu_operators": names[2]}
                 extra += names
         finally:
             shutil.rmtree(vela_dir, ignore_errors=True)
-        return BundleFiles(model_file=files.model_file, files=files.files + tuple(extra),
-                           backend_options={"bodies": dict(sorted(bodies.items(), key=lambda kv: int(kv[0])))})
+        if None in bodies:
+            options = {**files.backend_options, "npu": bodies[None]}
+        else:
+            options = {"bodies": {str(n): bodies[n] for n in sorted(bodies)}}
+        return BundleFiles(model_file=files.model_file, files=files.files + tuple(extra), backend_options=options)
 
     def estimate(self, built: EstimateInput, budget: Budget) -> Estimate:
         """Vela's performance estimate for the NPU graph that runs the budget's sequence length
         (the shortest static length that holds it), and its memory use."""
         bundle_dir = built.bundle_dir
-        bodies = {length: body.model_dump() for length, body in
-                  (backend_options(built.manifest.backend, built.manifest.backend_options, str(bundle_dir)).bodies
-                   or {}).items()}
-        fitting = [n for n in sorted(map(int, bodies)) if n >= budget.seq_len] or [max(map(int, bodies))]
-        body = bodies[str(fitting[0])]
+        bodies = _npu_graphs(built.manifest, bundle_dir)
+        lengths = sorted(int(k) for k in bodies if k.isdigit())
+        if lengths:  # a text body: the shortest static length that holds the budget's
+            fitting = [n for n in lengths if n >= budget.seq_len] or [max(lengths)]
+            body = bodies[str(fitting[0])]
+        else:
+            body = bodies["image"]
         summary = read_summary(bundle_dir / body["vela_summary"])
         cpu_lines = []
         for other in bodies.values():  # a fallback in any length counts
@@ -131,26 +152,35 @@ class EthosU(Target):
             "cpu_operators": len(cpu_lines),
             "cpu_operator_list": cpu_lines,
             "graph": body["device_model"],
-            "static_lengths": sorted(map(int, bodies)),
+            "static_lengths": lengths or None,
+            # The device's SRAM (the profile's datasheet figure) against what Vela places there.
+            "device_sram_kib": self.sram_kib,
+            "fits_sram": float(summary["sram_memory_used"]) <= self.sram_kib,
         }
+        cpu_side = ("the CPU prelude (embedding lookup, LayerNorm) is not included" if lengths else
+                    "image resize/normalise/quantize on the application CPU is not included")
         where = (f"estimated: Vela {_vela_version()} performance model, {summary['accelerator_configuration']} "
                  f"at {clock_mhz:.0f} MHz ({summary['system_config']}, {summary['memory_mode']}); NPU graph only, "
-                 "the CPU prelude (embedding lookup, LayerNorm) is not included")
+                 f"{cpu_side}")
         return Estimate(ms=round(ms, 3), where=where, what="Vela cycles_total / NPU clock, one inference",
                         details=details)
 
     def firmware_notes(self, manifest, reader, symbol: str) -> tuple[list[str], int | None]:
         """The NPU's memory figures from Vela's summary of the flashed graph; its SRAM use is the arena."""
-        options = backend_options(manifest.backend, manifest.backend_options, str(reader.bundle_dir))
-        body = next((b for b in (options.bodies or {}).values() if b.model == manifest.model_file), None)
+        body = next((b for b in _npu_graphs(manifest, reader.bundle_dir).values()
+                     if b["model"] == manifest.model_file), None)
         if body is None:
             return [], None
-        summary = read_summary(reader.read_text(body.vela_summary))
+        summary = read_summary(reader.read_text(body["vela_summary"]))
+        cpu_operators = [line for line in reader.read_text(body["cpu_operators"]).splitlines() if line.strip()]
         lines = [
-            f"/* {body.device_model}: compiled by Vela for {summary['accelerator_configuration']} ({summary['system_config']},",
-            f"   {summary['memory_mode']}); run it with TFLite Micro + the Ethos-U driver. */",
+            f"/* {body['device_model']}: compiled by Vela for {summary['accelerator_configuration']} ({summary['system_config']},",
+            f"   {summary['memory_mode']}); run it with TFLite Micro + the Ethos-U driver. Operators left to the",
+            f"   CPU: {len(cpu_operators)}. */",
             f"#define {symbol.upper()}_NPU_SRAM_KIB {float(summary['sram_memory_used']):.0f}u",
-            f"#define {symbol.upper()}_NPU_DRAM_KIB {float(summary['dram_memory_used']):.0f}u"]
+            f"#define {symbol.upper()}_NPU_DRAM_KIB {float(summary['dram_memory_used']):.0f}u",
+            f"#define {symbol.upper()}_NPU_FLASH_KIB {float(summary['off_chip_flash_memory_used']) + float(summary['on_chip_flash_memory_used']):.0f}u",
+            f"#define {symbol.upper()}_CPU_OPERATORS {len(cpu_operators)}u"]
         return lines, int(float(summary["sram_memory_used"]) * 1024)
 
 

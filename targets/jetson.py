@@ -89,15 +89,29 @@ def _float_precision(model) -> str:
     return "fp16" if fp16 else "fp32"
 
 
-def polygraphy_lint(model_path: Path, seq: int, report: Path) -> dict:
-    """`polygraphy check lint` with real-range inputs (token ids in the vocabulary, mask of ones)."""
+def image_profiles(inputs, max_batch: int) -> dict:
+    """TensorRT profiles of an image graph: its fixed (3, H, W), batch 1 to max_batch."""
+    profiles = {}
+    for value_info in inputs:
+        dims = [d.dim_value for d in value_info.type.tensor_type.shape.dim][1:]
+        profiles[value_info.name] = {"min": [1, *dims], "opt": [1, *dims], "max": [max_batch, *dims]}
+    return profiles
+
+
+def polygraphy_lint(model_path: Path, seq: int, report: Path, profiles: dict | None = None) -> dict:
+    """`polygraphy check lint` with real-range inputs (token ids in the vocabulary, mask of ones;
+    for an image graph given its `profiles`, normalised pixels at its opt shape)."""
     exe = Path(sys.executable).with_name("polygraphy")
     exe = str(exe) if exe.is_file() else shutil.which("polygraphy")
     if not exe:
         raise MissingExtraError(f"polygraphy is not installed; it lints Jetson bundles: {install_hint(['jetson'])}")
-    cmd = [exe, "check", "lint", str(model_path), "-o", str(report),
-           "--input-shapes", f"input_ids:[1,{seq}]", f"attention_mask:[1,{seq}]",
-           "--val-range", "input_ids:[0,100]", "attention_mask:[1,1]"]
+    if profiles is None:
+        inputs = ["--input-shapes", f"input_ids:[1,{seq}]", f"attention_mask:[1,{seq}]",
+                  "--val-range", "input_ids:[0,100]", "attention_mask:[1,1]"]
+    else:
+        inputs = ["--input-shapes", *[f"{name}:{p['opt']}".replace(" ", "") for name, p in profiles.items()],
+                  "--val-range", *[f"{name}:[-2,2]" for name in profiles]]
+    cmd = [exe, "check", "lint", str(model_path), "-o", str(report), *inputs]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if not report.is_file():
         raise ExportError(f"polygraphy lint did not run on {model_path.name}:\n{(proc.stdout + proc.stderr)[-1500:]}")
@@ -154,9 +168,10 @@ class Jetson(Target):
         record = sanitize(artifact.path, model_path)
         graph = onnx.load(str(model_path), load_external_data=False).graph
         names = [i.name for i in graph.input]
-        seq = _static_or(graph.input[0], 1, ctx.max_seq_length or 128)
-        profiles = shape_profiles(names, self.max_batch, seq, seq)
-        lint = polygraphy_lint(model_path, seq, bundle_dir / LINT_REPORT)
+        image = len(graph.input[0].type.tensor_type.shape.dim) == 4  # (batch, 3, H, W)
+        seq = None if image else _static_or(graph.input[0], 1, ctx.max_seq_length or 128)
+        profiles = image_profiles(graph.input, self.max_batch) if image else shape_profiles(names, self.max_batch, seq, seq)
+        lint = polygraphy_lint(model_path, seq, bundle_dir / LINT_REPORT, profiles if image else None)
         precision = "--fp16 --int8" if record["quantize_linear_nodes"] else ("--fp16" if record["precision"] == "fp16" else "")
         script = bundle_dir / SCRIPT
         script.parent.mkdir(exist_ok=True)

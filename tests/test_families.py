@@ -79,9 +79,11 @@ def check_family(family_name: str, tmp_path) -> dict:
     odd_vectors = encode(odd)
     assert odd_vectors.shape == (len(odd), model.hidden_size) and np.isfinite(odd_vectors).all()
     # Declared surgery runs; what is declared absent is refused with the family's reason.
-    student = make_student(model, (0,)) if "layers" in family.surgery.parts else None
+    fewest = family.fewest_blocks(model.module)
+    student = make_student(model, fewest) if "layers" in family.surgery.parts else None
     if student is not None:
-        assert len(family.blocks(student)) == 1
+        assert len(family.blocks(student)) == len(fewest) < len(family.blocks(model.module))
+        assert np.isfinite(model.replace(module=student).embed_items(held_out[:2])).all()
     for part in ("heads", "ffn"):
         cfg = PruneConfig(**{part: 0.5}, heal=None)
         if part in family.surgery.parts:

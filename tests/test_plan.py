@@ -73,7 +73,11 @@ def test_valid_chains_get_the_export_inserted(tmp_path, family, target, backend,
     ("bert", "x86-cpu", "litert", "", r"target x86-cpu has no backend 'litert'"),
     # a step of the wrong modality, and a healing distillation on an image model
     ("vit", "x86-cpu", "onnxruntime", "{step: vocab_prune}", r"cannot run on the image teacher: it works on text"),
-    ("resnet", "x86-cpu", "onnxruntime", "{step: prune, ffn: 0.5}", r"its heal \(a distill\) works on text models"),
+    ("resnet", "x86-cpu", "onnxruntime", "{step: prune, ffn: 0.5}",
+     r"learns from prune.heal.corpus wordnet-calibration \(text\), but the teacher is a image model; image "
+     r"corpora: cifar10-heldout, cifar10-train"),
+    ("mobilenet_v2", "x86-cpu", "onnxruntime", "{step: distill, keep_layers: [0], corpus: [cifar10-train]}",
+     r"dropping the inverted-residual blocks"),
     ("resnet", "x86-cpu", "onnxruntime", "{step: prune, heads: 0.5, heal: null}", r"a CNN has no attention heads"),
 ])
 def test_impossible_chains_are_refused_before_any_model_loads(tmp_path, family, target, backend, steps, message):

@@ -138,6 +138,10 @@ class ModelFamily:
     def _set_blocks(self, module, blocks) -> None:
         raise NotImplementedError
 
+    def fewest_blocks(self, module) -> tuple[int, ...]:
+        """The smallest valid `keep_layers` (a CNN keeps each stage's first block)."""
+        return (0,)
+
     def prune_sites(self, block) -> PruneSites:
         raise NotImplementedError
 

@@ -167,7 +167,8 @@ class CnnFamily(ModelFamily):
     poolings = ("mean",)
     transformer = False
     surgery = Surgery(frozenset({"ffn"}), {
-        "layers": "dropping residual blocks of a CNN is not written yet (distil into a smaller architecture instead)",
+        "layers": "dropping the inverted-residual blocks of a MobileNet is not written yet (distil into a smaller "
+                  "width_mult instead)",
         "heads": "a CNN has no attention heads",
         "vocabulary": "an image model has no token vocabulary",
         "npu_body": "the integer NPU body is built for BERT's block layout only"})
@@ -277,9 +278,48 @@ class CnnFamily(ModelFamily):
 class ResNetFamily(CnnFamily):
     name = "resnet"
     model_types = tuple(RESNETS)
+    # Conv-channel pruning (`ffn`) and dropping residual blocks (`layers`, the first of each stage stays).
+    surgery = Surgery(frozenset({"ffn", "layers"}), {
+        "heads": "a CNN has no attention heads",
+        "vocabulary": "an image model has no token vocabulary",
+        "npu_body": "an image model runs whole on the NPU: use litert_convert + litert_int8_full"})
+
+    def _stages(self, module) -> list:
+        return [module.layer1, module.layer2, module.layer3, module.layer4]
+
+    def blocks(self, module):
+        """Every residual block, stage by stage: `keep_layers` indexes this list."""
+        return [block for stage in self._stages(module) for block in stage]
+
+    def keep_blocks(self, module, indices: tuple[int, ...]) -> None:
+        """Keep the blocks `indices` (of `blocks()`); each stage's first block changes the shape
+        (stride, channels), so it must stay."""
+        from torch import nn
+
+        keep, start, depths = set(indices), 0, []
+        for number, stage in enumerate(self._stages(module), 1):
+            if start not in keep:
+                raise RecipeError(f"keep_layers must keep block {start} (the first of stage layer{number}: it "
+                                  f"changes the resolution or width); the first blocks are "
+                                  f"{self.first_blocks(module)}")
+            kept = [block for i, block in enumerate(stage, start) if i in keep]
+            setattr(module, f"layer{number}", nn.Sequential(*kept))
+            depths.append(len(kept))
+            start += len(stage)
+        module.config = CnnConfig({**module.config, "layers": depths})
+
+    def fewest_blocks(self, module) -> tuple[int, ...]:
+        return tuple(self.first_blocks(module))
+
+    def first_blocks(self, module) -> list[int]:
+        starts, start = [], 0
+        for stage in self._stages(module):
+            starts.append(start)
+            start += len(stage)
+        return starts
 
     def tiny_config(self) -> CnnConfig:
-        return CnnConfig(model_type="resnet18", image_size=32, width=8)
+        return CnnConfig(model_type="resnet18", image_size=32, width=8, stem="cifar")
 
     def embedding_convs(self, module) -> list:
         bottleneck = RESNETS[module.config["model_type"]][0] == "bottleneck"
