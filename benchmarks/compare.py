@@ -1,9 +1,12 @@
 """`edgeslim compare REPORT... [--html OUT]`: results of any number of runs side by side.
 
-Reports may come from different recipes, targets and machines. Every point keeps its latency
-kind: measured points are filled circles, estimated ones hollow triangles, and the page says
-that the two are different kinds of figure. The Pareto front (lower latency or size, higher
-accuracy) is drawn over all points; budgets are drawn per target as dashed limits.
+Reports may come from different recipes, targets, machines and modalities. Each run is scored
+by its own task metric (text: STS-B Spearman; images: kNN top-1 on its probe; else cosine to
+the teacher), and runs sharing a metric share charts: a text run and an image run sit on one
+page, each in its own section. Every point keeps its latency kind: measured points are filled
+circles, estimated ones hollow triangles, and the page says that the two are different kinds of
+figure. The Pareto front (lower latency or size, higher accuracy) is drawn per section; budgets
+are drawn per target as dashed limits.
 The HTML page is one file: charts are embedded PNGs, no scripts or fonts from the network.
 """
 
@@ -17,9 +20,43 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edgeslim.benchmarks.report import Report, Result
+from edgeslim.benchmarks.report import Report, Result, _fmt
 from edgeslim.errors import ReportError
 from edgeslim.outputs import write_atomic
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """A run's accuracy axis: what it reads from a result and the budget check it matches."""
+
+    key: str
+    label: str
+    read: object  # Result -> float
+    budget_check: str
+
+
+def _stsb(r):
+    return r.accuracy.stsb_spearman
+
+
+def _knn(r):
+    return r.accuracy.probe.knn_top1
+
+
+def _cosine(r):
+    return 100 * r.accuracy.teacher_cosine_mean
+
+
+def task_metric(report: Report) -> TaskMetric:
+    """STS-B when every result of the run has it; else kNN top-1 on the run's probe; else cosine."""
+    results = [report.baseline, *report.results]
+    if all(r.accuracy.stsb_spearman is not None for r in results):
+        return TaskMetric("stsb", f"STS-B {results[0].accuracy.stsb_split or ''} Spearman x100".replace("  ", " "),
+                          _stsb, "stsb_spearman")
+    if all(r.accuracy.probe is not None for r in results):
+        probe = results[0].accuracy.probe
+        return TaskMetric(f"knn:{probe.test}", f"kNN top-1 (k={probe.knn_k}) on {probe.test}, %", _knn, "knn_top1_drop")
+    return TaskMetric("cosine", "cosine to teacher x100", _cosine, "teacher_cosine_mean")
 
 
 @dataclass(frozen=True)
@@ -27,6 +64,7 @@ class Point:
     run: str  # which report it came from
     result: Result
     is_teacher: bool
+    metric: TaskMetric | None = None
 
     @property
     def label(self) -> str:
@@ -64,17 +102,18 @@ def run_label(report: Report, index: int) -> str:
 def collect(reports: list[Report]) -> list[Point]:
     points = []
     for index, report in enumerate(reports):
-        label = run_label(report, index)
-        points.append(Point(label, report.baseline, True))
-        points += [Point(label, r, False) for r in report.results]
+        label, metric = run_label(report, index), task_metric(report)
+        points.append(Point(label, report.baseline, True, metric))
+        points += [Point(label, r, False, metric) for r in report.results]
     return points
 
 
-def quality_axis(points: list[Point]) -> tuple[callable, str, str]:
-    """STS-B when every point has it, else cosine to the teacher: one axis for all points."""
-    if all(p.result.accuracy.stsb_spearman is not None for p in points):
-        return (lambda r: r.accuracy.stsb_spearman), "STS-B test Spearman x100", "stsb_spearman"
-    return (lambda r: 100 * r.accuracy.teacher_cosine_mean), "cosine to teacher x100", "teacher_cosine_mean"
+def sections(points: list[Point]) -> dict[str, tuple[TaskMetric, list[Point]]]:
+    """Points grouped by task metric, in the order the runs came."""
+    grouped: dict[str, tuple[TaskMetric, list[Point]]] = {}
+    for p in points:
+        grouped.setdefault(p.metric.key, (p.metric, []))[1].append(p)
+    return grouped
 
 
 COST_AXES = {
@@ -94,18 +133,27 @@ def pareto_front(points: list[Point], cost, quality) -> list[Point]:
 
 
 def table(points: list[Point], fronts: dict[str, list[Point]]) -> tuple[list[str], list[list[str]]]:
-    header = ["run", "variant", "target", "backend", "p50 ms", "latency", "size MB", "cos teacher", "STS-B",
-              "budget", "front"]
+    """One row per point; `task metric` is the run's own (STS-B, or kNN top-1 for images)."""
+    header = ["run", "variant", "target", "backend", "p50 ms", "latency", "size MB", "cos teacher", "task metric",
+              "value", "budget", "front"]
     rows = []
     for p in points:
         r = p.result
         budget = "-" if r.budget is None else ("PASS" if r.budget.passed else "FAIL")
         on = [axis for axis, f in fronts.items() if p in f]
-        rows.append([p.run, r.name, r.target, r.backend, f"{r.latency_ms.p50:.2f}", r.latency_ms.kind,
-                     f"{r.size_mb:.1f}", f"{r.accuracy.teacher_cosine_mean:.4f}",
-                     "n/a" if r.accuracy.stsb_spearman is None else f"{r.accuracy.stsb_spearman:.2f}", budget,
-                     ",".join(on) or "-"])
+        rows.append([p.run, r.name, r.target, r.backend, _fmt(r.latency_ms.p50), r.latency_ms.kind,
+                     f"{r.size_mb:.1f}", f"{r.accuracy.teacher_cosine_mean:.4f}", p.metric.label,
+                     f"{p.metric.read(r):.2f}", budget, ",".join(on) or "-"])
     return header, rows
+
+
+def all_fronts(points: list[Point]) -> dict[str, list[Point]]:
+    """Per cost axis, the union of each section's Pareto front."""
+    fronts = {axis: [] for axis in COST_AXES}
+    for metric, members in sections(points).values():
+        for axis, (cost, _, _) in COST_AXES.items():
+            fronts[axis] += pareto_front(members, cost, metric.read)
+    return fronts
 
 
 def _chart(points: list[Point], axis: str, quality, quality_label: str, quality_check: str) -> bytes:
@@ -144,7 +192,7 @@ def _chart(points: list[Point], axis: str, quality, quality_label: str, quality_
                 ax.axvline(c.limit, color=colour, ls="--", lw=0.9, alpha=0.8)
                 ax.annotate(f"{p.result.target} budget", (c.limit, ax.get_ylim()[0]), rotation=90, fontsize=6,
                             color=colour, xytext=(2, 4), textcoords="offset points")
-            elif c.name == quality_check:
+            elif c.name == quality_check and quality_check != "knn_top1_drop":  # a drop is not a level
                 limit = c.limit * (100 if quality_check == "teacher_cosine_mean" else 1)
                 ax.axhline(limit, color=colour, ls="--", lw=0.9, alpha=0.8)
     for t in targets:
@@ -168,12 +216,17 @@ def _chart(points: list[Point], axis: str, quality, quality_label: str, quality_
 
 def render_html(reports: list[Report], sources: list[str]) -> str:
     points = collect(reports)
-    quality, quality_label, quality_check = quality_axis(points)
-    fronts = {axis: pareto_front(points, cost, quality) for axis, (cost, _, _) in COST_AXES.items()}
-    header, rows = table(points, fronts)
-    charts = {axis: base64.b64encode(_chart(points, axis, quality, quality_label, quality_check)).decode()
-              for axis in COST_AXES}
+    header, rows = table(points, all_fronts(points))
     esc = html.escape
+    chart_html = []
+    for number, (metric, members) in enumerate(sections(points).values()):
+        runs_here = ", ".join(dict.fromkeys(p.run for p in members))
+        chart_html.append(f"<h2>{esc(metric.label)}: {esc(runs_here)}</h2>")
+        for axis in COST_AXES:
+            png = base64.b64encode(_chart(members, axis, metric.read, metric.label, metric.budget_check)).decode()
+            chart_html.append(f'<h3>Accuracy vs {axis}</h3><img id="chart-{axis}-{number}" alt="{esc(metric.label)} '
+                              f'vs {axis} chart" src="data:image/png;base64,{png}">')
+    quality_label = "; ".join(metric.label for metric, _ in sections(points).values())
     runs = "".join(f"<li><b>{esc(run_label(r, i))}</b>: {esc(sources[i])}, created {esc(r.created)}, host "
                    f"{esc(str(r.host.get('name')))}, edgeslim {esc(r.edgeslim_version)}</li>"
                    for i, r in enumerate(reports))
@@ -197,11 +250,9 @@ img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
 <ul>{runs}</ul>
 <p>Latency kinds present: {esc(', '.join(kinds))}. <b>Measured</b> figures were timed on the machine named
 in their run; <b>estimated</b> ones (italic rows, hollow triangles) come from a model of the device and
-are not measurements. The Pareto front is drawn over all points; accuracy axis: {esc(quality_label)}.</p>
-<h2>Accuracy vs latency</h2>
-<img id="chart-latency" alt="accuracy vs latency chart" src="data:image/png;base64,{charts['latency']}">
-<h2>Accuracy vs size</h2>
-<img id="chart-size" alt="accuracy vs size chart" src="data:image/png;base64,{charts['size']}">
+are not measurements. Each run is scored by its own task metric ({esc(quality_label)}); runs that share
+one share a section, and each section's Pareto front is drawn over its own points.</p>
+{''.join(chart_html)}
 <h2>All results</h2>
 <table id="results"><thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr></thead>
 <tbody>{body_rows}</tbody></table>
@@ -226,8 +277,6 @@ def compare(paths: list[Path], html_out: Path | None = None, force: bool = False
         raise ReportError("compare needs at least one report (report.json or a run folder)")
     reports = [load_report(p) for p in paths]
     points = collect(reports)
-    quality, _, _ = quality_axis(points)
-    fronts = {axis: pareto_front(points, cost, quality) for axis, (cost, _, _) in COST_AXES.items()}
     if html_out is not None:
         write_atomic(Path(html_out), render_html(reports, [str(p) for p in paths]), force=force)
-    return table(points, fronts)
+    return table(points, all_fronts(points))

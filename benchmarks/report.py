@@ -146,7 +146,11 @@ class Report(_Model):
 
 
 def _fmt(value, digits=2, suffix="") -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
+    if value is None:
+        return "n/a"
+    if digits == 2 and 0 < abs(value) < 0.01:  # a few microseconds: keep two significant digits
+        return f"{value:.2g}{suffix}"
+    return f"{value:.{digits}f}{suffix}"
 
 
 def _speedup_text(result: Result) -> str:

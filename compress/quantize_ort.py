@@ -130,7 +130,8 @@ def int8_static(artifact, cfg: Int8StaticConfig, ctx: StepContext):
 
     logging.getLogger().setLevel(logging.ERROR)  # ORT's pre-processing advice on every call
     full = quantized_cosine(matmuls + others)
-    ctx.log(f"    int8_static: all {len(matmuls)} MatMuls quantized -> cosine {full:.4f} (floor {cfg.cosine_floor})")
+    ctx.log(f"    int8_static: all {len(matmuls)} {'/'.join(sorted(weighted))} nodes quantized -> cosine {full:.4f} "
+            f"(floor {cfg.cosine_floor})")
     kept_float: list[str] = []
     damage: dict[str, float] = {}
     cosine = full
@@ -151,7 +152,7 @@ def int8_static(artifact, cfg: Int8StaticConfig, ctx: StepContext):
             raise StepError(f"int8_static cannot reach cosine {cfg.cosine_floor} even with every MatMul in float")
         kept_float = ranking[: best[0]]
         cosine = quantized_cosine([m for m in matmuls if m not in kept_float] + others)
-        ctx.log(f"    int8_static: kept {len(kept_float)} of {len(matmuls)} MatMuls in float -> cosine {cosine:.4f}")
+        ctx.log(f"    int8_static: kept {len(kept_float)} of {len(matmuls)} weighted nodes in float -> cosine {cosine:.4f}")
     target = ctx.workdir / "model.int8-static.onnx"
     os.replace(candidate, target)
     return OnnxModel(target), {

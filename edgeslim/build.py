@@ -111,7 +111,9 @@ class Builder:
             "modality": teacher.modality,
             **reads,
             "inputs": inputs,
-            "outputs": [teacher.output().to_manifest() if reader is teacher else
+            "outputs": [{"name": "pooled_embedding", "dtype": "float32", "shape": ["batch", 1, reader.hidden_size]}
+                        if artifact.image_layout else  # a LiteRT image graph ends in the pooled embedding
+                        teacher.output().to_manifest() if reader is teacher else
                         {"name": "last_hidden_state", "dtype": "float32", "shape": ["batch", "sequence", reader.hidden_size]}],
             "embedding_dim": reader.hidden_size,
             "pooling": reader.pooling,

@@ -72,12 +72,13 @@ class EvalData:
         return list(dict.fromkeys(self.item_sets[0] + test))
 
     def describe(self) -> dict:
+        noun = "sentences" if self.modality == "text" else "images"
         described = {
-            "calibration": f"{self.calibration.name}: {len(self.calibration.texts)} sentences, texts sha256 "
+            "calibration": f"{self.calibration.name}: {len(self.calibration.texts)} {noun}, sha256 "
                            f"{self.calibration.sha256} ({self.calibration.source})",
-            "teacher_agreement": f"{self.agreement.name}: {len(self.agreement_texts)} sentences "
+            "teacher_agreement": f"{self.agreement.name}: {len(self.agreement_texts)} {noun} "
                                  f"({self.agreement.source}); {self.agreement_overlap} overlapping calibration "
-                                 "sentences removed",
+                                 f"{noun} removed",
             "stsb": (f"STS-B {self.stsb.split}: {len(self.stsb.scores)} pairs, file sha256 {self.stsb.file_sha256}; "
                      f"sentences also in calibration: {self.stsb_overlap}") if self.stsb else "not evaluated",
             "probe": (f"{self.probe.train.name} ({len(self.probe.train_items)} items, kNN memory and linear-probe "

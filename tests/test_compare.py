@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from edgeslim.benchmarks.compare import compare, load_report, pareto_front, collect, quality_axis
+from edgeslim.benchmarks.compare import collect, compare, load_report, pareto_front, sections
 from edgeslim.errors import ReportError
 
 
@@ -21,21 +21,23 @@ def test_compare_table_covers_every_point_of_every_report(tiny_run, ethos_run, t
             assert r.name in out
     assert "estimated" in out and "measured" in out
     page = (tmp_path / "compare.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
+    # two charts (latency, size) per task-metric section
+    assert page.count("data:image/png;base64,") == 2 * len(sections(collect(reports)))
     # Self-contained: nothing is fetched from anywhere.
     assert "http://" not in page and "https://" not in page and "<link" not in page
 
 
 def test_pareto_front_keeps_only_undominated_points(tiny_run, ethos_run):
     points = collect([load_report(tiny_run["out"]), load_report(ethos_run["out"])])
-    quality, _, _ = quality_axis(points)
-    front = pareto_front(points, lambda r: r.latency_ms.p50, quality)
-    assert front
-    for p in points:
-        if p in front:
-            continue
-        assert any(f.result.latency_ms.p50 <= p.result.latency_ms.p50 and quality(f.result) >= quality(p.result)
-                   for f in front)
+    for metric, members in sections(points).values():
+        quality = metric.read
+        front = pareto_front(members, lambda r: r.latency_ms.p50, quality)
+        assert front
+        for p in members:
+            if p in front:
+                continue
+            assert any(f.result.latency_ms.p50 <= p.result.latency_ms.p50 and quality(f.result) >= quality(p.result)
+                       for f in front)
 
 
 def test_compare_names_a_file_that_is_not_a_report(tmp_path):

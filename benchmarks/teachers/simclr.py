@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     p.add_argument("--eval-every", type=int, default=10, help="epochs between kNN checks (0: only at the end)")
     p.add_argument("--limit-images", type=int, default=None, help="train on the first N images (smoke tests)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many steps in all (checkpointed; run again to resume), e.g. to fit a time box")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -181,7 +183,7 @@ def _atomic_torch_save(state, path: Path) -> None:
 
 
 def _run_key(args) -> str:
-    keep = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "checkpoint_every", "eval_every", "no_progress")}
+    keep = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "checkpoint_every", "eval_every", "no_progress", "stop_after")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -252,6 +254,11 @@ def train(args) -> dict:
     started = time.perf_counter()
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 (n, 3, 32, 32)
     while step < total:
+        if args.stop_after is not None and step >= args.stop_after:
+            save()
+            if bar is not None:
+                bar.close()
+            return {"stopped_at": step, "steps": total, "checkpoint": checkpoint}
         epoch, index = divmod(step, steps_per_epoch)
         order = np.random.default_rng([args.seed, epoch]).permutation(len(images))
         batch = torch.from_numpy(order[index * args.batch_size:(index + 1) * args.batch_size])
@@ -371,6 +378,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.out = args.out.expanduser()
     run = train(args)
+    if "stopped_at" in run:
+        print(f"stopped at step {run['stopped_at']}/{run['steps']}; checkpoint {run['checkpoint']}; run the same "
+              "command again (without --stop-after) to resume")
+        return 3
     quality = evaluate(run["encoder"], args)
     write_folder(args.out, run["encoder"], run, quality, args)
     f = quality["figures"]
