@@ -262,6 +262,7 @@ class StudentSpec(StrictModel):
     source: Literal["local", "tiny-random"] = "local"
     path: Path | None = None
     family: str | None = None
+    prepare: str | None = Field(None, max_length=500)  # how `path` is made (shown when it is missing)
 
     @model_validator(mode="after")
     def _path_for_local(self):

@@ -50,6 +50,8 @@ class ModelSpec(StrictModel):
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     max_seq_length: int = Field(128, ge=8, le=512)
+    # How `path` is made when it is not there yet (shown in the error), e.g. a training script.
+    prepare: str | None = Field(None, max_length=500)
 
     @field_validator("path")
     @classmethod

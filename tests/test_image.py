@@ -292,7 +292,7 @@ def test_the_packaged_image_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
     recipe, recipe_path = load_recipe("image")
     assert recipe.model.path.name == "simclr-cifar10" and recipe_path.name == "image.yaml"
     text = (recipe_path.read_text().replace("~/.cache/edgeslim/teachers/simclr-cifar10", str(folder))
-            .replace("epochs: 30", "epochs: 2").replace("epochs: 15", "epochs: 1")
+            .replace("epochs: 12", "epochs: 2").replace("epochs: 6", "epochs: 1")
             .replace("sentences: 8000", "sentences: 2048")
             .replace("train_samples: 8000, test_samples: 2000", "train_samples: 2000, test_samples: 500")
             .replace("agreement_samples: 2000", "agreement_samples: 500")

@@ -101,7 +101,7 @@ def test_recipe_check_refuses_an_impossible_chain(tmp_path):
 
 
 def test_every_step_declares_a_chain_the_registry_can_plan():
-    kinds = {"torch", "onnx", "openvino", "litert", "npu-body", "static"}
+    kinds = {"torch", "onnx", "openvino", "litert", "litert-int8", "npu-body", "static"}
     for name, cls in STEPS.items():
         assert cls.consumes in kinds and cls.produces in kinds, name
         assert cls.handler.count(":") == 1, name

@@ -54,6 +54,10 @@ def _tokenizer_model(folder: Path) -> str | None:
 
 
 def _folder_family(folder: Path, spec) -> ModelFamily:
+    if not (folder / "config.json").is_file():
+        made_by = f"; it is made by: {spec.prepare}" if spec.prepare else ""
+        what = "holds no config.json" if folder.is_dir() else "does not exist"
+        raise RecipeError(f"model.path {folder} {what}: a model folder has config.json + model.safetensors{made_by}")
     if spec.family:
         return get_family(spec.family)
     config = folder / "config.json"
