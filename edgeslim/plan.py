@@ -115,7 +115,10 @@ def plan_variant(source, target, variant) -> PlannedVariant:
             except PlanError:
                 continue
         else:
-            hint = sorted({p for wanted in accepted for p in _producers(wanted)})
+            # Steps that make an accepted kind from this one or from the PyTorch model (a step that
+            # needs another accepted kind first, e.g. litert_int8_full after litert_convert, is no start).
+            hint = sorted({p for wanted in accepted for p in _producers(wanted)
+                           if STEPS[p].consumes in (kind, ExportOnnxConfig.consumes)})
             raise PlanError(f"{where}: backend {variant.backend} runs {' or '.join(accepted)} models, but the steps "
                             f"end with a {kind} model" + (f"; add one of: {', '.join(hint)}" if hint else ""))
     has_torch_model = source.artifact == "torch" or any(s.produces == "torch" for s in steps)
