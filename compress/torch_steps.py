@@ -18,8 +18,9 @@ def _distilled(teacher, student, cfg, ctx):
     from edgeslim.compress.distill import cache_dir, distill
 
     texts, data_record = ctx.needs_training_texts("distill")(cfg.corpus, cfg.sentences)
-    ctx.log(f"    distill: {len(texts)} sentences from {', '.join(cfg.corpus)} "
-            f"({data_record['dropped_overlapping_evaluation']} evaluation sentences dropped)")
+    noun = "sentences" if teacher.modality == "text" else "images"
+    ctx.log(f"    distill: {len(texts)} {noun} from {', '.join(cfg.corpus)} "
+            f"({data_record['dropped_overlapping_evaluation']} evaluation {noun} dropped)")
     model, record = distill(teacher, cfg, texts, cache_dir() / "distill", log=ctx.log,
                             student=None if student is teacher else student)
     return model, {**record, **data_record}

@@ -120,19 +120,23 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
              if result["speedup_vs_baseline"] is not None else "- no speedup figure: the latency is an estimate "
              "for another device, the teacher was measured on this host"),
             f"- size {result['size_mb']:.1f} MB; peak RSS {result['peak_rss_mb']:.0f} MB",
-            f"- cosine to the teacher on {acc['eval_set']} ({acc['eval_sentences']} sentences, disjoint from "
+            f"- cosine to the teacher on {acc['eval_set']} ({acc['eval_sentences']} items, disjoint from "
             f"calibration: {acc['disjoint_from_calibration']}): mean {acc['teacher_cosine_mean']:.4f}, "
             f"min {acc['teacher_cosine_min']:.4f}",
             f"- STS-B {acc.get('stsb_split') or ''} Spearman x100: "
             + (f"{acc['stsb_spearman']:.2f}" if acc["stsb_spearman"] is not None else "not measured"),
-            (f"- probe {acc['probe']['train']} -> {acc['probe']['test']}: kNN top-1 {acc['probe']['knn_top1']:.2f}, "
-             f"linear probe top-1 {acc['probe']['linear_probe_top1']:.2f}" if acc.get("probe") else "- probe: not measured"),
+            (f"- probe {acc['probe']['train']} -> {acc['probe']['test']}: kNN top-1 {acc['probe']['knn_top1']:.2f}"
+             + (f" ({acc['probe']['knn_top1_drop']:.2f} points below the teacher)"
+                if acc["probe"].get("knn_top1_drop") is not None else "")
+             + f", linear probe top-1 {acc['probe']['linear_probe_top1']:.2f}" if acc.get("probe") else "- probe: not measured"),
             "",
         ]
     lines += [
         "## Limits",
         "",
-        "English only, as the teacher. Figures hold for the hardware named above; re-measure on the device.",
+        ("The teacher's languages only (all-MiniLM-L6-v2: English). " if manifest.get("modality", "text") == "text" else
+         "The teacher's image domain only (its training images and size; see the teacher's datasheet). ")
+        + "Figures hold for the hardware named above; re-measure on the device.",
         f"Source model license: {manifest['source_model'].get('license', 'unknown')}.",
         "",
     ]

@@ -72,7 +72,7 @@ class Runner:
         budget = next(iter(budgets.values()))
         measurer = Measurer(recipe, data, real_texts, real_from, self.log)
         baseline = measurer.teacher(teacher, budget, latency_input(teacher, data, budget.seq_len))
-        self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, STS-B {baseline.result.accuracy.stsb_spearman}")
+        self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, {_task(baseline.result)}")
 
         builder = Builder(teacher, data, self.work, self.bundles, recipe, self.recipe_path, self.log)
         required = {v.name for spec in recipe.targets for v in spec.variants if v.name in spec.required}
@@ -91,7 +91,7 @@ class Runner:
             publish(built.staging, self.bundles / planned.name)
             results.append(result)
             self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({_speedup(result)}), {result.size_mb:.1f} MB, "
-                     f"cos {result.accuracy.teacher_cosine_mean:.4f}, STS-B {result.accuracy.stsb_spearman}, "
+                     f"cos {result.accuracy.teacher_cosine_mean:.4f}, {_task(result)}, "
                      f"budget {'PASS' if result.budget.passed else 'FAIL'}")
 
         targets = {planned.target.name: planned.target for planned in plan.variants}
@@ -129,6 +129,16 @@ class Runner:
             else "no candidate meets the target budget",
             "plots": [p.name for p in plots],
         }
+
+
+def _task(result) -> str:
+    """The run's task metrics for the log line: STS-B and/or the probe's kNN top-1."""
+    acc = result.accuracy
+    parts = [f"STS-B {acc.stsb_spearman}"] if acc.stsb_spearman is not None else []
+    if acc.probe is not None:
+        drop = f" ({-acc.probe.knn_top1_drop:+.2f} vs teacher)" if acc.probe.knn_top1_drop is not None else ""
+        parts.append(f"kNN top-1 {acc.probe.knn_top1:.2f}{drop}")
+    return ", ".join(parts) or "no task metric"
 
 
 def _speedup(result) -> str:

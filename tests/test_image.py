@@ -285,7 +285,7 @@ def test_the_packaged_image_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("ci-teacher")
     trained = subprocess.run([sys.executable, "-m", "edgeslim.benchmarks.teachers.simclr", "--no-progress",
-                              "--out", str(folder), "--epochs", "3", "--limit-images", "2048", "--eval-every", "0"],
+                              "--out", str(folder), "--epochs", "2", "--limit-images", "1024", "--eval-every", "0"],
                              capture_output=True, text=True, timeout=1800)
     assert trained.returncode == 0, trained.stderr[-2000:]
     print(trained.stdout)
@@ -293,8 +293,8 @@ def test_the_packaged_image_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
     assert recipe.model.path.name == "simclr-cifar10" and recipe_path.name == "image.yaml"
     text = (recipe_path.read_text().replace("~/.cache/edgeslim/teachers/simclr-cifar10", str(folder))
             .replace("epochs: 12", "epochs: 2").replace("epochs: 6", "epochs: 1")
-            .replace("sentences: 8000", "sentences: 2048")
-            .replace("train_samples: 8000, test_samples: 2000", "train_samples: 2000, test_samples: 500")
+            .replace("sentences: 8000", "sentences: 1024")
+            .replace("train_samples: 8000, test_samples: 2000", "train_samples: 1000, test_samples: 500")
             .replace("agreement_samples: 2000", "agreement_samples: 500")
             .replace("min_runs: 200", "min_runs: 50"))
     run = run_recipe_cli(tmp_path_factory, "image-real", text)
@@ -307,5 +307,5 @@ def test_the_packaged_image_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
         print(f"{name}: kNN {r['accuracy']['probe']['knn_top1']} (teacher {teacher_knn}), "
               f"cos {r['accuracy']['teacher_cosine_mean']}, p50 {r['latency_ms']['p50']} ms "
               f"({r['latency_ms']['kind']})")
-        assert r["accuracy"]["teacher_cosine_mean"] > 0.8, name
+        assert r["accuracy"]["teacher_cosine_mean"] > 0.75, name  # a 2-epoch distillation of a 2-epoch teacher
     assert results["ort-int8"]["speedup_vs_baseline"] > 1.0
