@@ -2,7 +2,8 @@
 runtime only (no torch): what a Raspberry Pi or Jetson runs to replace an estimate with a
 measurement. Same rules as `edgeslim run`: warm-up, then >= `min_runs` runs and >= `min_seconds`,
 batch / sequence length / threads pinned (default: the bundle's budget operating point), one
-input of exactly `seq_len` real tokens.
+input of exactly `seq_len` real tokens (an image bundle: one preprocessed image of its input
+shape per batch row; `--seq-len` does not apply).
 """
 
 from __future__ import annotations
@@ -54,13 +55,22 @@ def bench_bundle(path: Path, threads: int | None = None, batch: int | None = Non
     threads = threads or budget.get("threads") or 1
     encoder = load(path, threads=threads)
     batch = batch or budget.get("batch") or 1
-    seq_len = seq_len or budget.get("seq_len") or encoder.max_seq_length
-    if seq_len > encoder.max_seq_length:
-        raise InputError(f"--seq-len {seq_len} exceeds the bundle's max_seq_length {encoder.max_seq_length}")
-    ids = encoder.tokenizer.encode(_TEXT * (1 + seq_len // 20)).ids[:seq_len]
-    ids = np.repeat(np.asarray([ids], np.int64), batch, axis=0)
-    mask = np.ones_like(ids)
-    latency = measure_latency(lambda: encoder.embed_tokens(ids, mask), warmup, min_runs, min_seconds)
+    if encoder.modality == "text":
+        seq_len = seq_len or budget.get("seq_len") or encoder.max_seq_length
+        if seq_len > encoder.max_seq_length:
+            raise InputError(f"--seq-len {seq_len} exceeds the bundle's max_seq_length {encoder.max_seq_length}")
+        ids = encoder.tokenizer.encode(_TEXT * (1 + seq_len // 20)).ids[:seq_len]
+        ids = np.repeat(np.asarray([ids], np.int64), batch, axis=0)
+        mask = np.ones_like(ids)
+        run = lambda: encoder.embed_tokens(ids, mask)  # noqa: E731
+    else:
+        if seq_len is not None:
+            raise InputError("--seq-len applies to text bundles; this one encodes images of a fixed size")
+        (spec,) = encoder.manifest.inputs
+        # Preprocessed pixels are roughly unit-normal; the values do not change the work done.
+        pixels = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:])).astype(np.float32)
+        run = lambda: encoder.embed_pixels(pixels)  # noqa: E731
+    latency = measure_latency(run, warmup, min_runs, min_seconds)
     return {
         "bundle": encoder.manifest.name, "target": encoder.manifest.target,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

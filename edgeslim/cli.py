@@ -227,7 +227,8 @@ def cmd_bench(args) -> int:
                           args.seconds)
     lat = result["latency_ms"]
     print(f"{result['bundle']} ({result['target']}) {lat['where']}; providers {', '.join(result['providers'])}")
-    print(f"  batch {lat['batch']}, {lat['seq_len']} tokens, {lat['threads']} thread(s), {lat['warmup']} warm-up + "
+    point = f"{lat['seq_len']} tokens" if lat["seq_len"] else "one image per row"
+    print(f"  batch {lat['batch']}, {point}, {lat['threads']} thread(s), {lat['warmup']} warm-up + "
           f"{lat['runs']} runs: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, p95 {lat['p95']:.2f}, "
           f"p99 {lat['p99']:.2f}; peak RSS {result['peak_rss_mb']} MB")
     if args.json:

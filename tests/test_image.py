@@ -203,6 +203,20 @@ def test_the_rpi5_image_bundle_passes_verify_on_aarch64(image_run, capsys):
     assert "held-out CIFAR-10 images" in out and "ran on aarch64" in out
 
 
+def test_bench_measures_an_image_bundle_on_the_runtime_alone(image_run, capsys):
+    from edgeslim.cli import main
+    from edgeslim.errors import InputError
+    from edgeslim.benchmarks.bench_bundle import bench_bundle
+
+    bundle = _results(image_run)["u55-int8"]["bundle"]
+    assert main(["bench", bundle, "--runs", "20", "--warmup", "2"]) == 0
+    assert "batch 1, one image per row" in capsys.readouterr().out
+    result = bench_bundle(Path(_results(image_run)["ort-int8"]["bundle"]), batch=4, min_runs=10, warmup=1)
+    assert result["latency_ms"]["batch"] == 4 and result["latency_ms"]["seq_len"] is None
+    with pytest.raises(InputError, match="--seq-len applies to text bundles"):
+        bench_bundle(Path(bundle), seq_len=32)
+
+
 def test_compare_puts_text_and_image_runs_side_by_side(tiny_run, image_run, tmp_path):
     from edgeslim.benchmarks.compare import collect, compare, load_report, sections
 
