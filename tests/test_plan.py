@@ -55,8 +55,8 @@ def test_valid_chains_get_the_export_inserted(tmp_path, family, target, backend,
 
 @pytest.mark.parametrize("family, target, backend, steps, message", [
     # litert backend without a LiteRT conversion
-    ("bert", "rpi5", "litert", "{step: int8_dynamic}", r"runs litert models, but the steps end with a onnx model; "
-                                                       r"add one of: litert_convert"),
+    ("bert", "rpi5", "litert", "{step: int8_dynamic}", r"runs litert or litert-int8 models, but the steps end with "
+                                                       r"a onnx model; add one of: litert_convert$"),
     # a PyTorch step after an export-side one
     ("bert", "x86-cpu", "onnxruntime", "{step: int8_dynamic}, {step: distill}",
      r"step distill needs a torch model, but after int8_dynamic is a onnx model"),
