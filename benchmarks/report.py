@@ -239,7 +239,7 @@ def render_markdown(report: Report) -> str:
     for r in [report.baseline, *report.results]:
         lat = r.latency_ms
         if lat.kind == "estimated":
-            lines.append(f"| {r.name} | {lat.p50:.2f} | - | - | - | estimated: {lat.where} | - |")
+            lines.append(f"| {r.name} | {_fmt(lat.p50)} | - | - | - | {lat.where} | - |")  # where says "estimated: ..."
             continue
         lines.append(f"| {r.name} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p95:.2f} | {lat.p99:.2f} | {lat.runs} | "
                      f"{_fmt(lat.background_cpu_cores)} |")

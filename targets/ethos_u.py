@@ -27,7 +27,7 @@ from pathlib import Path
 from edgeslim.compress.artifacts import ModelArtifact
 from edgeslim.errors import ExportError, MissingExtraError
 from edgeslim.extras import install_hint
-from edgeslim.runtime.manifest import backend_options
+from edgeslim.runtime.manifest import LiteRtBodyOptions, backend_options
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, Estimate, EstimateInput, ExportContext, Target, copy_artifact
 
 def vela_executable() -> str:
@@ -67,7 +67,7 @@ def read_summary(source: Path | str) -> dict:
 def _npu_graphs(manifest, bundle_dir) -> dict[str, dict]:
     """The bundle's NPU graphs by key (a text body's static length, or "image"), as dicts."""
     options = backend_options(manifest.backend, manifest.backend_options, str(bundle_dir))
-    bodies = dict(options.bodies or {}) if manifest.backend == "litert-body" else (
+    bodies = dict(options.bodies or {}) if isinstance(options, LiteRtBodyOptions) else (
         {"image": options.npu} if options.npu is not None else {})
     return {key: body.model_dump() for key, body in bodies.items()}
 
