@@ -19,11 +19,6 @@ from edgeslim.benchmarks.harness import measure_latency, peak_rss_mb
 from edgeslim.errors import InputError
 from edgeslim.outputs import write_atomic
 
-# Real text to cut the latency input from (the bundle's own tokenizer turns it into ids).
-_TEXT = ("A bundle is measured on the device it was made for, with the input length, batch size and "
-         "thread count stated, so that the figure can be compared with the estimate it replaces. ")
-
-
 def _machine() -> str:
     name = platform.processor() or platform.machine()
     try:
@@ -55,27 +50,19 @@ def bench_bundle(path: Path, threads: int | None = None, batch: int | None = Non
     threads = threads or budget.get("threads") or 1
     encoder = load(path, threads=threads)
     batch = batch or budget.get("batch") or 1
-    if encoder.modality == "text":
-        seq_len = seq_len or budget.get("seq_len") or encoder.max_seq_length
-        if seq_len > encoder.max_seq_length:
-            raise InputError(f"--seq-len {seq_len} exceeds the bundle's max_seq_length {encoder.max_seq_length}")
-        ids = encoder.tokenizer.encode(_TEXT * (1 + seq_len // 20)).ids[:seq_len]
-        ids = np.repeat(np.asarray([ids], np.int64), batch, axis=0)
-        mask = np.ones_like(ids)
-        run = lambda: encoder.embed_tokens(ids, mask)  # noqa: E731
-    else:
-        if seq_len is not None:
-            raise InputError("--seq-len applies to text bundles; this one encodes images of a fixed size")
-        (spec,) = encoder.manifest.inputs
-        # Preprocessed pixels are roughly unit-normal; the values do not change the work done.
-        pixels = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:])).astype(np.float32)
-        run = lambda: encoder.embed_pixels(pixels)  # noqa: E731
+    # The operating point as the bundle's modality defines it (text: a row of seq_len real
+    # tokens; fixed-size inputs: --seq-len is refused, values do not change the work done).
+    variable = encoder.modality_plugin.variable_length
+    feeds = encoder.modality_plugin.bench_feeds(encoder, batch, seq_len or (budget.get("seq_len") if variable else None))
+    run = lambda: encoder.embed_inputs(feeds)  # noqa: E731
+    seq_len = next(iter(feeds.values())).shape[1] if variable else None
     latency = measure_latency(run, warmup, min_runs, min_seconds)
     return {
         "bundle": encoder.manifest.name, "target": encoder.manifest.target,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "latency_ms": {**latency, "batch": batch, "seq_len": seq_len, "threads": threads, "kind": "measured",
                        "where": f"measured on {_machine()}, edgeslim bench"},
+        "operating_point": encoder.modality_plugin.operating_point(seq_len),
         "providers": encoder.providers, "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 

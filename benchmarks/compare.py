@@ -1,8 +1,9 @@
 """`edgeslim compare REPORT... [--html OUT]`: results of any number of runs side by side.
 
 Reports may come from different recipes, targets, machines and modalities. Each run is scored
-by its own task metric (text: STS-B Spearman; images: kNN top-1 on its probe; else cosine to
-the teacher), and runs sharing a metric share charts: a text run and an image run sit on one
+by its own task metric (its modality's first metric, e.g. STS-B Spearman for text; else kNN
+top-1 on its first probe, e.g. images and audio; else cosine to the teacher), and runs sharing a
+metric share charts: a text run and an image run sit on one
 page, each in its own section. Every point keeps its latency kind: measured points are filled
 circles, estimated ones hollow triangles, and the page says that the two are different kinds of
 figure. The Pareto front (lower latency or size, higher accuracy) is drawn per section; budgets
@@ -20,43 +21,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edgeslim.benchmarks.report import Report, Result, _fmt
+from edgeslim.benchmarks.report import Report, Result, TaskAxis, _fmt, task_axis
 from edgeslim.errors import ReportError
 from edgeslim.outputs import write_atomic
 
 
-@dataclass(frozen=True)
-class TaskMetric:
-    """A run's accuracy axis: what it reads from a result and the budget check it matches."""
-
-    key: str
-    label: str
-    read: object  # Result -> float
-    budget_check: str
+TaskMetric = TaskAxis  # a run's accuracy axis (benchmarks/report.py)
 
 
-def _stsb(r):
-    return r.accuracy.stsb_spearman
-
-
-def _knn(r):
-    return r.accuracy.probe.knn_top1
-
-
-def _cosine(r):
-    return 100 * r.accuracy.teacher_cosine_mean
-
-
-def task_metric(report: Report) -> TaskMetric:
-    """STS-B when every result of the run has it; else kNN top-1 on the run's probe; else cosine."""
-    results = [report.baseline, *report.results]
-    if all(r.accuracy.stsb_spearman is not None for r in results):
-        return TaskMetric("stsb", f"STS-B {results[0].accuracy.stsb_split or ''} Spearman x100".replace("  ", " "),
-                          _stsb, "stsb_spearman")
-    if all(r.accuracy.probe is not None for r in results):
-        probe = results[0].accuracy.probe
-        return TaskMetric(f"knn:{probe.test}", f"kNN top-1 (k={probe.knn_k}) on {probe.test}, %", _knn, "knn_top1_drop")
-    return TaskMetric("cosine", "cosine to teacher x100", _cosine, "teacher_cosine_mean")
+def task_metric(report: Report) -> TaskAxis:
+    """The run's own task metric (see `task_axis`)."""
+    return task_axis([report.baseline, *report.results])
 
 
 @dataclass(frozen=True)

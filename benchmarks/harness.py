@@ -75,7 +75,7 @@ def peak_rss_mb() -> float:
 
 
 def where_measured() -> str:
-    from edgeslim.benchmarks.host import read_host_profile
+    from edgeslim.targets.host import read_host_profile
 
     profile = read_host_profile()
     return f"this host: {profile.name}, {profile.cores} cores, {platform.machine()}"

@@ -8,9 +8,11 @@ from edgeslim.benchmarks.report import Result
 
 
 def quality(result: Result) -> tuple[float, str]:
-    """STS-B Spearman when measured, else cosine to the teacher (x100), with its label."""
-    if result.accuracy.stsb_spearman is not None:
-        return result.accuracy.stsb_spearman, "STS-B test Spearman x100"
+    """The modality's first task metric when measured (text: STS-B Spearman), else cosine to the
+    teacher (x100), with its label."""
+    for metric in result.accuracy.metrics[:1]:
+        if metric.value is not None:
+            return metric.value, metric.label
     return 100 * result.accuracy.teacher_cosine_mean, "cosine to teacher x100"
 
 

@@ -1,16 +1,21 @@
-"""report.json schema (`edgeslim.report/1`) and the Markdown rendering of a report.
+"""report.json schema (`edgeslim.report/2`) and the Markdown rendering of a report.
 
 The pydantic models below are the schema: `Report.model_validate_json(text)` validates a
-report, and `Report.model_json_schema()` gives the JSON Schema.
+report, and `Report.model_json_schema()` gives the JSON Schema. A report is self-describing:
+each task metric carries its name and label, each probe its data and label set, so nothing here
+knows a modality, a data set or a metric by name. Reports of `edgeslim.report/1` (STS-B and one
+probe as fixed fields) still load: they are read into the same lists.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-REPORT_SCHEMA = "edgeslim.report/1"
+REPORT_SCHEMA = "edgeslim.report/2"
+READABLE_SCHEMAS = ("edgeslim.report/1", REPORT_SCHEMA)
 
 
 class _Model(BaseModel):
@@ -37,7 +42,7 @@ class _Timing(_Model):
 
 
 class Latency(_Timing):
-    seq_len: int | None  # text: tokens per row; images: None (the model's input size)
+    seq_len: int | None  # inputs of varying length (text): tokens per row; else None (the model's input size)
     what: str | None = None  # what one timed run covers
 
 
@@ -54,6 +59,7 @@ class ProbeAccuracy(_Model):
 
     train: str
     test: str
+    label: str = "label"  # which label set of the corpora (intent, class, digit, speaker...)
     train_items: int
     test_items: int
     knn_k: int
@@ -64,16 +70,49 @@ class ProbeAccuracy(_Model):
     knn_top1_drop: float | None = None
 
 
+class TaskMetric(_Model):
+    """One task metric of the run's modality (e.g. STS-B Spearman x100), as scored here."""
+
+    name: str
+    label: str
+    short: str = ""  # the table's column header
+    value: float | None  # null: could not be measured
+    higher_is_better: bool = True
+    data: str = ""
+
+
 class Accuracy(_Model):
     teacher_cosine_mean: float
     teacher_cosine_min: float
     eval_set: str
-    eval_sentences: int
+    eval_sentences: int  # items of eval_set (sentences, images, clips)
     disjoint_from_calibration: bool
     overlap_with_calibration: int
-    stsb_spearman: float | None  # x100; null when the STS-B data is not present
-    stsb_split: str | None = None
-    probe: ProbeAccuracy | None = None
+    metrics: list[TaskMetric] = Field(default_factory=list)
+    probes: list[ProbeAccuracy] = Field(default_factory=list)  # the first is the one budgets bound
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_report1(cls, data):
+        """edgeslim.report/1 kept STS-B and one probe in fixed fields."""
+        if isinstance(data, dict) and ("stsb_spearman" in data or "probe" in data):
+            data = dict(data)
+            value, split = data.pop("stsb_spearman", None), data.pop("stsb_split", None)
+            probe = data.pop("probe", None)
+            if value is not None:
+                data["metrics"] = [{"name": "stsb_spearman", "label": f"STS-B Spearman x100 ({split})", "short": "STS-B",
+                                    "value": value,
+                                    "data": f"stsb-{split}"}]
+            if probe is not None:
+                data["probes"] = [probe]
+        return data
+
+    @property
+    def probe(self) -> ProbeAccuracy | None:
+        return self.probes[0] if self.probes else None
+
+    def metric(self, name: str) -> float | None:
+        return next((m.value for m in self.metrics if m.name == name), None)
 
 
 class SpeedupSpread(_Model):
@@ -127,7 +166,7 @@ class Result(_Model):
 
 
 class Report(_Model):
-    schema_: Literal["edgeslim.report/1"] = Field(REPORT_SCHEMA, alias="schema")
+    schema_: Literal["edgeslim.report/1", "edgeslim.report/2"] = Field(REPORT_SCHEMA, alias="schema")
     edgeslim_version: str
     created: str
     recipe: dict
@@ -143,6 +182,32 @@ class Report(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
+
+
+@dataclass(frozen=True)
+class TaskAxis:
+    """The accuracy axis runs are compared on: what it reads from a result and the budget check
+    it matches."""
+
+    key: str
+    label: str
+    read: Callable[["Result"], float]
+    budget_check: str
+
+
+def task_axis(results: list[Result]) -> TaskAxis:
+    """The run's own task metric: its modality's first metric when every result has it (text:
+    STS-B); else kNN top-1 of its first probe; else cosine to the teacher (x100)."""
+    first = results[0].accuracy.metrics[:1]
+    if first and all(r.accuracy.metric(first[0].name) is not None for r in results):
+        name = first[0].name
+        return TaskAxis(name, first[0].label, lambda r: r.accuracy.metric(name), name)
+    if all(r.accuracy.probe is not None for r in results):
+        probe = results[0].accuracy.probe
+        return TaskAxis(f"knn:{probe.test}:{probe.label}", f"kNN top-1 (k={probe.knn_k}, {probe.label}) on "
+                        f"{probe.test}, %", lambda r: r.accuracy.probe.knn_top1, "knn_top1_drop")
+    return TaskAxis("cosine", "cosine to teacher x100", lambda r: 100 * r.accuracy.teacher_cosine_mean,
+                    "teacher_cosine_mean")
 
 
 def _fmt(value, digits=2, suffix="") -> str:
@@ -169,22 +234,45 @@ def verdict_text(result: Result) -> str:
     return text + (" (required)" if result.required else "")
 
 
+def _columns(report: Report) -> list[tuple[str, object]]:
+    """The accuracy columns this report has: each task metric, then kNN / linear-probe top-1 of
+    each probe (labelled by the probe's label set when there are several)."""
+    results = [report.baseline, *report.results]
+    columns, seen = [], []
+    for r in results:
+        for m in r.accuracy.metrics:
+            if m.name not in seen:
+                seen.append(m.name)
+                columns.append((m.short or m.label, lambda r, name=m.name: _fmt(r.accuracy.metric(name))))
+    probes = max((len(r.accuracy.probes) for r in results), default=0)
+    for n in range(probes):
+        first = next(r.accuracy.probes[n] for r in results if len(r.accuracy.probes) > n)
+        suffix = f" ({first.label})" if probes > 1 else ""
+
+        def read(r, n=n, field="knn_top1"):
+            return _fmt(getattr(r.accuracy.probes[n], field), 1) if len(r.accuracy.probes) > n else "n/a"
+
+        columns += [(f"kNN top-1{suffix}", read), (f"probe top-1{suffix}",
+                                                   lambda r, n=n: read(r, n, "linear_probe_top1"))]
+    return columns
+
+
+def table_header(report: Report) -> list[str]:
+    return ["variant", "target", "backend", "p50 ms", "p95 ms", "latency", "size MB", "RSS MB", "cos teacher",
+            *[name for name, _ in _columns(report)], "speedup", "verdict"]
+
+
 def table_rows(report: Report) -> list[list[str]]:
     rows = []
+    columns = _columns(report)
     for r in [report.baseline, *report.results]:
         rows.append([
             r.name, r.target, r.backend, _fmt(r.latency_ms.p50), _fmt(r.latency_ms.p95), r.latency_ms.kind,
             _fmt(r.size_mb, 1), _fmt(r.peak_rss_mb, 0), _fmt(r.accuracy.teacher_cosine_mean, 4),
-            _fmt(r.accuracy.stsb_spearman),
-            _fmt(r.accuracy.probe.knn_top1, 1) if r.accuracy.probe else "n/a",
-            _fmt(r.accuracy.probe.linear_probe_top1, 1) if r.accuracy.probe else "n/a",
+            *[read(r) for _, read in columns],
             _speedup_text(r), verdict_text(r),
         ])
     return rows
-
-
-TABLE_HEADER = ["variant", "target", "backend", "p50 ms", "p95 ms", "latency", "size MB", "RSS MB",
-                "cos teacher", "STS-B", "kNN top-1", "probe top-1", "speedup", "verdict"]
 
 
 def render_markdown(report: Report) -> str:
@@ -195,12 +283,13 @@ def render_markdown(report: Report) -> str:
         f"Created {report.created} by edgeslim {report.edgeslim_version} from `{report.recipe_file}`.",
         f"Host: {report.host.get('name')}, {report.host.get('cores')} cores, ISA {', '.join(report.host.get('isa_features', []))}.",
         "",
-        f"Latency: batch {b.batch}, {f'{b.seq_len} tokens' if b.seq_len else 'one image each'}, {b.threads} thread(s), "
+        f"Latency: batch {b.batch}, {f'{b.seq_len} tokens' if b.seq_len else 'one input of the model size each'}, "
+        f"{b.threads} thread(s), "
         f"warm-up then >= {b.runs} runs; "
         f"{b.what or ''}. Each model runs in its own process; peak RSS is that process's.",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "---|" * len(TABLE_HEADER),
+        "| " + " | ".join(table_header(report)) + " |",
+        "|" + "---|" * len(table_header(report)),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
     lines += ["", "`*` passed every check that could run; some could not (see below).", ""]

@@ -3,9 +3,11 @@ a process. Run by `run_worker`; by hand:
 
     python -m edgeslim.benchmarks.worker SPEC.json RESULT.json
 
-SPEC: {"kind": "bundle", "path": ...}, {"kind": "teacher", "model": {ModelSpec fields}} or
-{"kind": "interleaved", "model": ..., "path": ..., "rounds", "runs_per_round"} (teacher and bundle
-timed in alternating rounds in this one process, pinned to the same cores), plus "threads", "input_ids" (one row), "batch", "warmup", "min_runs", "min_seconds",
+SPEC: {"kind": "bundle", "path": ..., "manifest": ...}, {"kind": "teacher", "model": {ModelSpec
+fields}} or {"kind": "interleaved", "model": ..., "path": ..., "rounds", "runs_per_round"} (teacher
+and bundle timed in alternating rounds in this one process, pinned to the same cores), plus
+"threads", "latency_input" (the modality's operating point: a token row, or one item), "batch",
+"warmup", "min_runs", "min_seconds",
 "texts" (a JSON file with lists of items to embed, each list in its own encode call) and
 "embeddings" (.npy output path: the lists' embeddings, concatenated).
 """
@@ -30,27 +32,25 @@ from edgeslim.errors import EdgeslimError
 
 @dataclass
 class Opened:
-    """One model, whatever it is: `forward(*feeds)` -> pooled embeddings, `embed(items)`."""
+    """One model, whatever it is or reads: `forward(feeds)` -> pooled embeddings, `embed(items)`,
+    `model` (for the modality's latency feeds: anything with `model_inputs(items)`)."""
 
+    model: object
+    modality: object  # edgeslim.modalities.Modality
     forward: Callable
     embed: Callable
     providers: list[str]
-    tokenize: Callable | None = None  # text: for real-length batches
-    preprocess: Callable | None = None  # images: items -> pixel values
 
 
 def _open(spec: dict, kind: str | None = None) -> Opened:
+    from edgeslim.modalities import get_modality
+
     if (kind or spec["kind"]) == "bundle":
         from edgeslim.runtime import load
-        from edgeslim.runtime.image import preprocess
-        from edgeslim.runtime.text import tokenize
 
-        encoder = load(spec["path"], threads=spec["threads"])
-        if encoder.modality == "image":
-            return Opened(encoder.embed_pixels, lambda items: encoder.encode_images(items, batch_size=32),
-                          encoder.providers, preprocess=lambda items: preprocess(items, encoder.manifest.preprocessing))
-        return Opened(encoder.embed_tokens, lambda items: encoder.encode(items, batch_size=32), encoder.providers,
-                      tokenize=lambda texts: tokenize(encoder.tokenizer, texts))
+        encoder = load(spec["path"], threads=spec["threads"], manifest_path=spec.get("manifest"))
+        return Opened(encoder, get_modality(encoder.modality), encoder.embed_inputs,
+                      lambda items: encoder.encode_items(items, batch_size=32), encoder.providers)
     import torch
 
     from edgeslim.models import load_encoder
@@ -60,19 +60,13 @@ def _open(spec: dict, kind: str | None = None) -> Opened:
     model = load_encoder(ModelSpec(**spec["model"]))
     providers = ([f"torch {torch.__version__} CPU"] if model.family is not None
                  else ["onnxruntime CPUExecutionProvider (fp32 reference)"])
-    if model.modality == "image":
-        return Opened(model.embed_pixels, lambda items: model.embed_images(items, batch_size=32), providers,
-                      preprocess=model.pixel_values)
-    return Opened(model.embed_tokens, lambda items: model.embed(items, batch_size=32), providers,
-                  tokenize=model.tokenize)
+    return Opened(model, get_modality(model.modality), model.embed_inputs,
+                  lambda items: model.embed_items(items, batch_size=32), providers)
 
 
-def _latency_feeds(opened: Opened, spec: dict) -> tuple:
-    """The budget's operating point: a row of real tokens, or one real image, repeated `batch` times."""
-    if spec.get("image") is not None:
-        return (np.repeat(opened.preprocess([spec["image"]]), spec["batch"], axis=0),)
-    ids = np.repeat(np.asarray([spec["input_ids"]], np.int64), spec["batch"], axis=0)
-    return ids, np.ones_like(ids)
+def _latency_feeds(opened: Opened, spec: dict) -> dict:
+    """The budget's operating point (a row of real tokens, one real image or clip), `batch` times."""
+    return opened.modality.latency_feeds(opened.model, spec["latency_input"], spec["batch"])
 
 
 def _pin(threads: int) -> list[int]:
@@ -87,16 +81,16 @@ def _pin(threads: int) -> list[int]:
 def _interleaved(spec: dict) -> dict:
     cores = _pin(spec["threads"])
     teacher, bundle = _open(spec, "teacher"), _open(spec, "bundle")
-    teacher_feeds = _latency_feeds(teacher, {**spec, "input_ids": None, "image": None, **spec["teacher_input"]})
+    teacher_feeds = _latency_feeds(teacher, {**spec, "latency_input": spec["teacher_input"]})
     bundle_feeds = _latency_feeds(bundle, spec)
     runs = spec["runs_per_round"]
     teacher_p50, bundle_p50 = [], []
     for model, feeds in ((teacher, teacher_feeds), (bundle, bundle_feeds)):
         for _ in range(spec["warmup"]):
-            model.forward(*feeds)
+            model.forward(feeds)
     for _ in range(spec["rounds"]):
-        teacher_p50.append(measure_latency(lambda: teacher.forward(*teacher_feeds), 1, runs)["p50"])
-        bundle_p50.append(measure_latency(lambda: bundle.forward(*bundle_feeds), 1, runs)["p50"])
+        teacher_p50.append(measure_latency(lambda: teacher.forward(teacher_feeds), 1, runs)["p50"])
+        bundle_p50.append(measure_latency(lambda: bundle.forward(bundle_feeds), 1, runs)["p50"])
     return {"teacher_p50": teacher_p50, "bundle_p50": bundle_p50,
             "ratios": [t / b for t, b in zip(teacher_p50, bundle_p50)],
             "cpu": cores[0] if len(cores) == 1 else None, "latency": {}, "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -116,18 +110,19 @@ def main(spec_path: str, result_path: str) -> None:
         return _write(_interleaved(spec), result_path)
     opened = _open(spec)
     feeds = _latency_feeds(opened, spec)
-    latency = measure_latency(lambda: opened.forward(*feeds), spec["warmup"], spec["min_runs"], spec["min_seconds"])
+    latency = measure_latency(lambda: opened.forward(feeds), spec["warmup"], spec["min_runs"], spec["min_seconds"])
     # Peak RSS at the budget's operating point, before the accuracy pass (batch 32) adds its own.
     peak_rss = peak_rss_mb()
     real = {}
-    for batch in spec.get("real_batches", []) if opened.tokenize else []:
-        # Real sentences at their own length: each batch padded only to its longest sentence.
-        batches = [opened.tokenize(spec["real_texts"][i : i + batch]) for i in range(0, len(spec["real_texts"]), batch)]
-        batches = [f for f in batches if f[0].shape[0] == batch]
+    for batch in spec.get("real_batches", []) if opened.modality.runtime.variable_length else []:
+        # Real items at their own length: each batch padded only to its longest item.
+        items = spec["real_texts"]
+        batches = [opened.model.model_inputs(items[i : i + batch]) for i in range(0, len(items), batch)]
+        batches = [f for f in batches if next(iter(f.values())).shape[0] == batch]
         cycle = itertools.cycle(batches)
-        stats = measure_latency(lambda: opened.forward(*next(cycle)), spec["warmup"], spec["min_runs"],
+        stats = measure_latency(lambda: opened.forward(next(cycle)), spec["warmup"], spec["min_runs"],
                                 spec["min_seconds"])
-        tokens = [int(m.sum()) / m.shape[0] for _, m in batches]
+        tokens = [int(f["attention_mask"].sum()) / batch for f in batches]
         real[str(batch)] = {**stats, "batch": batch, "batches": len(batches),
                             "tokens_per_sentence_mean": round(float(np.mean(tokens)), 2)}
     groups = json.loads(Path(spec["texts"]).read_text())

@@ -1,11 +1,13 @@
-"""Text corpora for calibration, distillation and evaluation, each verified by sha256.
+"""Corpora for calibration, distillation and evaluation, each verified by sha256: sentences,
+images or audio clips (each corpus says its modality).
 
 Two kinds of source:
 
 * shipped with the kit: `wordnet` (usage examples from Debian's `wordnet-base`, see
   WORDNET.md), split deterministically into `wordnet-calibration` and `wordnet-heldout`;
 * the shared data directory (`EDGESLIM_DATA`, default `../shared/data` when it exists):
-  STS-B, Banking77, CLINC and its Wikipedia sentences, never copied into the project.
+  STS-B, Banking77, CLINC and its Wikipedia sentences, CIFAR-10 images and the Free Spoken
+  Digit Dataset's clips, never copied into the project.
 
     >>> corpus = load_corpus("wordnet-calibration")
     >>> corpus.texts[:2], corpus.sha256
@@ -17,9 +19,10 @@ import csv
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from edgeslim.errors import DataError
 
@@ -27,6 +30,8 @@ __all__ = [
     "Corpus",
     "StsbPairs",
     "CORPORA",
+    "CorpusEntry",
+    "corpus_modality",
     "data_dir",
     "load_corpus",
     "load_stsb",
@@ -49,30 +54,39 @@ SHARED_SHA256 = {
     "clinc/data_full.json": "36923c3705a59e08fe9c3883d8bc2dd966ef93e22cb78ac41171782a698d56e0",
     "clinc/all_wiki_sents.txt": "570704f8120d13d27dda90d116a0b2365e121139f72c2967b65f55465ebfad44",
     "cifar10/SHA256SUMS": "9dc64943ce2555a0cca38dc4e897cf6d54b388fe0924f871ee928ea5a3d1c069",
+    "fsdd/SHA256SUMS": "1801eae019c063377d98f831d3f93574f259475df7332bb0e3d1b080fb5e6959",
 }
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """A dataset of one modality: sentences (text) or image file paths (image), with labels
-    where the source has them (probe tasks)."""
+    """A dataset of one modality: sentences, or absolute paths of image or audio files, with
+    labels where the source has them (probe tasks). A corpus may carry several label sets
+    (spoken digits: the digit and the speaker); `labels` is the first, named `label_name`."""
 
     name: str
-    texts: tuple[str, ...]  # the items: sentences, or absolute image paths
+    texts: tuple[str, ...]  # the items: sentences, or absolute file paths
     source: str  # where the items come from, for reports
     files_sha256: dict[str, str]
     labels: tuple[str, ...] | None = None
     modality: str = "text"
+    items_are_files: bool = False  # items are paths of files listed in files_sha256
+    label_name: str = "label"
+    other_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def items(self) -> tuple[str, ...]:
         return self.texts
 
     @property
+    def label_sets(self) -> dict[str, tuple[str, ...]]:
+        """Every label set by name, the primary first."""
+        return ({self.label_name: self.labels} if self.labels is not None else {}) | self.other_labels
+
+    @property
     def sha256(self) -> str:
-        """Hash of the items themselves, in order (image sets: their files' sha256): what a
-        manifest records."""
-        if self.modality == "image":
+        """Hash of the items themselves, in order (files: their sha256): what a manifest records."""
+        if self.items_are_files:
             return texts_sha256(self.files_sha256[p] for p in self.texts)
         return texts_sha256(self.texts)
 
@@ -154,7 +168,8 @@ def _csv_texts(relpath: str, name: str, source: str) -> Corpus:
     with open(_shared_file(relpath), newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             labelled.setdefault(row["text"], row["category"])
-    return Corpus(name, tuple(labelled), source, {relpath: SHARED_SHA256[relpath]}, labels=tuple(labelled.values()))
+    return Corpus(name, tuple(labelled), source, {relpath: SHARED_SHA256[relpath]}, labels=tuple(labelled.values()),
+                  label_name="intent")
 
 
 def _cifar10(split: str) -> Corpus:
@@ -177,7 +192,33 @@ def _cifar10(split: str) -> Corpus:
         labels.append(Path(relpath).parent.name)
         hashes[str(path)] = expected
     return Corpus(f"cifar10-{split}", tuple(items), f"CIFAR-10 test JPEGs, {split} split (sha256 of path mod 5)",
-                  hashes, labels=tuple(labels), modality="image")
+                  hashes, labels=tuple(labels), modality="image", items_are_files=True, label_name="class")
+
+
+def _fsdd(split: str) -> Corpus:
+    """Free Spoken Digit Dataset clips (8 kHz 16-bit mono WAV, files `<digit>_<speaker>_<index>.wav`),
+    the official split: indices 0-4 of each digit and speaker are `test`, 5-49 `train`. Labels:
+    the digit, and the speaker as a second set. Every file is checked against SHA256SUMS, which
+    is checked against the README's hash."""
+    listing = _shared_file("fsdd/SHA256SUMS")
+    root = listing.parent / "recordings"
+    items, digits, speakers, hashes = [], [], [], {}
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        expected, name = line.split(maxsplit=1)
+        digit, speaker, index = Path(name).stem.split("_")
+        if (int(index) < 5) != (split == "test"):
+            continue
+        path = root / name
+        if not path.is_file():
+            raise DataError(f"{path} is listed in {listing} but missing")
+        _verify(path, expected)
+        items.append(str(path))
+        digits.append(digit)
+        speakers.append(speaker)
+        hashes[str(path)] = expected
+    return Corpus(f"fsdd-{split}", tuple(items), f"Free Spoken Digit Dataset, official {split} split "
+                  "(indices 0-4 of each digit/speaker are test)", hashes, labels=tuple(digits), modality="audio",
+                  items_are_files=True, label_name="digit", other_labels={"speaker": tuple(speakers)})
 
 
 def _clinc(split: str) -> Corpus:
@@ -194,37 +235,47 @@ def _wiki() -> Corpus:
     return Corpus("wiki", texts, "CLINC all_wiki_sents (lowercased Wikipedia)", {relpath: SHARED_SHA256[relpath]})
 
 
-# name -> (loader, needs the shared data directory)
-CORPORA = {
-    "wordnet": (lambda: _wordnet(None), False),
-    "wordnet-calibration": (lambda: _wordnet("calibration"), False),
-    "wordnet-heldout": (lambda: _wordnet("heldout"), False),
-    "stsb-train": (lambda: _stsb_corpus("train"), True),
-    "stsb-dev": (lambda: _stsb_corpus("dev"), True),
-    "stsb-test": (lambda: _stsb_corpus("test"), True),
-    "banking77-train": (lambda: _csv_texts("banking77/train.csv", "banking77-train", "Banking77 train"), True),
-    "banking77-test": (lambda: _csv_texts("banking77/test.csv", "banking77-test", "Banking77 test"), True),
-    "clinc-train": (lambda: _clinc("train"), True),
-    "clinc-test": (lambda: _clinc("test"), True),
-    "wiki": (_wiki, True),
-    "cifar10-train": (lambda: _cifar10("train"), True),
-    "cifar10-heldout": (lambda: _cifar10("heldout"), True),
+class CorpusEntry(NamedTuple):
+    load: Callable[[], Corpus]
+    shared: bool  # needs the shared data directory
+    modality: str = "text"
+
+
+CORPORA: dict[str, CorpusEntry] = {
+    "wordnet": CorpusEntry(lambda: _wordnet(None), False),
+    "wordnet-calibration": CorpusEntry(lambda: _wordnet("calibration"), False),
+    "wordnet-heldout": CorpusEntry(lambda: _wordnet("heldout"), False),
+    "stsb-train": CorpusEntry(lambda: _stsb_corpus("train"), True),
+    "stsb-dev": CorpusEntry(lambda: _stsb_corpus("dev"), True),
+    "stsb-test": CorpusEntry(lambda: _stsb_corpus("test"), True),
+    "banking77-train": CorpusEntry(lambda: _csv_texts("banking77/train.csv", "banking77-train", "Banking77 train"), True),
+    "banking77-test": CorpusEntry(lambda: _csv_texts("banking77/test.csv", "banking77-test", "Banking77 test"), True),
+    "clinc-train": CorpusEntry(lambda: _clinc("train"), True),
+    "clinc-test": CorpusEntry(lambda: _clinc("test"), True),
+    "wiki": CorpusEntry(_wiki, True),
+    "cifar10-train": CorpusEntry(lambda: _cifar10("train"), True, "image"),
+    "cifar10-heldout": CorpusEntry(lambda: _cifar10("heldout"), True, "image"),
+    "fsdd-train": CorpusEntry(lambda: _fsdd("train"), True, "audio"),
+    "fsdd-test": CorpusEntry(lambda: _fsdd("test"), True, "audio"),
 }
-# The modality of each corpus that is not text.
-CORPUS_MODALITY = {"cifar10-train": "image", "cifar10-heldout": "image"}
+
+
+def corpus_modality(name: str) -> str:
+    """The modality of a registered corpus's items."""
+    return CORPORA[name].modality if name in CORPORA else "text"
 
 
 def load_corpus(name: str) -> Corpus:
     if name not in CORPORA:
         raise DataError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(CORPORA))}")
-    return CORPORA[name][0]()
+    return CORPORA[name].load()
 
 
 def corpus_available(name: str) -> bool:
     """True when `name` can be loaded here (shipped, or its shared file is present)."""
     if name not in CORPORA:
         return False
-    if not CORPORA[name][1]:
+    if not CORPORA[name].shared:
         return True
     try:
         load_corpus(name)

@@ -17,22 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class StrictModel(BaseModel):
-    """Frozen, and unknown keys are an error that lists the allowed ones."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields))
-            if unknown:
-                raise ValueError(f"unknown key(s) {unknown}; allowed keys: {sorted(cls.model_fields)}")
-        return data
+from edgeslim.schema import StrictModel
 
 
 class StepBase(StrictModel):
@@ -42,7 +29,9 @@ class StepBase(StrictModel):
     consumes: ClassVar[str] = "onnx"
     produces: ClassVar[str] = "onnx"
     needs: ClassVar[frozenset[str]] = frozenset()
-    modalities: ClassVar[tuple[str, ...]] = ("text", "image")
+    modalities: ClassVar[tuple[str, ...] | None] = None  # None: every modality
+    # Needs a model with one fixed-size input tensor (images, audio), not a variable-length one.
+    fixed_size_input: ClassVar[bool] = False
     int8: ClassVar[bool] = False
     runtime_quantized: ClassVar[bool] = False
     search_backend: ClassVar[str | None] = None
@@ -68,7 +57,14 @@ class StepBase(StrictModel):
 
     def modality_refusal(self, modality: str) -> str | None:
         """Why this config cannot run on a `modality` model, or None when it can."""
-        return None if modality in self.modalities else f"it works on {'/'.join(self.modalities)} models"
+        if self.modalities is not None and modality not in self.modalities:
+            return f"it works on {'/'.join(self.modalities)} models"
+        if self.fixed_size_input:
+            from edgeslim.runtime.modalities import MODALITIES
+
+            if MODALITIES[modality].variable_length:
+                return "it takes models with one fixed-size input tensor, not inputs of varying length"
+        return None
 
     def corpora(self) -> tuple[tuple[str, str], ...]:
         """(key, corpus name) of every corpus this config learns from (a plan checks their modality)."""
@@ -206,14 +202,15 @@ class LiteRtInt8DynamicConfig(StepBase):
 
 
 class LiteRtInt8FullConfig(StepBase):
-    """Full-integer LiteRT for an image model: int8 weights (per channel) and activations (per
-    tensor), int8 input and output, min-max calibrated on the recipe's calibration images
-    (ai-edge-quantizer). What an integer NPU compiles whole and a Cortex-A runs with int8 kernels."""
+    """Full-integer LiteRT for a model with one fixed-size input (images, audio features): int8
+    weights (per channel) and activations (per tensor), int8 input and output, min-max calibrated
+    on the recipe's calibration items (ai-edge-quantizer). What an integer NPU compiles whole and a
+    Cortex-A runs with int8 kernels."""
 
     step: Literal["litert_int8_full"] = "litert_int8_full"
     consumes: ClassVar[str] = "litert"
     produces: ClassVar[str] = "litert-int8"
-    modalities: ClassVar[tuple[str, ...]] = ("image",)
+    fixed_size_input: ClassVar[bool] = True
     int8: ClassVar[bool] = True
     handler: ClassVar[str] = "edgeslim.compress.litert:full_int8"
     extra: ClassVar[str] = "litert-export"
@@ -353,7 +350,6 @@ class PruneConfig(StepBase):
     step: Literal["prune"] = "prune"
     consumes: ClassVar[str] = "torch"
     produces: ClassVar[str] = "torch"
-    modalities: ClassVar[tuple[str, ...]] = ("text", "image")
     handler: ClassVar[str] = "edgeslim.compress.torch_steps:prune"
     # One ratio for every layer, or one per layer.
     heads: Ratio | tuple[Ratio, ...] = 0.0

@@ -18,6 +18,7 @@ class StepContext:
     # The model whose tokenizer, length and pooling the artifact's inputs follow (an
     # EncoderModel, or a static table's encoder): tokenize(texts, pad_to) -> int64 arrays.
     reader: object
+    modality: object = None  # edgeslim.modalities.Modality of the run (None: the reader's)
     log: Callable[[str], None] = field(default=print)
     teacher: object | None = None  # the uncompressed teacher (EncoderModel), for distillation
     training_texts: TrainingTexts | None = None  # for steps that learn from text (distill, vocab)
@@ -27,21 +28,20 @@ class StepContext:
         return self.reader.tokenize(texts, pad_to)
 
     def feeds(self, items, pad_to: int | None = None) -> dict:
-        """The exported graph's inputs for a batch of calibration items (texts, padded to
-        `pad_to` when given, or images)."""
-        if self.reader.tokenizer is not None:
-            ids, mask = self.tokenize(items, pad_to)
-            return {"input_ids": ids, "attention_mask": mask}
-        return self.reader.feeds(items)[0]
+        """The exported graph's inputs for a batch of calibration items, prepared as the runtime
+        prepares them (texts padded to `pad_to` when given)."""
+        return self.reader.model_inputs(items, pad_to)
 
     def pooled(self, hidden, feeds: dict):
         """Normalised pooled embeddings of a graph's output for `feeds`."""
-        import numpy as np
-
         from edgeslim.runtime.text import pool
 
-        mask = feeds.get("attention_mask")
-        return pool(hidden, mask if mask is not None else np.ones(hidden.shape[:2], np.int64), self.pooling, True)
+        if hidden.ndim == 2:  # an already pooled output
+            hidden = hidden[:, None, :]
+        mask = self.reader.runtime_modality.pooling_mask(feeds, hidden)
+        if hidden.shape[1] != mask.shape[1]:
+            mask = mask[:, :1] * 0 + 1
+        return pool(hidden, mask, self.pooling, True)
 
     @property
     def max_seq_length(self) -> int:

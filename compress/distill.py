@@ -3,10 +3,12 @@ layers) learns to reproduce the teacher's pooled embeddings on unlabeled sentenc
 
     student, record = distill(teacher, DistillConfig(keep_layers=(0, 2, 4)), texts, workdir)
 
-- Text: teacher embeddings are cached on disk, keyed by the teacher's weights and the texts.
-- Images: preprocessed once; with `augment` each batch is flipped and shifted (a fixed function
-  of seed and step) and the teacher embeds the same augmented batch, so the student learns the
-  teacher on more than the stored images. No labels are read.
+- The batches come from the teacher's modality (`Modality.distillation_batches`). Text: teacher
+  embeddings cached on disk, keyed by the teacher's weights and the texts. Images and audio:
+  prepared once; with `augment` each batch is changed (images: flipped and shifted; audio:
+  shifted in time, gain changed; a fixed function of seed and step) and the teacher embeds the
+  same augmented batch, so the student learns the teacher on more than the stored items. No
+  labels are read.
 - A checkpoint is written atomically every `checkpoint_every` steps; a new call with the same
   config and data resumes from it (after a crash or SIGKILL), losing at most that many steps.
   Resumption is exact: data order and RNG state are restored.
@@ -84,69 +86,9 @@ def _loss(student_emb: torch.Tensor, target: torch.Tensor, kind: str) -> torch.T
     return {"cosine": cosine, "mse": mse, "cosine+mse": cosine + mse}[kind]
 
 
-def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-
-
-class _TextBatches:
-    """Token batches through the student's own tokenizer (a pruned vocabulary has other ids);
-    the targets are the teacher's cached embeddings of the same sentences."""
-
-    def __init__(self, teacher, origin, texts, cfg, log):
-        from edgeslim.runtime.text import tokenize
-
-        self._tokenize = tokenize
-        self.targets = torch.from_numpy(teacher_embeddings(teacher, texts, cfg.max_seq_length, log))
-        self.tokenizer = copy.deepcopy(origin.tokenizer)
-        self.tokenizer.enable_truncation(max_length=cfg.max_seq_length)
-        self.texts = texts
-
-    def batch(self, shard, step: int, device):
-        ids, mask = self._tokenize(self.tokenizer, [self.texts[i] for i in shard])
-        ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-        return {"input_ids": ids, "attention_mask": mask}, mask, self.targets[shard].to(device)
-
-    def pool(self, hidden, mask, pooling: str):
-        return _mean_pool(hidden, mask)
-
-
-class _ImageBatches:
-    """Pixel batches, preprocessed once as the runtime does; augmented per step when asked, the
-    teacher embedding each augmented batch itself."""
-
-    def __init__(self, teacher, origin, paths, cfg, log):
-        log(f"    distill: preprocessing {len(paths)} images")
-        self.pixels = torch.from_numpy(np.concatenate(
-            [teacher.pixel_values(paths[i:i + 256]) for i in range(0, len(paths), 256)]))
-        self.teacher, self.cfg = teacher, cfg
-        self.fixed_targets = None if cfg.augment else torch.from_numpy(np.concatenate(
-            [teacher.embed_pixels(self.pixels[i:i + 256].numpy()) for i in range(0, len(self.pixels), 256)]))
-
-    def batch(self, shard, step: int, device):
-        x = self.pixels[torch.as_tensor(shard)]
-        if self.fixed_targets is not None:
-            return {"pixel_values": x.to(device)}, None, self.fixed_targets[shard].to(device)
-        x = _flip_and_shift(x, torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step))
-        target = torch.from_numpy(self.teacher.embed_pixels(x.numpy()))
-        return {"pixel_values": x.to(device)}, None, target.to(device)
-
-    def pool(self, hidden, mask, pooling: str):
-        return hidden[:, 0] if pooling == "cls" else hidden.mean(1)
-
-
-def _flip_and_shift(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flips and translations of up to `pad` pixels (reflect-padded), per image."""
-    b, _, h, w = x.shape
-    flips = torch.rand(b, generator=generator) < 0.5
-    x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
-
-
-_BATCHES = {"text": _TextBatches, "image": _ImageBatches}
 
 
 def _run_key(cfg: DistillConfig, teacher_sha: str, texts_sha: str, world_size: int) -> str:
@@ -171,7 +113,10 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         raise StepError(f"distill.batch_size {cfg.batch_size} must divide evenly over {world_size} processes")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    batches = _BATCHES[teacher.modality](teacher, origin, texts, cfg, log)
+    from edgeslim.modalities import get_modality
+
+    modality = get_modality(teacher.modality)
+    batches = modality.distillation_batches(teacher, origin, texts, cfg, log)
     texts_sha = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     run_key = _run_key(cfg, teacher.weights_sha256 + origin.weights_sha256, texts_sha, world_size)
     checkpoint = workdir / f"distill-{run_key}.pt"
@@ -253,8 +198,7 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
         "layers": layers,
         "keep_layers": list(cfg.keep_layers) if cfg.keep_layers is not None else None,
         "modality": teacher.modality,
-        # sentences or images
-        "sentences" if teacher.modality == "text" else "images": len(texts),
+        modality.noun: len(texts),  # sentences, images, clips
         "texts_sha256": texts_sha,
         "steps": total_steps,
         "resumed_from_step": resumed_from,

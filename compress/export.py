@@ -51,10 +51,10 @@ def export_onnx(model, path: Path, parity_items, max_abs_diff: float = 1e-4, min
     worst_diff, cosines = 0.0, []
     items = list(parity_items)
     for start in range(0, len(items), 8):
-        feeds, mask = model.feeds(items[start : start + 8])
+        feeds = model.model_inputs(items[start : start + 8])
         onnx_hidden = session.run([OUTPUT_NAME], feeds)[0]
         torch_hidden = model.states(feeds)
-        real = mask.astype(bool) if mask is not None else np.ones(onnx_hidden.shape[:2], bool)
+        real = model.runtime_modality.pooling_mask(feeds, onnx_hidden).astype(bool)
         worst_diff = max(worst_diff, float(np.abs(onnx_hidden[real] - torch_hidden[real]).max()))
         a = pool(onnx_hidden, real.astype(np.int64), model.pooling, True)
         b = pool(torch_hidden, real.astype(np.int64), model.pooling, True)

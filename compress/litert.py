@@ -3,8 +3,9 @@ ai-edge-quantizer.
 
 LiteRT graphs here have static shapes. Text: (1, max_seq_length) int32 token ids and mask; the
 runtime pads each row to that length (the mask keeps padding out of the pooled embedding).
-Images: one (1, H, W, 3) image, channels last (the layout LiteRT's kernels and NPUs use, so
-the graph holds no input transpose), and the graph ends in the pooled embedding (1, 1, dim).
+Images and audio features: one (1, H, W, C) tensor, channels last (the layout LiteRT's kernels
+and NPUs use, so the graph holds no input transpose), and the graph ends in the pooled embedding
+(1, 1, dim).
 Rows run one by one, which is also how a Raspberry Pi or a microcontroller application calls it.
 """
 
@@ -39,8 +40,8 @@ def _int32_encoder(torch_model):
     return Int32Inputs(torch_model.exportable()).eval()
 
 
-def _pooled_image_encoder(torch_model):
-    """(1, H, W, 3) float image -> (1, 1, dim) pooled embedding (not normalised: the runtime
+def _pooled_tensor_encoder(torch_model):
+    """(1, H, W, C) float input -> (1, 1, dim) pooled embedding (not normalised: the runtime
     normalises, and an integer NPU has no cheap rsqrt)."""
     import litert_torch
     import torch
@@ -63,8 +64,8 @@ def _nhwc(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 
-def _image_parity(path: Path, torch_model, images) -> float:
-    """Lowest cosine between the .tflite's pooled output and PyTorch's over `images`."""
+def _tensor_parity(path: Path, torch_model, items) -> float:
+    """Lowest cosine between the .tflite's pooled output and PyTorch's over `items`."""
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeslim.runtime.prelude import dequantize, quantize
@@ -73,8 +74,9 @@ def _image_parity(path: Path, torch_model, images) -> float:
     runner = interpreter.get_signature_runner()
     (name, detail), = runner.get_input_details().items()
     (out_detail,) = runner.get_output_details().values()
-    pixels = torch_model.pixel_values(list(images))
-    reference = torch_model.embed_pixels(pixels)
+    (spec,) = torch_model.inputs()
+    pixels = torch_model.model_inputs(list(items))[spec.name]
+    reference = torch_model.embed_inputs({spec.name: pixels})
     worst = 1.0
     for row, want in zip(_nhwc(pixels), reference):
         out = next(iter(runner(**{name: quantize(row[None], detail)}).values()))
@@ -84,12 +86,13 @@ def _image_parity(path: Path, torch_model, images) -> float:
     return worst
 
 
-def _convert_image(torch_model, cfg, ctx) -> tuple[LiteRtModel, dict]:
+def _convert_tensor(torch_model, cfg, ctx) -> tuple[LiteRtModel, dict]:
     import litert_torch
     import torch
 
-    module = _pooled_image_encoder(torch_model)
-    example = _nhwc(ctx.feeds(list(ctx.calibration_texts[:1]))["pixel_values"])
+    module = _pooled_tensor_encoder(torch_model)
+    (spec,) = torch_model.inputs()
+    example = _nhwc(ctx.feeds(list(ctx.calibration_texts[:1]))[spec.name])
     path = ctx.workdir / "model.tflite"
     tmp = path.with_name("model.tmp.tflite")
     with warnings.catch_warnings():
@@ -97,7 +100,7 @@ def _convert_image(torch_model, cfg, ctx) -> tuple[LiteRtModel, dict]:
         litert_torch.convert(module, (torch.from_numpy(example),)).export(str(tmp))
     os.replace(tmp, path)
     images = list(ctx.calibration_texts[: cfg.parity_samples])
-    worst = _image_parity(path, torch_model, images)
+    worst = _tensor_parity(path, torch_model, images)
     if worst < cfg.min_parity_cosine:
         path.unlink()
         raise ExportError(f"LiteRT export does not match PyTorch: min pooled cosine {worst:.6f} over "
@@ -132,8 +135,8 @@ def convert(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtModel, dict]:
     if not isinstance(artifact, TorchModel):
         raise StepError(f"litert_convert converts a PyTorch model; it got a {artifact.kind} model")
     torch_model = artifact.model
-    if torch_model.modality == "image":
-        return _convert_image(torch_model, cfg, ctx)
+    if not torch_model.runtime_modality.reads_tokenizer:  # one fixed-size tensor: images, audio
+        return _convert_tensor(torch_model, cfg, ctx)
     seq_len = ctx.max_seq_length
     module = _int32_encoder(torch_model)
     ids, mask = ctx.tokenize(["an example sentence to trace the graph"], seq_len)
@@ -182,10 +185,12 @@ def full_int8(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtInt8Model, dict]
     from edgeslim.compress.npu_body import _quantizer_recipe
 
     if not isinstance(artifact, LiteRtModel) or artifact.image_layout is None:
-        raise StepError(f"litert_int8_full quantizes a float image LiteRT model, got {artifact.kind}; put "
-                        "litert_convert before it (text: npu_body_quantize builds the integer body)")
+        raise StepError(f"litert_int8_full quantizes a float LiteRT model with one fixed-size input (images, "
+                        f"audio), got {artifact.kind}; put litert_convert before it (text: npu_body_quantize builds "
+                        "the integer body)")
     images = list(ctx.calibration_texts[: cfg.calibration_samples])
-    pixels = _nhwc(ctx.feeds(images)["pixel_values"])
+    (spec,) = ctx.reader.inputs()
+    pixels = _nhwc(ctx.feeds(images)[spec.name])
     from ai_edge_litert.interpreter import Interpreter
 
     (name,) = Interpreter(str(artifact.path)).get_signature_runner().get_input_details()

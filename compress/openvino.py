@@ -69,8 +69,8 @@ def static_shapes(artifact, cfg, ctx: StepContext):
     if not isinstance(artifact, OpenVinoModel):
         raise StepError(f"{cfg.step} reshapes an OpenVINO IR; it got a {artifact.kind} model "
                         "(put openvino_convert or openvino_int8 before it)")
-    if ctx.reader.modality == "image":
-        return _static_image_shape(ov, artifact, cfg, ctx)
+    if not ctx.reader.runtime_modality.variable_length:  # one fixed-size input: only the batch is set
+        return _static_fixed_shape(ov, artifact, cfg, ctx)
     too_long = [n for n in cfg.seq_lengths if n > ctx.max_seq_length]
     if too_long:
         raise StepError(f"{cfg.step}: seq_lengths {too_long} exceed the model's max_seq_length "
@@ -85,8 +85,9 @@ def static_shapes(artifact, cfg, ctx: StepContext):
                                                  "saved_at": [cfg.batch, cfg.seq_lengths[-1]]}
 
 
-def _static_image_shape(ov, artifact, cfg, ctx: StepContext):
-    """An image model has one size already: fix the batch (seq_lengths do not apply)."""
+def _static_fixed_shape(ov, artifact, cfg, ctx: StepContext):
+    """A model of one fixed-size input (images, audio) has one size already: fix the batch
+    (seq_lengths do not apply)."""
     (spec,) = ctx.reader.inputs()
     shape = (cfg.batch, *[int(d) for d in spec.shape[1:]])
     model = ov.Core().read_model(str(artifact.xml_path))

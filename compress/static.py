@@ -29,6 +29,20 @@ class StaticEncoder:
     def tokenize(self, texts, pad_to: int | None = None):
         return tokenize(self.tokenizer, texts, pad_to)
 
+    @property
+    def runtime_modality(self):
+        from edgeslim.runtime.text import TEXT
+
+        return TEXT
+
+    @property
+    def preprocessor(self):
+        return self.tokenizer
+
+    def model_inputs(self, items, pad_to: int | None = None) -> dict:
+        ids, mask = self.tokenize(items, pad_to)
+        return {"input_ids": ids, "attention_mask": mask}
+
 
 def make_static(model, cfg: StaticEmbeddingConfig, workdir: Path):
     """Return (StaticTable artifact, StaticEncoder, record) for an EncoderModel."""

@@ -18,7 +18,9 @@ def _distilled(teacher, student, cfg, ctx):
     from edgeslim.compress.distill import cache_dir, distill
 
     texts, data_record = ctx.needs_training_texts("distill")(cfg.corpus, cfg.sentences)
-    noun = "sentences" if teacher.modality == "text" else "images"
+    from edgeslim.modalities import get_modality
+
+    noun = get_modality(teacher.modality).noun
     ctx.log(f"    distill: {len(texts)} {noun} from {', '.join(cfg.corpus)} "
             f"({data_record['dropped_overlapping_evaluation']} evaluation {noun} dropped)")
     model, record = distill(teacher, cfg, texts, cache_dir() / "distill", log=ctx.log,

@@ -45,8 +45,7 @@ from edgeslim.runtime import load
 spec = json.load(open(sys.argv[1]))
 encoder = load(spec["bundle"], threads=1)
 items = spec["items"]
-vectors = (encoder.encode(items, batch_size=8) if encoder.modality == "text"
-           else encoder.encode_images(items, batch_size=8))
+vectors = encoder.encode_items(items, batch_size=8)
 np.save(spec["out"], vectors)
 print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
                   "providers": encoder.providers,
@@ -60,7 +59,7 @@ class AarchReport:
     cpu: str
     providers: list[str]
     heavy_importable: list[str]
-    sentences: int  # sentences or images
+    sentences: int  # items: sentences, images or clips
     cosine_min: float
     cosine_mean: float
     guest_embeddings: np.ndarray = field(repr=False, default=None)
@@ -136,8 +135,8 @@ def _copy_runtime(dest: Path) -> None:
 
 def verify_on_aarch64(bundle: Path, texts: list[str], cpu: str = "cortex-a76", cache: Path | None = None,
                       log=print) -> AarchReport:
-    """Encode `texts` (sentences, or image file paths for an image bundle) with `bundle` on
-    emulated aarch64 and on this host; compare pooled cosines."""
+    """Encode `texts` (sentences, or image / audio file paths) with `bundle` on emulated aarch64
+    and on this host; compare pooled cosines."""
     from edgeslim.runtime import load, read_manifest
     from edgeslim.runtime.backends import device_lock
 
@@ -157,8 +156,7 @@ def verify_on_aarch64(bundle: Path, texts: list[str], cpu: str = "cortex-a76", c
         guest_info = json.loads(proc.stdout.strip().splitlines()[-1])
         guest = np.load(tmp / "guest.npy")
     host_encoder = load(bundle, threads=1)
-    host = (host_encoder.encode(list(texts), batch_size=8) if host_encoder.modality == "text"
-            else host_encoder.encode_images([str(t) for t in texts], batch_size=8))
+    host = host_encoder.encode_items([str(t) for t in texts], batch_size=8)
     cosines = (guest * host).sum(1) / (np.linalg.norm(guest, axis=1) * np.linalg.norm(host, axis=1))
     return AarchReport(machine=guest_info["machine"], cpu=cpu, providers=guest_info["providers"],
                        heavy_importable=guest_info["heavy_importable"], sentences=len(texts),

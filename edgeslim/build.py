@@ -1,7 +1,9 @@
 """Building one variant: run its planned steps (PyTorch-side prefixes cached across variants),
-let the target place the files, and write the manifest into a staging folder.
+let the target place the files in a staging folder, and make its manifest.
 
-Nothing here measures; `measure.py` does, on the staged bundle, before it is published."""
+Nothing here measures; `measure.py` does, on the staged bundle (through a copy of the manifest
+kept in the run's scratch folder), before the pipeline writes the bundle's one manifest, with
+the measurements in it, and publishes it."""
 
 from __future__ import annotations
 
@@ -9,37 +11,33 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeslim.bundle import staging_dir, write_manifest
+from edgeslim.bundle import complete_manifest, staging_dir
 from edgeslim.compress import OnnxModel, StepContext, TorchModel, apply_step
 from edgeslim.evaldata import EvalData, training_texts
+from edgeslim.outputs import write_atomic
 from edgeslim.runtime.bundle import sha256_file
+from edgeslim.runtime.manifest import Manifest, parse_manifest
 from edgeslim.targets.base import BundleFiles, ExportContext
 
 
 @dataclass(frozen=True)
 class BuiltBundle:
     staging: Path
-    manifest: dict
+    manifest: dict  # without the measurements; the pipeline adds them and writes it into the bundle
+    manifest_path: Path  # the same, written to the scratch folder for the measuring workers
     files: BundleFiles
     reader: object  # the model whose tokenizer and pooling the bundle's inputs follow
     torch_model: object | None  # the last PyTorch model of the chain (MAC counts), None for ONNX teachers
     records: tuple[dict, ...]
     int8: bool  # some step made weights int8 (declared by the steps)
 
+    @property
+    def manifest_model(self) -> Manifest:
+        return parse_manifest(self.manifest, f"the manifest of {self.staging.name}")
+
     def weight_files(self) -> tuple[Path, ...]:
-        """The files a forward pass reads weights from (an OpenVINO IR's .bin beside its .xml)."""
-        model_file = self.staging / self.files.model_file
-        bins = [model_file.with_suffix(".bin")] if model_file.suffix == ".xml" else []
-        return (model_file, *bins)
-
-
-def write_input_files(reader, staging: Path) -> dict:
-    """What the device needs to turn raw input into the model's input, written into the bundle;
-    returns the manifest entries that describe it (a tokenizer for text, preprocessing for images)."""
-    if reader.tokenizer is not None:
-        reader.tokenizer.save(str(staging / "tokenizer.json"))
-        return {"tokenizer_file": "tokenizer.json", "max_seq_length": reader.max_seq_length, "truncation": "truncate"}
-    return {"preprocessing": reader.preprocessing}
+        """The files a forward pass reads weights from (the backend registry says which)."""
+        return tuple(self.staging / name for name in self.manifest_model.weight_files())
 
 
 class Builder:
@@ -50,6 +48,7 @@ class Builder:
 
     def _context(self, workdir: Path, reader) -> StepContext:
         return StepContext(workdir=workdir, calibration_texts=self.data.calibration.texts, reader=reader,
+                           modality=self.data.modality,
                            log=self.log, teacher=self.teacher,
                            training_texts=lambda corpus, limit: training_texts(self.data, corpus, limit),
                            heldout_texts=tuple(self.data.agreement_texts))
@@ -92,10 +91,11 @@ class Builder:
         artifact, records, reader, torch_model = self.artifact(planned)
         staging = staging_dir(self.bundles, variant.name)
         teacher = self.teacher
-        reads = write_input_files(reader, staging)
+        # What the device needs to turn raw input into the model's (a tokenizer, preprocessing).
+        reads = self.data.modality.bundle_inputs(reader, staging)
         inputs = [spec.to_manifest() for spec in teacher.inputs()]
-        if artifact.image_layout == "NHWC":  # a channels-last graph: the device preprocesses to HWC
-            reads = {"preprocessing": {**reads["preprocessing"], "layout": "NHWC"}}
+        if artifact.image_layout == "NHWC":  # a channels-last graph: the device prepares HWC
+            reads = {**reads, "preprocessing": {**reads["preprocessing"], "layout": "NHWC"}}
             inputs = [{**spec, "shape": [spec["shape"][0], *spec["shape"][2:], spec["shape"][1]]} for spec in inputs]
         files = target.export(artifact, variant.backend,
                               ExportContext(bundle_dir=staging, max_seq_length=reader.max_seq_length,
@@ -112,7 +112,7 @@ class Builder:
             **reads,
             "inputs": inputs,
             "outputs": [{"name": "pooled_embedding", "dtype": "float32", "shape": ["batch", 1, reader.hidden_size]}
-                        if artifact.image_layout else  # a LiteRT image graph ends in the pooled embedding
+                        if artifact.image_layout else  # a channels-last LiteRT graph ends in the pooled embedding
                         teacher.output().to_manifest() if reader is teacher else
                         {"name": "last_hidden_state", "dtype": "float32", "shape": ["batch", "sequence", reader.hidden_size]}],
             "embedding_dim": reader.hidden_size,
@@ -120,6 +120,7 @@ class Builder:
             "normalize": reader.normalize,
             "source_model": {"name": teacher.name, "family": teacher.family.name if teacher.family else "onnx",
                              "weights_sha256": teacher.weights_sha256, "license": teacher.license,
+                             "languages": teacher.languages,
                              "recipe_model": self.recipe.model.model_dump(mode="json")},
             "recipe": {"name": self.recipe.name, "file_sha256": sha256_file(self.recipe_path),
                        "variant": variant.model_dump(mode="json")},
@@ -128,7 +129,9 @@ class Builder:
             "profile": target.profile().to_dict(),
             "budget": budget.to_dict(),
         }
-        write_manifest(staging, manifest)
-        return BuiltBundle(staging=staging, manifest=manifest, files=files, reader=reader,
+        manifest = complete_manifest(staging, manifest)
+        manifest_path = self.work / f"{variant.name}.manifest.json"
+        write_atomic(manifest_path, json.dumps(manifest, indent=2))
+        return BuiltBundle(staging=staging, manifest=manifest, manifest_path=manifest_path, files=files, reader=reader,
                            torch_model=torch_model, records=tuple(records),
                            int8=any(s.int8 for s in planned.steps))

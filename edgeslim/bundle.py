@@ -45,16 +45,23 @@ def bundle_files(staging: Path) -> list[str]:
     return names
 
 
-def write_manifest(staging: Path, manifest: dict) -> dict:
-    """Hash every file in the folder into the manifest, check it against the schema the runtime
-    parses, and write it."""
+def complete_manifest(staging: Path, manifest: dict) -> dict:
+    """The manifest with the sha256 and size of every file now in the folder and its own digest,
+    checked against the schema the runtime parses (nothing is written)."""
     files = bundle_files(staging)
     manifest = {"format": BUNDLE_FORMAT, "created_by": f"edgeslim {__version__}", **manifest,
                 "files": {name: sha256_file(staging / name) for name in files},
                 "file_sizes": {name: (staging / name).stat().st_size for name in files}}
+    manifest.pop("manifest_sha256", None)
     manifest = json.loads(json.dumps(manifest))  # what a reader will see (tuples become lists)
     manifest["manifest_sha256"] = manifest_digest(manifest)
     parse_manifest(manifest, f"the manifest written for {staging.name}")
+    return manifest
+
+
+def write_manifest(staging: Path, manifest: dict) -> dict:
+    """Complete the manifest (`complete_manifest`) and write it into the folder."""
+    manifest = complete_manifest(staging, manifest)
     write_atomic(staging / MANIFEST_NAME, json.dumps(manifest, indent=2))
     return manifest
 
@@ -77,6 +84,10 @@ def publish(staging: Path, final: Path) -> Path:
 
 
 def render_model_card(manifest: dict, result: dict | None) -> str:
+    from edgeslim.benchmarks.report import Result
+    from edgeslim.modalities import get_modality
+
+    modality = get_modality(manifest.get("modality", "text"))
     lines = [
         f"# {manifest['name']} ({manifest['target']}, {manifest['backend']})",
         "",
@@ -88,14 +99,10 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
         "```python",
         "from edgeslim.runtime import load",
         "encoder = load('path/to/this/folder')",
-        "vectors = encoder.encode(['a sentence'])" if manifest.get("modality", "text") == "text"
-        else "vectors = encoder.encode_images(['photo.jpg'])  # paths, PIL images or HxWxC uint8 arrays",
+        modality.card_usage(manifest),
         "```",
         "",
-        (f"Input: text, tokenized by `tokenizer.json`, at most {manifest.get('max_seq_length')} tokens "
-         f"(longer texts are {manifest.get('truncation')}d and counted)." if manifest.get("modality", "text") == "text"
-         else f"Input: RGB images, preprocessed on the device as the manifest says: {manifest.get('preprocessing')}.")
-        + f" Output: {manifest['embedding_dim']}-d "
+        modality.card_input(manifest) + f" Output: {manifest['embedding_dim']}-d "
         f"{manifest['pooling']}-pooled embedding{', L2-normalised' if manifest['normalize'] else ''}.",
         "",
         "## What was done",
@@ -105,38 +112,35 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
         details = ", ".join(f"{k}={v}" for k, v in step.items() if k not in ("step", "config") and not isinstance(v, (list, dict)))
         lines.append(f"- `{step['step']}`: {details}")
     calibration = manifest.get("calibration") or {}
-    lines += ["", f"Calibration data: {calibration.get('corpus')} ({calibration.get('sentences')} sentences, "
-                  f"texts sha256 `{str(calibration.get('sha256'))[:16]}...`).", ""]
+    lines += ["", f"Calibration data: {calibration.get('corpus')} ({calibration.get('sentences')} {modality.noun}, "
+                  f"items sha256 `{str(calibration.get('sha256'))[:16]}...`).", ""]
     if result:
-        lat, acc = result["latency_ms"], result["accuracy"]
+        r = Result.model_validate(result)
+        lat, acc = r.latency_ms, r.accuracy
+        point = modality.runtime.operating_point(lat.seq_len)
         lines += [
             "## Measured",
             "",
-            f"- latency ({lat['kind']}, {lat['where']}): p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, "
-            f"p99 {lat['p99']:.2f} ms at batch {lat['batch']}, "
-            f"{str(lat['seq_len']) + ' tokens' if lat['seq_len'] else 'one image'}, {lat['threads']} thread(s), "
-            f"{lat['runs']} runs",
-            (f"- {result['speedup_vs_baseline']:.2f}x the PyTorch fp32 teacher's p50 in the same run"
-             if result["speedup_vs_baseline"] is not None else "- no speedup figure: the latency is an estimate "
+            f"- latency ({lat.kind}, {lat.where}): p50 {lat.p50:.2f} ms, p95 {lat.p95:.2f} ms, "
+            f"p99 {lat.p99:.2f} ms at batch {lat.batch}, {point}, {lat.threads} thread(s), {lat.runs} runs",
+            (f"- {r.speedup_vs_baseline:.2f}x the teacher's p50 in the same run"
+             if r.speedup_vs_baseline is not None else "- no speedup figure: the latency is an estimate "
              "for another device, the teacher was measured on this host"),
-            f"- size {result['size_mb']:.1f} MB; peak RSS {result['peak_rss_mb']:.0f} MB",
-            f"- cosine to the teacher on {acc['eval_set']} ({acc['eval_sentences']} items, disjoint from "
-            f"calibration: {acc['disjoint_from_calibration']}): mean {acc['teacher_cosine_mean']:.4f}, "
-            f"min {acc['teacher_cosine_min']:.4f}",
-            f"- STS-B {acc.get('stsb_split') or ''} Spearman x100: "
-            + (f"{acc['stsb_spearman']:.2f}" if acc["stsb_spearman"] is not None else "not measured"),
-            (f"- probe {acc['probe']['train']} -> {acc['probe']['test']}: kNN top-1 {acc['probe']['knn_top1']:.2f}"
-             + (f" ({acc['probe']['knn_top1_drop']:.2f} points below the teacher)"
-                if acc["probe"].get("knn_top1_drop") is not None else "")
-             + f", linear probe top-1 {acc['probe']['linear_probe_top1']:.2f}" if acc.get("probe") else "- probe: not measured"),
+            f"- size {r.size_mb:.1f} MB; peak RSS {r.peak_rss_mb:.0f} MB",
+            f"- cosine to the teacher on {acc.eval_set} ({acc.eval_sentences} items, disjoint from "
+            f"calibration: {acc.disjoint_from_calibration}): mean {acc.teacher_cosine_mean:.4f}, "
+            f"min {acc.teacher_cosine_min:.4f}",
+            *[f"- {m.label}: " + (f"{m.value:.2f}" if m.value is not None else "not measured") for m in acc.metrics],
+            *[f"- probe {p.train} -> {p.test} ({p.label}): kNN top-1 {p.knn_top1:.2f}"
+              + (f" ({p.knn_top1_drop:.2f} points below the teacher)" if p.knn_top1_drop is not None else "")
+              + f", linear probe top-1 {p.linear_probe_top1:.2f}" for p in acc.probes],
+            *(["- probe: not measured"] if not acc.probes else []),
             "",
         ]
     lines += [
         "## Limits",
         "",
-        ("The teacher's languages only (all-MiniLM-L6-v2: English). " if manifest.get("modality", "text") == "text" else
-         "The teacher's image domain only (its training images and size; see the teacher's datasheet). ")
-        + "Figures hold for the hardware named above; re-measure on the device.",
+        modality.card_limits(manifest) + " Figures hold for the hardware named above; re-measure on the device.",
         f"Source model license: {manifest['source_model'].get('license', 'unknown')}.",
         "",
     ]

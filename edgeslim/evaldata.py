@@ -1,12 +1,14 @@
-"""Evaluation data of a run: calibration, held-out agreement and task sets, their overlaps
-removed and recorded, the corpus distillation may learn from, and the latency input."""
+"""Evaluation data of a run: calibration, held-out agreement items, the modality's task metrics
+and the labelled probes, their overlaps with calibration removed and recorded, the corpus
+distillation may learn from, and the latency input."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeslim.calibration_data import Corpus, corpus_available, load_corpus, load_stsb
+from edgeslim.calibration_data import Corpus, corpus_available, load_corpus
 from edgeslim.errors import RecipeError
+from edgeslim.modalities import Modality, TaskData, get_modality
 from edgeslim.recipe import Recipe
 
 
@@ -20,6 +22,7 @@ class ProbeData:
 
     train: Corpus
     test: Corpus
+    label: str  # which of the corpora's label sets
     train_items: tuple[str, ...]
     train_labels: tuple[str, ...]
     test_items: tuple[str, ...]
@@ -30,32 +33,37 @@ class ProbeData:
 
 @dataclass
 class EvalData:
-    """What a run evaluates on. For text the items are sentences, for images file paths;
-    `texts` / `agreement_texts` hold them either way."""
+    """What a run evaluates on. Items are sentences, or file paths (images, audio clips);
+    `agreement_texts` holds them either way."""
 
+    modality: Modality
     calibration: Corpus
     agreement: Corpus
     agreement_texts: list[str]
     agreement_overlap: int  # items dropped from agreement because calibration has them
-    stsb: object | None  # StsbPairs
-    stsb_overlap: int
+    metrics: list[TaskData]  # the modality's task metrics that have their data here
     skipped: list[str]
-    probe: ProbeData | None = None
+    probes: list[ProbeData]
 
     @property
-    def modality(self) -> str:
-        return self.calibration.modality
+    def probe(self) -> ProbeData | None:
+        """The first probe: the one budgets bound."""
+        return self.probes[0] if self.probes else None
+
+    @property
+    def metric_overlap(self) -> int:
+        return sum(m.overlap_with_calibration for m in self.metrics)
 
     @property
     def item_sets(self) -> list[list[str]]:
         """The evaluation items in the groups each model embeds in one call: the agreement set
-        with the STS-B sentences, then the probe's items not already there. Separate calls keep
-        a group's batches the same whether or not the other group is evaluated (dynamic int8
+        with the task metrics' items, then the probes' items not already there. Separate calls
+        keep a group's batches the same whether or not the other group is evaluated (dynamic int8
         scales activations per batch, so batch mates move a vector slightly)."""
-        main = list(dict.fromkeys(self.agreement_texts + list(self.stsb.sentences if self.stsb else ())))
+        main = list(dict.fromkeys(self.agreement_texts + [t for m in self.metrics for t in m.items]))
         seen = set(main)
-        probe = [] if self.probe is None else [t for t in dict.fromkeys(self.probe.train_items + self.probe.test_items)
-                                               if t not in seen]
+        probe = [t for t in dict.fromkeys(t for p in self.probes for t in p.train_items + p.test_items)
+                 if t not in seen]
         return [main, probe] if probe else [main]
 
     @property
@@ -65,33 +73,45 @@ class EvalData:
 
     @property
     def scored_items(self) -> list[str]:
-        """The items accuracy is scored on (agreement, STS-B, probe test): what training must
-        never see. The probe's train items (its kNN memory and probe fit) are not among them:
+        """The items accuracy is scored on (agreement, task metrics, probe test): what training
+        must never see. The probes' train items (kNN memory and probe fit) are not among them:
         they may be what a student was distilled on, as with an SSL split of one dataset."""
-        test = [] if self.probe is None else list(self.probe.test_items)
+        test = [t for p in self.probes for t in p.test_items]
         return list(dict.fromkeys(self.item_sets[0] + test))
 
+    @property
+    def real_length_items(self) -> tuple[tuple[str, ...], str]:
+        """Items for real-length latency runs (the first task metric's, else agreement's) and
+        where they come from."""
+        if self.metrics:
+            return tuple(self.metrics[0].items), self.metrics[0].label
+        return tuple(self.agreement_texts), self.agreement.name
+
     def describe(self) -> dict:
-        noun = "sentences" if self.modality == "text" else "images"
+        count = self.modality.count
         described = {
-            "calibration": f"{self.calibration.name}: {len(self.calibration.texts)} {noun}, sha256 "
+            "calibration": f"{self.calibration.name}: {count(len(self.calibration.texts))}, sha256 "
                            f"{self.calibration.sha256} ({self.calibration.source})",
-            "teacher_agreement": f"{self.agreement.name}: {len(self.agreement_texts)} {noun} "
+            "teacher_agreement": f"{self.agreement.name}: {count(len(self.agreement_texts))} "
                                  f"({self.agreement.source}); {self.agreement_overlap} overlapping calibration "
-                                 f"{noun} removed",
-            "stsb": (f"STS-B {self.stsb.split}: {len(self.stsb.scores)} pairs, file sha256 {self.stsb.file_sha256}; "
-                     f"sentences also in calibration: {self.stsb_overlap}") if self.stsb else "not evaluated",
-            "probe": (f"{self.probe.train.name} ({len(self.probe.train_items)} items, kNN memory and linear-probe "
-                      f"training) -> {self.probe.test.name} ({len(self.probe.test_items)} items); "
-                      f"{self.probe.test_overlap_with_calibration} test items that calibration holds removed")
-            if self.probe else "not evaluated",
+                                 f"{self.modality.noun} removed",
         }
+        for metric in self.metrics:
+            described[metric.name] = metric.described
+        for n, probe in enumerate(self.probes):
+            described["probe" if n == 0 else f"probe_{n}"] = (
+                f"{probe.train.name} ({len(probe.train_items)} items, kNN memory and linear-probe training) -> "
+                f"{probe.test.name} ({len(probe.test_items)} items), label {probe.label}; "
+                f"{probe.test_overlap_with_calibration} test items that calibration holds removed")
+        if not self.probes:
+            described["probe"] = "not evaluated"
         return described
 
 
-def load_eval_data(recipe: Recipe) -> EvalData:
+def load_eval_data(recipe: Recipe, modality: str) -> EvalData:
     spec = recipe.data
     skipped = []
+    kind = get_modality(modality)
     calibration = load_corpus(spec.calibration)  # a missing calibration corpus is an error, not a skip
     usable = [name for name in spec.agreement if corpus_available(name)]
     for name in spec.agreement:
@@ -106,17 +126,10 @@ def load_eval_data(recipe: Recipe) -> EvalData:
     calibration_set = {_norm(t) for t in calibration.texts}
     kept = [t for t in agreement.texts if _norm(t) not in calibration_set]
     agreement_texts = kept[: spec.agreement_samples]
-    stsb, stsb_overlap = None, 0
-    if spec.stsb_split:
-        if corpus_available(f"stsb-{spec.stsb_split}"):
-            stsb = load_stsb(spec.stsb_split)
-            stsb_overlap = sum(_norm(s) in calibration_set for s in stsb.sentences)
-        else:
-            skipped.append(f"STS-B {spec.stsb_split} Spearman: stsb/stsb-en-{spec.stsb_split}.csv not found; set "
-                           "EDGESLIM_DATA to a folder holding it (default ../shared/data) to measure the task metric")
-    probe = _probe(spec.probe, calibration_set, skipped) if spec.probe else None
-    return EvalData(calibration, agreement, agreement_texts, len(agreement.texts) - len(kept), stsb, stsb_overlap,
-                    skipped, probe)
+    metrics = kind.task_data(spec, calibration_set, skipped)
+    probes = [p for p in (_probe(p, calibration_set, skipped) for p in spec.probes) if p is not None]
+    return EvalData(kind, calibration, agreement, agreement_texts, len(agreement.texts) - len(kept), metrics,
+                    skipped, probes)
 
 
 def _probe(spec, calibration_set: set[str], skipped: list[str]) -> ProbeData | None:
@@ -126,50 +139,39 @@ def _probe(spec, calibration_set: set[str], skipped: list[str]) -> ProbeData | N
                        "the shared data folder to measure the classification probe")
         return None
     train, test = load_corpus(spec.train), load_corpus(spec.test)
-    if train.labels is None or test.labels is None:
-        raise RecipeError(f"data.probe: {spec.train} and {spec.test} must be labelled corpora")
+    label = spec.label or train.label_name
+    for corpus in (train, test):
+        if label not in corpus.label_sets:
+            raise RecipeError(f"data.probe: {corpus.name} has no {label!r} labels; its label sets: "
+                              f"{', '.join(corpus.label_sets) or 'none (not a labelled corpus)'}")
+
     # Evenly spread subsets (every n-th item), so every class is represented.
     def subset(corpus: Corpus, n: int, keep) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        pairs = [(t, label) for t, label in zip(corpus.texts, corpus.labels) if keep(t)]
+        pairs = [(t, y) for t, y in zip(corpus.texts, corpus.label_sets[label]) if keep(t)]
         step = max(1, len(pairs) // n)
         chosen = pairs[::step][:n]
-        return tuple(t for t, _ in chosen), tuple(label for _, label in chosen)
+        return tuple(t for t, _ in chosen), tuple(y for _, y in chosen)
 
     train_items, train_labels = subset(train, spec.train_samples, lambda t: True)
     test_items, test_labels = subset(test, spec.test_samples, lambda t: _norm(t) not in calibration_set)
     overlap = sum(_norm(t) in calibration_set for t in test.texts)
-    return ProbeData(train, test, train_items, train_labels, test_items, test_labels, overlap, spec.knn_k)
+    return ProbeData(train, test, label, train_items, train_labels, test_items, test_labels, overlap, spec.knn_k)
 
 
 def latency_input(model, data: EvalData, seq_len: int) -> dict:
-    """The budget's operating point as worker input: for text one row of exactly `seq_len` real
-    tokens (no padding) cut from the held-out sentences, in `model`'s own token ids; for images
-    one held-out image (its size is the model's, whatever seq_len says)."""
-    if model.tokenizer is None:
-        return {"image": data.agreement_texts[0]}
-    return {"input_ids": _token_row(model, data.agreement_texts, seq_len)}
-
-
-def _token_row(model, texts: list[str], seq_len: int) -> list[int]:
-    """One row of exactly `seq_len` real tokens (no padding), cut from real sentences."""
-    if seq_len > model.max_seq_length:
-        raise RecipeError(f"budget seq_len {seq_len} exceeds model.max_seq_length {model.max_seq_length}")
-    joined, ids = "", None
-    for text in texts:
-        joined += " " + text
-        ids, mask = model.tokenize([joined], pad_to=seq_len)
-        if mask.all():
-            return ids[0].tolist()
-    raise RecipeError(f"the evaluation texts are too short to build a {seq_len}-token latency input")
+    """The budget's operating point as worker input, in `model`'s own terms (text: one row of
+    exactly `seq_len` real tokens cut from the held-out sentences, in its token ids; images and
+    audio: one held-out item, whose size is the model's)."""
+    return data.modality.latency_input(model, data.agreement_texts, seq_len)
 
 
 def training_texts(data: EvalData, corpus: tuple[str, ...], limit: int | None = None) -> tuple[list[str], dict]:
-    """Sentences of `corpus` minus every sentence of the evaluation sets: what distillation
-    and vocabulary pruning may learn from."""
+    """Items of `corpus` minus every item of the evaluation sets: what distillation and
+    vocabulary pruning may learn from."""
     texts = list(dict.fromkeys(t for name in corpus for t in load_corpus(name).texts))
     evaluation = {_norm(t) for t in data.scored_items}
     disjoint = [t for t in texts if _norm(t) not in evaluation]
-    probe_train = set() if data.probe is None else {_norm(t) for t in data.probe.train_items}
+    probe_train = {_norm(t) for p in data.probes for t in p.train_items}
     kept = disjoint[:limit]
     return kept, {"corpus": list(corpus), "disjoint_from_evaluation": True,
                   "dropped_overlapping_evaluation": len(texts) - len(disjoint),

@@ -1,7 +1,8 @@
 """`edgeslim export-firmware BUNDLE`: a LiteRT bundle as C source for firmware (TFLite Micro,
 Ethos-U applications): the model as an aligned byte array with its length and sha256, and a
 header with what the application needs (input/output shapes and quantization, arena estimate,
-where tokenization happens). `model_check.c` verifies the array at start-up.
+and the modality's input preparation: where tokenization happens, the image preprocessing, or
+the audio front end in C). `model_check.c` verifies the array at start-up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.errors import BundleError
+from edgeslim.modalities import get_modality
 from edgeslim.outputs import check_new_dir, publish_dir, staging_beside
 from edgeslim.runtime.bundle import BundleReader
 from edgeslim.runtime.manifest import LiteRtBodyOptions, LiteRtOptions, backend_options
@@ -51,42 +53,6 @@ def _io(model: bytes) -> tuple[list[dict], list[dict], int]:
             [describe(d) for d in interpreter.get_output_details()], max(0, arena - weights))
 
 
-def _text_lines(manifest) -> list[str]:
-    return ["/* Tokenization runs on the application CPU, not in this model: tokenizer.json (WordPiece,",
-            f"   {manifest.max_seq_length} tokens max, pad id 0) is in the bundle; pooling: {manifest.pooling},",
-            f"   normalize: {manifest.normalize}. */"]
-
-
-def _image_lines(manifest, symbol: str, inputs: list[dict], outputs: list[dict]) -> list[str]:
-    """What the application CPU does to a camera frame before the model, and to its output."""
-    pre = manifest.preprocessing
-    size = pre.resize or [pre.resize_shortest_edge, pre.resize_shortest_edge]
-    height, width = pre.output_size
-    s = symbol.upper()
-    fmt = lambda values: ", ".join(f"{float(v)!r}f" for v in values)  # noqa: E731
-    quantized = bool(inputs) and inputs[0]["scale"] != 0.0
-    lines = [
-        "/* Image preprocessing, on the application CPU (the manifest's, exactly):",
-        f"   1. decode to {pre.channel_order} uint8; resize to {size[0]}x{size[1]} ({pre.interpolation})"
-        + (f" then center-crop {height}x{width}" if pre.crop else "") + ";",
-        f"   2. x = (pixel * RESCALE - MEAN[c]) / STD[c] per channel c, laid out {pre.layout};",
-        "   3. " + ("quantize: q = clamp(round(x / INPUT0_SCALE) + INPUT0_ZERO_POINT, -128, 127) as int8."
-                   if quantized else "feed x as float32.") + " */",
-        f"#define {s}_IMAGE_HEIGHT {height}u",
-        f"#define {s}_IMAGE_WIDTH {width}u",
-        f"#define {s}_IMAGE_CHANNELS 3u",
-        f'#define {s}_IMAGE_LAYOUT "{pre.layout}"',
-        f"#define {s}_RESCALE {float(pre.rescale)!r}f",
-        f"#define {s}_MEAN {{{fmt(pre.mean)}}}",
-        f"#define {s}_STD {{{fmt(pre.std)}}}",
-        f"/* Output: the pooled embedding ({manifest.embedding_dim} values); dequantize with OUTPUT0_SCALE /",
-        f"   OUTPUT0_ZERO_POINT, then {'L2-normalise it' if manifest.normalize else 'use it as is'} "
-        f"(pooling {manifest.pooling} is inside the graph). */",
-        f"#define {s}_EMBEDDING_DIM {manifest.embedding_dim}u",
-    ]
-    return lines
-
-
 def export_firmware(bundle: Path, out_dir: Path, force: bool = False) -> dict:
     """The bundle's device graph as C source in `out_dir`, a new folder (an existing non-empty
     one is replaced only with force, and never one that holds the bundle or the working dir)."""
@@ -113,7 +79,7 @@ def export_firmware(bundle: Path, out_dir: Path, force: bool = False) -> dict:
 
         npu_lines, npu_arena = get_target(manifest.target).firmware_notes(manifest, reader, symbol)
         arena = npu_arena if npu_arena is not None else arena
-    if body and manifest.modality == "text":
+    if body and isinstance(options, LiteRtBodyOptions):  # an encoder body: the embeddings run on the CPU
         npu_lines += [
             "/* The NPU graph starts after the embeddings: the application CPU computes its inputs from",
             "   prelude.npz (in the bundle): hidden = LayerNorm(word_embeddings[id] + position_embeddings[i]",
@@ -146,7 +112,7 @@ def export_firmware(bundle: Path, out_dir: Path, force: bool = False) -> dict:
         f"#define {symbol.upper()}_ARENA_BYTES_ESTIMATE {arena}u",
         *npu_lines,
         *io_lines("input", inputs), *io_lines("output", outputs),
-        *(_text_lines(manifest) if manifest.modality == "text" else _image_lines(manifest, symbol, inputs, outputs)),
+        *get_modality(manifest.modality).firmware_lines(manifest, symbol, inputs, outputs),
         "", f"#endif /* {guard} */", ""])
     rows = [", ".join(f"0x{b:02x}" for b in data[i : i + 16]) for i in range(0, len(data), 16)]
     source = "\n".join([

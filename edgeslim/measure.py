@@ -10,14 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeslim.benchmarks.budget import check
-from edgeslim.benchmarks.harness import (LATENCY_WHAT, knn_top1, linear_probe, stsb_spearman, teacher_agreement,
-                                         where_measured)
-from edgeslim.benchmarks.report import Accuracy, Latency, ProbeAccuracy, RealLengthLatency, Result, SpeedupSpread
+from edgeslim.benchmarks.harness import knn_top1, linear_probe, teacher_agreement, where_measured
+from edgeslim.benchmarks.report import (Accuracy, Latency, ProbeAccuracy, RealLengthLatency, Result, SpeedupSpread,
+                                        TaskMetric)
 from edgeslim.benchmarks.worker import run_worker
+from edgeslim.budget import Budget
 from edgeslim.evaldata import EvalData
-from edgeslim.targets.base import Budget, EstimateInput
-
-IMAGE_LATENCY_WHAT = "model forward + pooling on preprocessed images (decoding and preprocessing excluded)"
+from edgeslim.targets.base import EstimateInput
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Measurer:
         device, so its timings are not reported; a few runs only, for the peak RSS."""
         bench = self.recipe.benchmark
         timing = (bench.warmup, bench.min_runs, bench.min_seconds) if on_device else (1, 3, 0.0)
-        return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, **latency_input,
+        return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "latency_input": latency_input,
                            "warmup": timing[0], "min_runs": timing[1], "min_seconds": timing[2],
                            "real_batches": list(bench.real_length_batches) if on_device else [],
                            "real_texts": self.real_texts}, self.data.item_sets)
@@ -51,26 +50,26 @@ class Measurer:
 
     def _accuracy(self, embeddings: np.ndarray, teacher_agreement_embeddings: np.ndarray) -> Accuracy:
         data = self.data
-        by_text = dict(zip(data.texts, embeddings))
+        by_item = dict(zip(data.texts, embeddings))
         cos_mean, cos_min = teacher_agreement(teacher_agreement_embeddings, self._agreement(embeddings))
         return Accuracy(
             teacher_cosine_mean=round(cos_mean, 6), teacher_cosine_min=round(cos_min, 6),
             eval_set=data.agreement.name, eval_sentences=len(data.agreement_texts),
-            disjoint_from_calibration=data.stsb_overlap == 0,  # agreement overlaps were removed
-            overlap_with_calibration=data.stsb_overlap,
-            stsb_spearman=None if data.stsb is None else round(stsb_spearman(by_text, data.stsb), 3),
-            stsb_split=None if data.stsb is None else data.stsb.split,
-            probe=self._probe(by_text),
+            disjoint_from_calibration=data.metric_overlap == 0,  # agreement overlaps were removed
+            overlap_with_calibration=data.metric_overlap,
+            metrics=[TaskMetric(name=m.name, label=m.label, short=m.spec.short,
+                                value=round(m.score(by_item), 3), higher_is_better=m.spec.higher_is_better,
+                                data=m.described) for m in data.metrics],
+            probes=[self._probe(probe, by_item) for probe in data.probes],
         )
 
-    def _probe(self, by_item: dict) -> ProbeAccuracy | None:
-        probe = self.data.probe
-        if probe is None:
-            return None
+    @staticmethod
+    def _probe(probe, by_item: dict) -> ProbeAccuracy:
         train = np.stack([by_item[t] for t in probe.train_items])
         test = np.stack([by_item[t] for t in probe.test_items])
         return ProbeAccuracy(
-            train=probe.train.name, test=probe.test.name, train_items=len(train), test_items=len(test), knn_k=probe.k,
+            train=probe.train.name, test=probe.test.name, label=probe.label, train_items=len(train),
+            test_items=len(test), knn_k=probe.k,
             knn_top1=round(100 * knn_top1(train, probe.train_labels, test, probe.test_labels, probe.k), 2),
             linear_probe_top1=round(100 * linear_probe(train, probe.train_labels, test, probe.test_labels), 2),
             test_disjoint_from_calibration=True)  # overlapping test items were removed (EvalData.describe)
@@ -78,15 +77,20 @@ class Measurer:
     def _latency(self, measured: dict, budget: Budget, kind: str) -> tuple[Latency, list[RealLengthLatency]]:
         real = [RealLengthLatency(**stats, threads=budget.threads, sentences_from=self.real_texts_from, kind=kind,
                                   where=where_measured()) for stats in measured.get("latency_real", {}).values()]
-        text = self.data.modality == "text"
-        return Latency(**measured["latency"], batch=budget.batch, seq_len=budget.seq_len if text else None,
-                       threads=budget.threads, kind=kind, where=where_measured(),
-                       what=LATENCY_WHAT if text else IMAGE_LATENCY_WHAT), real
+        variable = self.data.modality.runtime.variable_length
+        return Latency(**measured["latency"], batch=budget.batch, seq_len=budget.seq_len if variable else None,
+                       threads=budget.threads, kind=kind, where=where_measured(), what=self._what()), real
+
+    def _what(self) -> str:
+        runtime = self.data.modality.runtime
+        prepared = "pre-tokenized input (tokenization excluded)" if runtime.variable_length else \
+            f"prepared input ({runtime.noun} already decoded and preprocessed)"
+        return f"model forward + pooling on {prepared}"
 
     def teacher(self, teacher, budget: Budget, latency_input: dict) -> Baseline:
         """The teacher measured as the bundles are; its held-out embeddings are what every
         bundle's agreement is scored against."""
-        point = f"{budget.seq_len} tokens" if self.data.modality == "text" else "one image"
+        point = self.data.modality.runtime.operating_point(budget.seq_len)
         self.log(f"  teacher {teacher.name}: measuring the {teacher.reference} baseline (threads {budget.threads}, "
                  f"batch {budget.batch}, {point})")
         measured, embeddings = self._worker({"kind": "teacher", "model": self.recipe.model.model_dump(mode="json")},
@@ -100,15 +104,16 @@ class Measurer:
                         providers=measured["providers"], steps=[])
         return Baseline(result=result, agreement_embeddings=agreement, latency_input=latency_input)
 
-    def speedup(self, bundle_dir, budget: Budget, teacher_input: dict, bundle_input: dict) -> SpeedupSpread:
+    def speedup(self, built, budget: Budget, teacher_input: dict, bundle_input: dict) -> SpeedupSpread:
         """Teacher and bundle in rounds (teacher, bundle, teacher, bundle...) in one process pinned
         to one core: a drift of the host's speed hits both, and the per-round ratios show it."""
         bench = self.recipe.benchmark
-        spec = {"kind": "interleaved", "model": self.recipe.model.model_dump(mode="json"), "path": str(bundle_dir),
-                "threads": budget.threads, "batch": budget.batch, **bundle_input, "warmup": bench.warmup,
+        spec = {"kind": "interleaved", "model": self.recipe.model.model_dump(mode="json"), "path": str(built.staging),
+                "manifest": str(built.manifest_path), "threads": budget.threads, "batch": budget.batch,
+                "latency_input": bundle_input, "warmup": bench.warmup,
                 "rounds": bench.speedup_rounds, "runs_per_round": bench.speedup_runs_per_round,
                 "real_batches": [], "real_texts": []}
-        # The same text in each model's own token ids: the teacher's row for the teacher.
+        # The same input in each model's own terms (text: each model's token ids).
         spec["teacher_input"] = teacher_input
         measured, _ = run_worker(spec, [])
         ratios = np.asarray(measured["ratios"])
@@ -123,24 +128,28 @@ class Measurer:
                required: bool) -> Result:
         target = planned.target
         on_device = target.latency_kind == "measured"
-        measured, embeddings = self._worker({"kind": "bundle", "path": str(built.staging)}, budget, latency_input,
+        measured, embeddings = self._worker({"kind": "bundle", "path": str(built.staging),
+                                             "manifest": str(built.manifest_path)}, budget, latency_input,
                                             on_device=on_device)
-        size_mb = sum(p.stat().st_size for p in built.staging.rglob("*") if p.is_file()) / 1e6
+        # The staged files and the manifest that will join them (the model card is not counted).
+        size_mb = (sum(p.stat().st_size for p in built.staging.rglob("*") if p.is_file())
+                   + built.manifest_path.stat().st_size) / 1e6
         latency, real = self._latency(measured, budget, target.latency_kind)
         spread, device_estimate = None, None
         if on_device:
-            spread = self.speedup(built.staging, budget, baseline.latency_input, latency_input)
+            spread = self.speedup(built, budget, baseline.latency_input, latency_input)
         else:  # the target's estimate in place of a host timing: this machine is not the device
             estimate = self._estimate(built, target, budget)
+            variable = self.data.modality.runtime.variable_length
             latency = Latency(p50=estimate.ms, p90=estimate.ms, p95=estimate.ms, p99=estimate.ms, batch=budget.batch,
-                              threads=budget.threads, runs=0, seq_len=budget.seq_len, kind="estimated",
+                              threads=budget.threads, runs=0, seq_len=budget.seq_len if variable else None,
+                              kind="estimated",
                               where=estimate.where, what=estimate.what)
             real, device_estimate = [], estimate.details or None
         accuracy = self._accuracy(embeddings, baseline.agreement_embeddings)
-        teacher_probe = baseline.result.accuracy.probe
-        if accuracy.probe is not None and teacher_probe is not None:
-            drop = round(teacher_probe.knn_top1 - accuracy.probe.knn_top1, 2)
-            accuracy = accuracy.model_copy(update={"probe": accuracy.probe.model_copy(update={"knn_top1_drop": drop})})
+        probes = [probe.model_copy(update={"knn_top1_drop": round(teacher.knn_top1 - probe.knn_top1, 2)})
+                  for probe, teacher in zip(accuracy.probes, baseline.result.accuracy.probes)]
+        accuracy = accuracy.model_copy(update={"probes": probes})
         result = Result(
             name=planned.name, target=target.name, backend=planned.backend,
             bundle=str(built.staging.parent / planned.name), size_mb=round(size_mb, 3), latency_ms=latency,
@@ -153,8 +162,7 @@ class Measurer:
         return result.model_copy(update={"budget": check(result, budget)})
 
     def _estimate(self, built, target, budget: Budget):
-        from edgeslim.runtime.bundle import read_manifest
-
-        macs = built.torch_model.family.macs(built.torch_model.module, budget.seq_len, budget.batch)
-        return target.estimate(EstimateInput(bundle_dir=built.staging, manifest=read_manifest(built.staging),
+        model = built.torch_model
+        macs = model.family.macs(model.module, budget.seq_len, budget.batch) if model is not None else 0.0
+        return target.estimate(EstimateInput(bundle_dir=built.staging, manifest=built.manifest_model,
                                              weight_files=built.weight_files(), macs=macs, int8=built.int8), budget)

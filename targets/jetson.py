@@ -89,8 +89,9 @@ def _float_precision(model) -> str:
     return "fp16" if fp16 else "fp32"
 
 
-def image_profiles(inputs, max_batch: int) -> dict:
-    """TensorRT profiles of an image graph: its fixed (3, H, W), batch 1 to max_batch."""
+def fixed_profiles(inputs, max_batch: int) -> dict:
+    """TensorRT profiles of a graph with fixed-size inputs (images, audio features): its fixed
+    (C, H, W), batch 1 to max_batch."""
     profiles = {}
     for value_info in inputs:
         dims = [d.dim_value for d in value_info.type.tensor_type.shape.dim][1:]
@@ -100,7 +101,7 @@ def image_profiles(inputs, max_batch: int) -> dict:
 
 def polygraphy_lint(model_path: Path, seq: int, report: Path, profiles: dict | None = None) -> dict:
     """`polygraphy check lint` with real-range inputs (token ids in the vocabulary, mask of ones;
-    for an image graph given its `profiles`, normalised pixels at its opt shape)."""
+    for a fixed-size graph given its `profiles`, normalised values at its opt shape)."""
     exe = Path(sys.executable).with_name("polygraphy")
     exe = str(exe) if exe.is_file() else shutil.which("polygraphy")
     if not exe:
@@ -168,10 +169,10 @@ class Jetson(Target):
         record = sanitize(artifact.path, model_path)
         graph = onnx.load(str(model_path), load_external_data=False).graph
         names = [i.name for i in graph.input]
-        image = len(graph.input[0].type.tensor_type.shape.dim) == 4  # (batch, 3, H, W)
-        seq = None if image else _static_or(graph.input[0], 1, ctx.max_seq_length or 128)
-        profiles = image_profiles(graph.input, self.max_batch) if image else shape_profiles(names, self.max_batch, seq, seq)
-        lint = polygraphy_lint(model_path, seq, bundle_dir / LINT_REPORT, profiles if image else None)
+        fixed = len(graph.input[0].type.tensor_type.shape.dim) == 4  # one (batch, C, H, W) tensor: images, audio
+        seq = None if fixed else _static_or(graph.input[0], 1, ctx.max_seq_length or 128)
+        profiles = fixed_profiles(graph.input, self.max_batch) if fixed else shape_profiles(names, self.max_batch, seq, seq)
+        lint = polygraphy_lint(model_path, seq, bundle_dir / LINT_REPORT, profiles if fixed else None)
         precision = "--fp16 --int8" if record["quantize_linear_nodes"] else ("--fp16" if record["precision"] == "fp16" else "")
         script = bundle_dir / SCRIPT
         script.parent.mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeslim.benchmarks.host import read_host_profile
+from edgeslim.targets.host import read_host_profile
 from edgeslim.targets.base import Budget, DeviceProfile, Target
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeslim.build import write_input_files
 from edgeslim.bundle import write_manifest
 from edgeslim.calibration_data import load_corpus
 from edgeslim.compress import Int8DynamicConfig, StepContext, apply_step
@@ -15,6 +14,7 @@ from edgeslim.compress.configs import DistillConfig, PruneConfig
 from edgeslim.compress.distill import make_student
 from edgeslim.compress.export import export_onnx
 from edgeslim.errors import RecipeError, StepError
+from edgeslim.modalities import MODALITIES, get_modality
 from edgeslim.models import FAMILIES, SURGERY_PARTS, get_family, load_encoder, register_family
 from edgeslim.models.bert import BertFamily
 from edgeslim.recipe import ModelSpec
@@ -45,25 +45,49 @@ def odd_images() -> list:
             np.full((8, 300, 3), 90, np.uint8), Image.new("RGBA", (33, 17), (10, 20, 30, 128))]
 
 
+def sample_clips(n: int, seed: int, rate: int = 8000) -> list[np.ndarray]:
+    """Tones that glide, with noise, of varying length (0.3-0.9 s), as float32 samples."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for _ in range(n):
+        t = np.arange(int(rng.uniform(0.3, 0.9) * rate)) / rate
+        f0, f1 = rng.uniform(150, 900, size=2)
+        tone = np.sin(2 * np.pi * (f0 + (f1 - f0) * t / t[-1] / 2) * t) * rng.uniform(0.1, 0.6)
+        clips.append((tone + rng.normal(0, 0.01, len(t))).clip(-1, 1).astype(np.float32))
+    return clips
+
+
+def odd_clips() -> list:
+    """Ten samples, an int16 array, three seconds of silence, a clip at full scale."""
+    return [np.full(10, 0.5, np.float32), (np.arange(4000) % 200 * 100).astype(np.int16),
+            np.zeros(24000, np.float32), np.sign(np.sin(np.arange(6000) / 7.0)).astype(np.float32)]
+
+
+def family_items(modality: str) -> tuple[list, list, list]:
+    """(calibration, held-out, odd) items of a modality, made or shipped: no shared data needed."""
+    if modality == "text":
+        return (list(load_corpus("wordnet-calibration").texts), list(load_corpus("wordnet-heldout").texts[:32]),
+                ODD_TEXTS)
+    if modality == "image":
+        return sample_images(16, seed=1), sample_images(32, seed=2), odd_images()
+    return sample_clips(16, seed=1), sample_clips(32, seed=2), odd_clips()
+
+
 def check_family(family_name: str, tmp_path) -> dict:
     """The contract: returns what it measured, for the caller to print."""
     family = get_family(family_name)
-    assert family.name == family_name and family.modality in ("text", "image")
+    assert family.name == family_name and family.modality in MODALITIES
     assert set(family.surgery.parts) <= set(SURGERY_PARTS)
-    pooling = family.poolings[0] if family.modality == "image" else "mean"
+    pooling = "mean" if MODALITIES[family.modality].runtime.reads_tokenizer else family.poolings[0]
     model = load_encoder(ModelSpec(source="tiny-random", family=family_name, max_seq_length=64, pooling=pooling))
-    if family.modality == "text":
-        calibration, held_out, odd = (load_corpus("wordnet-calibration").texts, load_corpus("wordnet-heldout").texts[:32],
-                                      ODD_TEXTS)
-    else:
-        calibration, held_out, odd = sample_images(16, seed=1), sample_images(32, seed=2), odd_images()
+    calibration, held_out, odd = family_items(family.modality)
     onnx_model, export_record = export_onnx(model, tmp_path / "model.onnx", calibration[:16])
     assert export_record["parity_min_cosine"] >= 0.99999
     ctx = StepContext(tmp_path, calibration, model, log=lambda _: None)
     int8, _ = apply_step(onnx_model, Int8DynamicConfig(), ctx)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    reads = write_input_files(model, bundle)
+    reads = get_modality(family.modality).bundle_inputs(model, bundle)
     target = get_target("x86-cpu")
     files = target.export(int8, "onnxruntime", ExportContext(bundle, model.max_seq_length, model.hidden_size))
     write_manifest(bundle, {
@@ -73,7 +97,7 @@ def check_family(family_name: str, tmp_path) -> dict:
         "outputs": [family.output(model.hidden_size).to_manifest()], "embedding_dim": model.hidden_size,
         "pooling": model.pooling, "normalize": model.normalize})
     encoder = load(bundle)
-    encode = encoder.encode if family.modality == "text" else encoder.encode_images
+    encode = getattr(encoder, encoder.modality_plugin.entry)  # encode / encode_images / encode_audio
     cosine = (encode(held_out) * model.embed_items(held_out)).sum(1)
     assert cosine.min() > 0.9, f"{family_name}: int8 bundle vs teacher cosine {cosine.min():.4f}"
     odd_vectors = encode(odd)

@@ -85,11 +85,11 @@ def test_every_image_target_builds_and_is_measured(image_run):
     assert set(results) == {"ort-int8", "ov-int8", "litert-int8", "u55-int8", "npu-int8", "trt-fp16"}
     assert image_run["exit_code"] in (0, 3)
     teacher = image_run["report"]["baseline"]
-    assert teacher["accuracy"]["probe"]["test_items"] == 100 and teacher["accuracy"]["stsb_spearman"] is None
+    assert teacher["accuracy"]["probes"][0]["test_items"] == 100 and teacher["accuracy"]["metrics"] == []
     for name, r in results.items():
-        probe = r["accuracy"]["probe"]
+        probe = r["accuracy"]["probes"][0]
         # the teacher's kNN minus the bundle's, same probe, same run
-        assert probe["knn_top1_drop"] == pytest.approx(teacher["accuracy"]["probe"]["knn_top1"] - probe["knn_top1"],
+        assert probe["knn_top1_drop"] == pytest.approx(teacher["accuracy"]["probes"][0]["knn_top1"] - probe["knn_top1"],
                                                        abs=0.011), name
         assert r["accuracy"]["teacher_cosine_mean"] > 0, name
         checks = {c["name"] for c in r["budget"]["checks"]}
@@ -213,7 +213,7 @@ def test_bench_measures_an_image_bundle_on_the_runtime_alone(image_run, capsys):
     assert "batch 1, one image per row" in capsys.readouterr().out
     result = bench_bundle(Path(_results(image_run)["ort-int8"]["bundle"]), batch=4, min_runs=10, warmup=1)
     assert result["latency_ms"]["batch"] == 4 and result["latency_ms"]["seq_len"] is None
-    with pytest.raises(InputError, match="--seq-len applies to text bundles"):
+    with pytest.raises(InputError, match="--seq-len applies to bundles of varying input length"):
         bench_bundle(Path(bundle), seq_len=32)
 
 
@@ -225,7 +225,7 @@ def test_compare_puts_text_and_image_runs_side_by_side(tiny_run, image_run, tmp_
     groups = sections(collect([load_report(tiny_run["out"]), load_report(image_run["out"])]))
     assert len(groups) == 2 and any(key.startswith("knn:cifar10-heldout") for key in groups)
     html = page.read_text()
-    assert html.count("data:image/png;base64,") == 4 and "kNN top-1 (k=20) on cifar10-heldout" in html
+    assert html.count("data:image/png;base64,") == 4 and "kNN top-1 (k=20, class) on cifar10-heldout" in html
     metric_column = header.index("task metric")
     assert {row[metric_column] for row in rows} == {m.label for m, _ in groups.values()}
 
@@ -316,9 +316,9 @@ def test_the_packaged_image_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
     assert set(results) == {"ort-int8", "ov-int8", "litert-int8", "u55-int8", "npu-int8", "trt-fp16"}
     u55 = results["u55-int8"]
     assert u55["device_estimate"]["cpu_operators"] == 0 and u55["device_estimate"]["fits_sram"]
-    teacher_knn = run["report"]["baseline"]["accuracy"]["probe"]["knn_top1"]
+    teacher_knn = run["report"]["baseline"]["accuracy"]["probes"][0]["knn_top1"]
     for name, r in results.items():
-        print(f"{name}: kNN {r['accuracy']['probe']['knn_top1']} (teacher {teacher_knn}), "
+        print(f"{name}: kNN {r['accuracy']['probes'][0]['knn_top1']} (teacher {teacher_knn}), "
               f"cos {r['accuracy']['teacher_cosine_mean']}, p50 {r['latency_ms']['p50']} ms "
               f"({r['latency_ms']['kind']})")
         assert r["accuracy"]["teacher_cosine_mean"] > 0.75, name  # a 2-epoch distillation of a 2-epoch teacher

@@ -202,27 +202,66 @@ def test_a_text_bundle_refuses_images_and_says_what_to_call(tiny_run):
 NAME_FREE = ["edgeslim/pipeline.py", "edgeslim/build.py", "edgeslim/measure.py", "edgeslim/evaldata.py",
              "edgeslim/plan.py", "edgeslim/cli.py", "edgeslim/firmware.py", "edgeslim/aarch64.py", "edgeslim/bundle.py",
              "benchmarks/harness.py", "benchmarks/worker.py", "benchmarks/report.py", "benchmarks/budget.py",
-             *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "runtime").glob("*.py"))]
+             "benchmarks/compare.py", "benchmarks/pareto.py", "benchmarks/bench_bundle.py",
+             *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "runtime").glob("*.py")
+                     if p.name not in ("text.py", "image.py", "audio.py", "modalities.py"))]
 
 
-def test_no_target_step_or_family_name_outside_the_registries():
+def _registered_names() -> tuple[set[str], set[str]]:
+    """(names that must not appear as a string anywhere in NAME_FREE: targets, steps, families,
+    modalities; names that must not appear inside any string there: data sets and metrics)."""
+    from edgeslim.calibration_data import CORPORA
     from edgeslim.compress.configs import STEPS
+    from edgeslim.modalities import MODALITIES
     from edgeslim.models import FAMILIES
     from edgeslim.targets import TARGETS
 
-    names = set(TARGETS) | set(STEPS) | set(FAMILIES)
+    exact = set(TARGETS) | set(STEPS) | set(FAMILIES) | set(MODALITIES)
+    metrics = {m.name for kind in MODALITIES.values() for m in kind.metrics}
+    metrics |= {m.budget_key for kind in MODALITIES.values() for m in kind.metrics if m.budget_key}
+    data_sets = set(CORPORA) | {name.split("-")[0] for name in CORPORA} | {"STS-B", "Banking77", "CIFAR", "FSDD"}
+    return exact, metrics | data_sets
+
+
+def _names_in(source: str, exact: set[str], inside: set[str]) -> list[tuple[int, str]]:
     found = []
-    for relative in NAME_FREE:
-        tree = ast.parse((ROOT / relative).read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
-                found.append(f"{relative}:{node.lineno} {node.value!r}")
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr":
-                found.append(f"{relative}:{node.lineno} hasattr()")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in exact:
+                found.append((node.lineno, repr(node.value)))
+            found += [(node.lineno, f"{name!r} in a string") for name in inside
+                      if name.lower() in node.value.lower()]
+        if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in exact
+                                                 for c in node.comparators):
+            found.append((node.lineno, "a comparison with a registered name"))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr":
+            found.append((node.lineno, "hasattr()"))
+    return found
+
+
+def test_no_target_step_family_modality_data_set_or_metric_name_outside_the_registries():
+    exact, inside = _registered_names()
+    found = [f"{relative}:{line} {what}" for relative in NAME_FREE
+             for line, what in _names_in((ROOT / relative).read_text(encoding="utf-8"), exact, inside)]
     assert not found, "names or probing outside the registries:\n" + "\n".join(found)
-    # The test can fail: a name planted in scanned code is found.
-    planted = ast.parse("cpu = {'x86-cpu': 1}")
-    assert any(isinstance(n, ast.Constant) and n.value in names for n in ast.walk(planted))
+    # The check can fail: names planted in code of the same shape are found.
+    planted = "cpu = {'x86-cpu': 1}\nif m == 'audio': pass\nlabel = f'STS-B {split}'\nx = hasattr(a, 'b')\n"
+    assert len(_names_in(planted, exact, inside)) >= 4
+
+
+def test_modality_comparisons_live_in_the_modality_modules_only():
+    """`grep -rn 'modality ==' outside the modality modules prints nothing`."""
+    allowed = {"edgeslim/modalities", "runtime/text.py", "runtime/image.py", "runtime/audio.py",
+               "runtime/modality.py", "runtime/modalities.py"}
+    hits = []
+    for path in [*ROOT.glob("*/**/*.py"), *ROOT.glob("*.py")]:
+        relative = str(path.relative_to(ROOT))
+        if relative.startswith((".venv", "tests/", "build/")) or any(relative.startswith(a) for a in allowed):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "modality ==" in line or "modality !=" in line:
+                hits.append(f"{relative}:{number}: {line.strip()}")
+    assert not hits, "\n".join(hits)
 
 
 def test_an_onnx_teacher_distils_into_a_pytorch_student_of_a_chosen_family(tmp_path):

@@ -16,7 +16,7 @@ def _point(i: int, ms: float, cosine: float) -> Result:
         latency_ms=Latency(p50=ms, p90=ms, p95=ms, p99=ms, batch=1, seq_len=8, threads=1, runs=1, kind="measured",
                            where="test"),
         accuracy=Accuracy(teacher_cosine_mean=cosine, teacher_cosine_min=cosine, eval_set="e", eval_sentences=1,
-                          disjoint_from_calibration=True, overlap_with_calibration=0, stsb_spearman=None),
+                          disjoint_from_calibration=True, overlap_with_calibration=0),
         speedup_vs_baseline=None)
 
 

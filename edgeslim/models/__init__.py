@@ -11,13 +11,14 @@ contract over every entry.
 from __future__ import annotations
 
 from edgeslim.errors import RecipeError
-from edgeslim.models.base import (MASK_VALUE, MODALITIES, SURGERY_PARTS, InputSpec, ModelFamily, PruneSites, Surgery,
+from edgeslim.models.base import (MASK_VALUE, SURGERY_PARTS, InputSpec, ModelFamily, PruneSites, Surgery,
                                   weights_digest)
 from edgeslim.models.bert import FAMILY as _bert
 from edgeslim.models.cnn import MOBILENET_V2 as _mobilenet_v2
 from edgeslim.models.cnn import RESNET as _resnet
 from edgeslim.models.dinov2 import FAMILY as _dinov2
 from edgeslim.models.distilbert import FAMILY as _distilbert
+from edgeslim.models.dscnn import DS_CNN as _ds_cnn
 from edgeslim.models.electra import FAMILY as _electra
 from edgeslim.models.encoder import EncoderModel
 from edgeslim.models.modernbert import FAMILY as _modernbert
@@ -27,7 +28,7 @@ from edgeslim.models.roberta import XLM_ROBERTA as _xlm_roberta
 from edgeslim.models.vit import FAMILY as _vit
 
 __all__ = [
-    "FAMILIES", "MASK_VALUE", "MODALITIES", "SURGERY_PARTS", "EncoderModel", "InputSpec", "ModelFamily",
+    "FAMILIES", "MASK_VALUE", "SURGERY_PARTS", "EncoderModel", "InputSpec", "ModelFamily",
     "PruneSites", "Surgery", "family_for_model_type", "get_family", "load_encoder", "register_family",
     "weights_digest",
 ]
@@ -35,7 +36,8 @@ __all__ = [
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (_bert, _distilbert, _roberta, _xlm_roberta, _mpnet, _electra, _modernbert,  # text
-                   _vit, _dinov2, _resnet, _mobilenet_v2)  # image
+                   _vit, _dinov2, _resnet, _mobilenet_v2,  # image
+                   _ds_cnn)  # audio
 }
 
 
@@ -43,6 +45,8 @@ def register_family(family: ModelFamily) -> ModelFamily:
     """Add a family (an instance of a ModelFamily subclass) to the registry."""
     if family.name in FAMILIES and FAMILIES[family.name] is not family:
         raise RecipeError(f"a model family named {family.name!r} is already registered")
+    from edgeslim.modalities import MODALITIES
+
     if family.modality not in MODALITIES:
         raise RecipeError(f"family {family.name!r}: modality {family.modality!r}; allowed: {', '.join(MODALITIES)}")
     FAMILIES[family.name] = family

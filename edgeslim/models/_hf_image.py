@@ -39,6 +39,25 @@ def preprocessing_from_hf(folder: Path, image_size: int) -> dict:
     return {**spec, "resize": [int(size.get("height", image_size)), int(size.get("width", image_size))]}
 
 
+_INTERPOLATION_CODES = {name: code for code, name in _RESAMPLE.items()}
+
+
+def write_hf_preprocessing(spec: dict, folder: Path) -> None:
+    """The manifest's image preprocessing as a Hugging Face preprocessor_config.json (what
+    `preprocessing_from_hf` reads back)."""
+    config = {"do_resize": True, "resample": _INTERPOLATION_CODES[spec["interpolation"]],
+              "do_rescale": True, "rescale_factor": spec["rescale"], "do_normalize": True,
+              "image_mean": spec["mean"], "image_std": spec["std"]}
+    if spec.get("resize"):
+        config["size"] = {"height": spec["resize"][0], "width": spec["resize"][1]}
+    else:
+        config["size"] = {"shortest_edge": spec["resize_shortest_edge"]}
+        config["do_center_crop"] = spec.get("crop") is not None
+        if spec.get("crop"):
+            config["crop_size"] = {"height": spec["crop"][0], "width": spec["crop"][1]}
+    (Path(folder) / "preprocessor_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
 class HfImageFamily(ModelFamily):
     modality = "image"
     poolings = ("cls", "mean")
@@ -64,6 +83,9 @@ class HfImageFamily(ModelFamily):
             return preprocessing_from_hf(folder, size)
         return {"resize": [size, size], "interpolation": "bilinear", "rescale": 1 / 255,
                 "mean": [0.5] * 3, "std": [0.5] * 3}
+
+    def save_preprocessing(self, preprocessing: dict, folder: Path) -> None:
+        write_hf_preprocessing(preprocessing, folder)
 
     def hidden_states(self, module, pixel_values):
         return module(pixel_values=pixel_values).last_hidden_state

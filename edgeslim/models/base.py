@@ -20,7 +20,6 @@ import numpy as np
 # scales. exp(-30) ~ 1e-13, so float results are unchanged.
 MASK_VALUE = -30.0
 
-MODALITIES = ("text", "image")
 
 # Surgery a family may support; steps name the parts they need (`StepBase.needs`).
 SURGERY_PARTS = {
@@ -84,6 +83,7 @@ class ModelFamily:
     poolings: ClassVar[tuple[str, ...]] = ("mean", "cls")
     transformer: ClassVar[bool] = True  # attention blocks (quantizers place transformer patterns)
     load_kwargs: ClassVar[dict] = {}  # passed to from_pretrained (e.g. no classification pooler)
+    languages: ClassVar[str | None] = None  # text families: what model cards say they cover
 
     # -- building -------------------------------------------------------------------------
     def tiny_random(self, max_seq_length: int):
@@ -98,12 +98,17 @@ class ModelFamily:
         """Write the module as a folder `source: local` reads (config.json + model.safetensors)."""
         module.save_pretrained(folder, safe_serialization=True)
 
+    def save_preprocessing(self, preprocessing: dict, folder) -> None:
+        """Write `preprocessing` into a model folder, in the file `preprocessing()` reads."""
+        raise NotImplementedError(f"family {self.name} has no preprocessing to save")
+
     def inputs(self, module) -> tuple[InputSpec, ...]:
         """The exported graph's inputs, in the exportable module's argument order."""
         raise NotImplementedError
 
     def preprocessing(self, module, folder) -> dict | None:
-        """Image families: the manifest's preprocessing (resize/crop, interpolation, mean/std)."""
+        """The manifest's preprocessing for families of a modality that has one (images:
+        resize/crop, interpolation, mean/std; audio: the log-mel front end); None for text."""
         return None
 
     def output(self, hidden_size: int) -> InputSpec:

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from edgeslim.errors import RecipeError
-from edgeslim.models._hf_image import image_inputs, preprocessing_from_hf
+from edgeslim.models._hf_image import image_inputs, preprocessing_from_hf, write_hf_preprocessing
 from edgeslim.models.base import InputSpec, ModelFamily, Surgery
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -208,6 +208,9 @@ class CnnFamily(ModelFamily):
         size = int(module.config["image_size"])
         return image_inputs(size, size)
 
+    def save_preprocessing(self, preprocessing: dict, folder: Path) -> None:
+        write_hf_preprocessing(preprocessing, folder)
+
     def image_size(self, module) -> int:
         return int(module.config["image_size"])
 
@@ -232,6 +235,12 @@ class CnnFamily(ModelFamily):
 
         return copy.deepcopy(module).eval()
 
+    def example(self, module):
+        """One all-zero input of the model's shape (batch 1), for shape traces."""
+        _, _, torch = _modules()
+        (spec,) = self.inputs(module)
+        return torch.zeros(1, *spec.shape[1:])
+
     def blocks(self, module):
         raise NotImplementedError
 
@@ -245,9 +254,7 @@ class CnnFamily(ModelFamily):
         of each coupled group; the embedding's channels stay."""
         import torch_pruning as tp
 
-        _, _, torch = _modules()
-        size = self.image_size(module)
-        pruner = tp.pruner.MetaPruner(module, torch.zeros(1, 3, size, size),
+        pruner = tp.pruner.MetaPruner(module, self.example(module),
                                       importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
                                       ignored_layers=self.embedding_convs(module))
         with torch.no_grad():
@@ -267,9 +274,8 @@ class CnnFamily(ModelFamily):
             total += output.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
 
         hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
-        size = self.image_size(module)
         with torch.inference_mode():
-            module(torch.zeros(1, 3, size, size))
+            module(self.example(module))
         for hook in hooks:
             hook.remove()
         return float(total * batch)

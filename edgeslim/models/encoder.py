@@ -22,13 +22,21 @@ class EncoderModel:
     license: str = "unknown: see the source model's documentation"
     tokenizer: object | None = None  # tokenizers.Tokenizer, truncation at max_seq_length (text)
     max_seq_length: int | None = None
-    preprocessing: dict | None = None  # images: the manifest's preprocessing, run by edgeslim.runtime.image
+    preprocessing: dict | None = None  # the manifest's preprocessing (images, audio), run by the runtime's modality
+    languages: str | None = None  # text: what the model card says it covers
 
     reference = "PyTorch fp32"  # what the baseline runs on
+    on_overlong = "truncate"
 
     @property
     def modality(self) -> str:
         return self.family.modality
+
+    @property
+    def runtime_modality(self):
+        from edgeslim.runtime.modalities import MODALITIES
+
+        return MODALITIES[self.modality]
 
     @property
     def transformer(self) -> bool:
@@ -44,30 +52,52 @@ class EncoderModel:
     def parameters_mb(self) -> float:
         return sum(p.numel() * p.element_size() for p in self.module.parameters()) / 1e6
 
-    # -- text -----------------------------------------------------------------------------
+    # -- input: prepared exactly as the runtime prepares it on a device ---------------------
+    @property
+    def preprocessor(self):
+        """The tokenizer, or the typed preprocessing (what the runtime's modality reads)."""
+        return self.tokenizer if self.tokenizer is not None else self.runtime_modality.preprocessing(self.preprocessing)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs()]
+
+    def note_truncated(self, count: int) -> None:
+        """Texts cut to max_seq_length are not counted for the teacher (the runtime counts them)."""
+
+    def model_inputs(self, items, pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """The graph's feeds for a batch of raw items (texts padded to the longest or `pad_to`)."""
+        return self.runtime_modality.model_inputs(self.preprocessor, list(items), self.input_names, pad_to)[0]
+
     def tokenize(self, texts, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Text: (input_ids, attention_mask) int64 arrays."""
         from edgeslim.runtime.text import tokenize
 
         return tokenize(self.tokenizer, texts, pad_to)
 
-    def embed(self, texts, batch_size: int = 32) -> np.ndarray:
-        """Reference embeddings: the plain PyTorch model, as its source library runs it."""
-        from edgeslim.runtime.text import encodings_to_arrays
+    # -- running --------------------------------------------------------------------------
+    def states(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Token / patch / frame states of the PyTorch model for `feeds` (numpy in and out)."""
+        import torch
 
-        texts = list(texts)
-        out = np.zeros((len(texts), self.hidden_size), np.float32)
-        # Sorted by length, so each batch pads little; results go back in input order.
-        encodings = self.tokenizer.encode_batch(texts)
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            ids, mask = encodings_to_arrays([encodings[i] for i in rows])
-            out[rows] = self.embed_tokens(ids, mask)
-        return out
+        with torch.inference_mode():
+            hidden = self.family.hidden_states(self.module, **{k: torch.from_numpy(v) for k, v in feeds.items()})
+        return hidden.float().numpy()
+
+    def embed_inputs(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Pooled embeddings of prepared input (the reference for every bundle)."""
+        hidden = self.states(feeds)
+        return pool_states(hidden, self.runtime_modality.pooling_mask(feeds, hidden), self.pooling, self.normalize)
 
     def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        hidden = self.states({"input_ids": input_ids, "attention_mask": attention_mask})
-        return pool_states(hidden, attention_mask, self.pooling, self.normalize)
+        return self.embed_inputs({"input_ids": input_ids, "attention_mask": attention_mask})
+
+    def embed_items(self, items, batch_size: int = 32) -> np.ndarray:
+        """Reference embeddings of raw items (texts, images, clips): the runtime's input
+        preparation, then the plain PyTorch model, as its source library runs it."""
+        return self.runtime_modality.embed_items(self, list(items), batch_size)
+
+    embed = embed_items
 
     def exportable(self):
         return self.family.exportable(self.module)
@@ -79,49 +109,7 @@ class EncoderModel:
         return self.family.output(self.hidden_size)
 
     def example_inputs(self) -> tuple:
-        """Inputs to trace the exportable module with: two text rows of different lengths, or
-        two images at the model's input size."""
-        import torch
+        """Inputs to trace the exportable module with (the modality's choice)."""
+        from edgeslim.modalities import get_modality
 
-        if self.modality == "text":
-            ids, mask = self.tokenize(["an example sentence to trace the graph", "short"])
-            return torch.from_numpy(ids), torch.from_numpy(mask)
-        (spec,) = self.family.inputs(self.module)
-        return (torch.zeros((2, *spec.shape[1:]), dtype=torch.float32),)
-
-    # -- images ---------------------------------------------------------------------------
-    def pixel_values(self, images) -> np.ndarray:
-        from edgeslim.runtime.image import ImagePreprocessing, preprocess
-
-        return preprocess(images, ImagePreprocessing.model_validate(self.preprocessing))
-
-    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
-        return pool_states(self.states({"pixel_values": pixel_values}), None, self.pooling, self.normalize)
-
-    def embed_images(self, images, batch_size: int = 32) -> np.ndarray:
-        """Reference embeddings of images (paths, PIL images or HxWxC uint8 arrays): the same
-        preprocessing as the runtime, then the plain PyTorch model."""
-        images = list(images)
-        parts = [self.embed_pixels(self.pixel_values(images[i : i + batch_size]))
-                 for i in range(0, len(images), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.hidden_size), np.float32)
-
-    def feeds(self, items) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """The exported graph's inputs for a batch of texts or images, and the token mask (None:
-        every position counts)."""
-        if self.modality == "text":
-            ids, mask = self.tokenize(items)
-            return {"input_ids": ids, "attention_mask": mask}, mask
-        return {"pixel_values": self.pixel_values(items)}, None
-
-    def states(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Token / patch states of the PyTorch model for `feeds` (numpy in and out)."""
-        import torch
-
-        with torch.inference_mode():
-            hidden = self.family.hidden_states(self.module, **{k: torch.from_numpy(v) for k, v in feeds.items()})
-        return hidden.float().numpy()
-
-    def embed_items(self, items, batch_size: int = 32) -> np.ndarray:
-        """Texts or images, by the model's modality: what evaluation embeds."""
-        return self.embed(items, batch_size) if self.modality == "text" else self.embed_images(items, batch_size)
+        return get_modality(self.modality).example_inputs(self)

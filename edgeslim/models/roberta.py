@@ -43,6 +43,7 @@ class RobertaFamily(BertFamily):
 class XlmRobertaFamily(RobertaFamily):
     name = "xlm-roberta"
     model_types = ("xlm-roberta",)
+    languages = "multilingual: the ~100 languages of XLM-R's pretraining data (CC-100); check the source model"
 
     def _tokenizer(self):
         return unigram_tokenizer()

