@@ -8,8 +8,8 @@ from edgeslim.budget import BUDGET_CHECKS, Budget
 
 
 def check(result: Result, budget: Budget) -> BudgetVerdict:
-    """Every budget limit set is checked. A value that could not be measured (e.g. STS-B with
-    no data) is `passed: null` and listed as unverified: it neither passes nor fails."""
+    """Every budget limit set is checked. A value that could not be measured (e.g. a task
+    metric whose data is absent) is `passed: null` and listed as unverified: it neither passes nor fails."""
     checks = []
     for spec in BUDGET_CHECKS:
         limit = budget.limit(spec)

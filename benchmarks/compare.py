@@ -1,7 +1,7 @@
 """`edgeslim compare REPORT... [--html OUT]`: results of any number of runs side by side.
 
 Reports may come from different recipes, targets, machines and modalities. Each run is scored
-by its own task metric (its modality's first metric, e.g. STS-B Spearman for text; else kNN
+by its own task metric (its modality's first metric, e.g. a Spearman for text; else kNN
 top-1 on its first probe, e.g. images and audio; else cosine to the teacher), and runs sharing a
 metric share charts: a text run and an image run sit on one
 page, each in its own section. Every point keeps its latency kind: measured points are filled
@@ -108,7 +108,7 @@ def pareto_front(points: list[Point], cost, quality) -> list[Point]:
 
 
 def table(points: list[Point], fronts: dict[str, list[Point]]) -> tuple[list[str], list[list[str]]]:
-    """One row per point; `task metric` is the run's own (STS-B, or kNN top-1 for images)."""
+    """One row per point; `task metric` is the run's own (`task_axis`)."""
     header = ["run", "variant", "target", "backend", "p50 ms", "latency", "size MB", "cos teacher", "task metric",
               "value", "budget", "front"]
     rows = []

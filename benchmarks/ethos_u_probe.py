@@ -56,7 +56,7 @@ def main(names: list[str]) -> None:
 
     from edgeslim.calibration_data import load_corpus
     from edgeslim.models import MASK_VALUE, load_encoder
-    from edgeslim.recipe import ModelSpec
+    from edgeslim.models.spec import ModelSpec
     from edgeslim.runtime.prelude import dequantize, quantize
     from edgeslim.runtime.text import pool
 

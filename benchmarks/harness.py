@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from edgeslim.modalities.scoring import cosine_rows, spearman  # noqa: F401  (re-exported)
+
 LATENCY_WHAT = "model forward + pooling on pre-tokenized input (tokenization excluded)"
 
 
@@ -79,39 +81,6 @@ def where_measured() -> str:
 
     profile = read_host_profile()
     return f"this host: {profile.name}, {profile.cores} cores, {platform.machine()}"
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.clip(np.linalg.norm(a, axis=1, keepdims=True), 1e-12, None)
-    b = b / np.clip(np.linalg.norm(b, axis=1, keepdims=True), 1e-12, None)
-    return (a * b).sum(1)
-
-
-def _rank(values: np.ndarray) -> np.ndarray:
-    """Ranks starting at 1, ties get their average rank (as scipy.stats.rankdata)."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), np.float64)
-    sorted_values = values[order]
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def spearman(x, y) -> float:
-    rx, ry = _rank(np.asarray(x, np.float64)), _rank(np.asarray(y, np.float64))
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def stsb_spearman(embeddings: dict[str, np.ndarray], pairs) -> float:
-    """STS-B Spearman x100 of the cosine between the two sentences of each pair vs the gold score."""
-    a = np.stack([embeddings[s] for s in pairs.sentences1])
-    b = np.stack([embeddings[s] for s in pairs.sentences2])
-    return 100.0 * spearman(cosine_rows(a, b), pairs.scores)
 
 
 def teacher_agreement(teacher: np.ndarray, student: np.ndarray) -> tuple[float, float]:

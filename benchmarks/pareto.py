@@ -8,7 +8,7 @@ from edgeslim.benchmarks.report import Result
 
 
 def quality(result: Result) -> tuple[float, str]:
-    """The modality's first task metric when measured (text: STS-B Spearman), else cosine to the
+    """The modality's first task metric when measured (text: a Spearman), else cosine to the
     teacher (x100), with its label."""
     for metric in result.accuracy.metrics[:1]:
         if metric.value is not None:

@@ -3,8 +3,8 @@
 The pydantic models below are the schema: `Report.model_validate_json(text)` validates a
 report, and `Report.model_json_schema()` gives the JSON Schema. A report is self-describing:
 each task metric carries its name and label, each probe its data and label set, so nothing here
-knows a modality, a data set or a metric by name. Reports of `edgeslim.report/1` (STS-B and one
-probe as fixed fields) still load: they are read into the same lists.
+knows a modality, a data set or a metric by name. Reports of `edgeslim.report/1` (one probe and
+the text metric as fixed fields) still load: they are read into the same lists.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class ProbeAccuracy(_Model):
 
 
 class TaskMetric(_Model):
-    """One task metric of the run's modality (e.g. STS-B Spearman x100), as scored here."""
+    """One task metric of the run's modality (its name and label come from the modality), as scored here."""
 
     name: str
     label: str
@@ -94,17 +94,15 @@ class Accuracy(_Model):
     @model_validator(mode="before")
     @classmethod
     def _from_report1(cls, data):
-        """edgeslim.report/1 kept STS-B and one probe in fixed fields."""
-        if isinstance(data, dict) and ("stsb_spearman" in data or "probe" in data):
+        """edgeslim.report/1 kept one probe and the modalities' metrics in fixed fields."""
+        if isinstance(data, dict) and "metrics" not in data and "probes" not in data:
+            from edgeslim.modalities import MODALITIES
+
             data = dict(data)
-            value, split = data.pop("stsb_spearman", None), data.pop("stsb_split", None)
             probe = data.pop("probe", None)
-            if value is not None:
-                data["metrics"] = [{"name": "stsb_spearman", "label": f"STS-B Spearman x100 ({split})", "short": "STS-B",
-                                    "value": value,
-                                    "data": f"stsb-{split}"}]
-            if probe is not None:
-                data["probes"] = [probe]
+            data["probes"] = [probe] if probe is not None else []
+            for modality in MODALITIES.values():
+                data = modality.upgrade_report1(data)
         return data
 
     @property
@@ -197,7 +195,7 @@ class TaskAxis:
 
 def task_axis(results: list[Result]) -> TaskAxis:
     """The run's own task metric: its modality's first metric when every result has it (text:
-    STS-B); else kNN top-1 of its first probe; else cosine to the teacher (x100)."""
+    a sentence-similarity Spearman); else kNN top-1 of its first probe; else cosine to the teacher (x100)."""
     first = results[0].accuracy.metrics[:1]
     if first and all(r.accuracy.metric(first[0].name) is not None for r in results):
         name = first[0].name

@@ -54,7 +54,7 @@ def _open(spec: dict, kind: str | None = None) -> Opened:
     import torch
 
     from edgeslim.models import load_encoder
-    from edgeslim.recipe import ModelSpec
+    from edgeslim.models.spec import ModelSpec
 
     torch.set_num_threads(spec["threads"])
     model = load_encoder(ModelSpec(**spec["model"]))

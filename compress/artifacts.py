@@ -82,14 +82,15 @@ class LiteRtModel(Artifact):
 
     path: Path
     seq_len: int | None
-    image_layout: str | None = None  # "NHWC" for an image graph
+    image_layout: str | None = None  # "NHWC" for a graph of one channels-last tensor (images, audio)
+    input_name: str | None = None  # that tensor's name (the model's, e.g. pixel_values)
     kind: ClassVar[str] = "litert"
 
     def bundle_names(self) -> list[tuple[Path, str]]:
         return [(self.path, "model.tflite")]
 
     def backend_options(self) -> dict:
-        return {"input_order": ["pixel_values"]} if self.image_layout else {}
+        return {"input_order": [self.input_name]} if self.image_layout else {}
 
 
 @dataclass(frozen=True)

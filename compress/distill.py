@@ -29,36 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgeslim.cache import cache_dir  # noqa: F401  (where callers put distillation checkpoints)
 from edgeslim.compress.configs import DistillConfig
 from edgeslim.errors import StepError
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGESLIM_CACHE", Path.home() / ".cache" / "edgeslim"))
-
-
-def teacher_embeddings(teacher, texts: list[str], max_seq_length: int, log=print) -> np.ndarray:
-    """The teacher's pooled, normalised embeddings of `texts`, cached by (weights, texts, length)."""
-    key = hashlib.sha256(
-        json.dumps([teacher.weights_sha256, teacher.pooling, max_seq_length]).encode()
-        + hashlib.sha256("\n".join(texts).encode()).digest()
-    ).hexdigest()[:32]
-    path = cache_dir() / "teacher-embeddings" / f"{key}.npy"
-    if path.is_file():
-        cached = np.load(path)
-        if cached.shape[0] == len(texts):
-            return cached
-    log(f"    teacher embeddings for {len(texts)} sentences (cached at {path})")
-    teacher.tokenizer.enable_truncation(max_length=max_seq_length)
-    try:
-        embeddings = teacher.embed(texts, batch_size=64)
-    finally:
-        teacher.tokenizer.enable_truncation(max_length=teacher.max_seq_length)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, embeddings)
-    os.replace(tmp, path)
-    return embeddings
 
 
 def make_student(origin, keep_layers):
@@ -84,11 +57,6 @@ def _loss(student_emb: torch.Tensor, target: torch.Tensor, kind: str) -> torch.T
     cosine = 1.0 - (student_emb * target).sum(-1).mean()
     mse = F.mse_loss(student_emb, target) * target.shape[-1]  # per-dimension MSE scaled to O(1)
     return {"cosine": cosine, "mse": mse, "cosine+mse": cosine + mse}[kind]
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
 def _run_key(cfg: DistillConfig, teacher_sha: str, texts_sha: str, world_size: int) -> str:
@@ -220,7 +188,7 @@ def distributed_worker(rank: int, world_size: int, init_method: str, model_spec:
     import torch.distributed as dist
 
     from edgeslim.models import load_encoder
-    from edgeslim.recipe import ModelSpec
+    from edgeslim.models.spec import ModelSpec
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)

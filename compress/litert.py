@@ -108,7 +108,7 @@ def _convert_tensor(torch_model, cfg, ctx) -> tuple[LiteRtModel, dict]:
     record = {"converter": "litert-torch", "input_shape": list(example.shape), "input_dtype": "float32",
               "input_layout": "NHWC", "output": "pooled embedding (1, 1, dim), normalised by the runtime",
               "parity_images": len(images), "parity_min_cosine": round(worst, 6)}
-    return LiteRtModel(path, None, image_layout="NHWC"), record
+    return LiteRtModel(path, None, image_layout="NHWC", input_name=spec.name), record
 
 
 def _parity(path: Path, torch_model, texts, seq_len: int) -> float:
@@ -174,7 +174,7 @@ def dynamic_int8(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtModel, dict]:
     record = {"quantizer": "ai-edge-quantizer", "recipe": cfg.recipe,
               "size_mb_before": round(artifact.path.stat().st_size / 1e6, 3),
               "size_mb_after": round(path.stat().st_size / 1e6, 3)}
-    return LiteRtModel(path, artifact.seq_len, image_layout=artifact.image_layout), record
+    return LiteRtModel(path, artifact.seq_len, image_layout=artifact.image_layout, input_name=artifact.input_name), record
 
 
 def full_int8(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtInt8Model, dict]:
@@ -212,4 +212,4 @@ def full_int8(artifact: ModelArtifact, cfg, ctx) -> tuple[LiteRtInt8Model, dict]
               "output": {"dtype": "int8", "scale": float(out["quantization"][0]), "zero_point": int(out["quantization"][1])},
               "size_mb_before": round(artifact.path.stat().st_size / 1e6, 3),
               "size_mb_after": round(path.stat().st_size / 1e6, 3)}
-    return LiteRtInt8Model(path, None, image_layout=artifact.image_layout), record
+    return LiteRtInt8Model(path, None, image_layout=artifact.image_layout, input_name=artifact.input_name), record

@@ -15,7 +15,8 @@ def _model(artifact, step: str):
 
 
 def _distilled(teacher, student, cfg, ctx):
-    from edgeslim.compress.distill import cache_dir, distill
+    from edgeslim.cache import cache_dir
+    from edgeslim.compress.distill import distill
 
     texts, data_record = ctx.needs_training_texts("distill")(cfg.corpus, cfg.sentences)
     from edgeslim.modalities import get_modality
@@ -33,7 +34,7 @@ def distill(artifact, cfg, ctx):
         start = _model(artifact, cfg.step)
     else:  # a separate student (the way an ONNX teacher gets a PyTorch one)
         from edgeslim.models import load_encoder
-        from edgeslim.recipe import ModelSpec
+        from edgeslim.models.spec import ModelSpec
 
         teacher = ctx.teacher
         start = load_encoder(ModelSpec(source=cfg.student.source, path=cfg.student.path, family=cfg.student.family,

@@ -79,8 +79,8 @@ class _BudgetBase(StrictModel):
         return self.model_copy(update={k: getattr(overrides, k) for k in overrides.model_fields_set})
 
     def for_modality(self, modality: str) -> "Budget":
-        """Without the limits of metrics other modalities' runs are scored by (STS-B is not a
-        check an image model can take)."""
+        """Without the limits of metrics other modalities' runs are scored by (a sentence
+        similarity is not a check an image model can take)."""
         return self.model_copy(update={c.key: None for c in BUDGET_CHECKS if c.modality not in (None, modality)})
 
     def limit(self, check: BudgetCheck):

@@ -87,7 +87,7 @@ def render_model_card(manifest: dict, result: dict | None) -> str:
     from edgeslim.benchmarks.report import Result
     from edgeslim.modalities import get_modality
 
-    modality = get_modality(manifest.get("modality", "text"))
+    modality = get_modality(manifest["modality"])
     lines = [
         f"# {manifest['name']} ({manifest['target']}, {manifest['backend']})",
         "",

@@ -178,9 +178,9 @@ def _teacher_embeddings_for(manifest, texts: list[str], source: str | None):
 
     if importlib.util.find_spec("torch") is None:
         return None
-    from edgeslim.compress.distill import teacher_embeddings
+    from edgeslim.modalities.text import teacher_embeddings
     from edgeslim.models import load_encoder
-    from edgeslim.recipe import ModelSpec
+    from edgeslim.models.spec import ModelSpec
 
     spec = (manifest.source_model or {}).get("recipe_model")
     if source is not None or spec is None:

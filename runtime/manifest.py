@@ -18,6 +18,7 @@ from edgeslim.runtime.backend_registry import (BACKEND_SPECS, OPENVINO_CONFIG_KE
                                               LiteRtOptions, NpuBody, OnnxRuntimeOptions, OpenVinoOptions,
                                               RelativeName, StaticOptions, StrictOptions, openvino_weights)
 from edgeslim.runtime.modalities import MODALITIES
+from edgeslim.runtime.text import TEXT
 
 BUNDLE_FORMAT = "edgeslim.bundle/2"  # what this edgeslim writes: modality, inputs and preprocessing
 # bundle/1: text bundles written before modalities; they load as text bundles.
@@ -78,7 +79,7 @@ class Manifest(_Strict):
     backend_options: dict[str, Any] = {}
     model_file: RelativeName
     # What the bundle encodes (edgeslim.runtime.modalities); bundle/1 bundles are text bundles.
-    modality: Annotated[str, _known(MODALITIES, "modality")] = "text"
+    modality: Annotated[str, _known(MODALITIES, "modality")]
     tokenizer_file: RelativeName | None = None  # text: required (bundle/1: tokenizer.json)
     # What the device does to raw input, validated by the modality's own schema (images: resize,
     # crop, mean/std...; audio: the log-mel front end); `Manifest.frontend` is the typed form.
@@ -105,13 +106,14 @@ class Manifest(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _bundle1_defaults(cls, data):
-        if isinstance(data, dict) and data.get("format") == "edgeslim.bundle/1" and "tokenizer_file" not in data:
-            return {**data, "tokenizer_file": "tokenizer.json"}
+        if isinstance(data, dict) and data.get("format") == "edgeslim.bundle/1":
+            # bundle/1 came before modalities: every one is a text bundle with tokenizer.json.
+            return {"modality": TEXT.name, "tokenizer_file": "tokenizer.json", **data}
         return data
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.format == "edgeslim.bundle/1" and self.modality != "text":
+        if self.format == "edgeslim.bundle/1" and not MODALITIES[self.modality].reads_tokenizer:
             raise ValueError("edgeslim.bundle/1 bundles are text bundles; modality needs edgeslim.bundle/2")
         MODALITIES[self.modality].check_manifest(self)
         if self.file_sizes is not None and set(self.file_sizes) != set(self.files):

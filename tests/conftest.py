@@ -1,10 +1,14 @@
-"""Two tiers: fast (a tiny random BERT, the default) and real (the packaged MiniLM).
+"""Two tiers: fast (tiny random models, the default) and real (the packaged MiniLM, CI-sized
+image and audio teachers).
 
     pytest                # fast tier
     pytest --tier all     # both tiers: what the README and CI run
     pytest --tier real    # real tier only
 
 Tests of the other tier are deselected (pytest reports how many), never silently skipped.
+The suite runs on two pytest-xdist workers (pyproject's addopts), each file on one worker; the
+runs that several files use (`tiny_run`, `image_run`, ...) are built once per test session and
+shared by both workers (`shared`: a file lock and a JSON record of the result).
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ def pytest_configure(config):
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
                               derandomize=True)
     settings.load_profile("edgeslim")
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands its Hypothesis example counts to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["property_counts"] = dict(PROPERTY_COUNTS)
+
+
+def pytest_testnodedown(node, error):
+    PROPERTY_COUNTS.update(getattr(node, "workeroutput", {}).get("property_counts", {}))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -125,14 +140,46 @@ def compile_firmware_check(folder: Path, symbol: str, werror: bool = True) -> Pa
     return exe
 
 
+def _session_dir(tmp_path_factory) -> Path:
+    """A folder of this test session that every xdist worker sees (the workers' common parent)."""
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def shared(tmp_path_factory, name: str, build) -> dict:
+    """`build()` once per test session across xdist workers: the first worker to ask builds (the
+    others wait on a file lock) and records the result; later callers read the record. The result
+    is a dict of JSON values and Paths."""
+    from filelock import FileLock
+
+    root = _session_dir(tmp_path_factory)
+    record = root / f"shared-{name}.json"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if record.is_file():
+            stored = json.loads(record.read_text())
+            return {key: Path(value["path"]) if isinstance(value, dict) and set(value) == {"path"} else value
+                    for key, value in stored.items()}
+        result = build()
+        record.write_text(json.dumps({key: {"path": str(value)} if isinstance(value, Path) else value
+                                      for key, value in result.items()}))
+        return result
+
+
 def run_recipe_cli(tmp_path_factory, name: str, recipe_text: str) -> dict:
-    """`edgeslim run` on a recipe text in a fresh folder: exit code, output folder, report."""
+    """`edgeslim run` on a recipe text in a fresh folder, once per test session (`shared`): exit
+    code, output folder, report."""
     from edgeslim.cli import main
 
-    folder = tmp_path_factory.mktemp(name)
-    out = folder / "out"
-    code = main(["run", str(write_recipe(folder, recipe_text)), "--out", str(out)])
-    return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+    def build():
+        folder = _session_dir(tmp_path_factory) / name
+        folder.mkdir()
+        out = folder / "out"
+        code = main(["run", str(write_recipe(folder, recipe_text)), "--out", str(out)])
+        return {"exit_code": code, "out": out, "report": json.loads((out / "report.json").read_text())}
+
+    return shared(tmp_path_factory, name, build)
 
 
 def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
@@ -160,13 +207,8 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The whole pipeline on the tiny model, once per session, through the CLI."""
-    from edgeslim.cli import main
-
-    folder = tmp_path_factory.mktemp("tiny-run")
-    recipe = write_recipe(folder, TINY_RECIPE)
-    out = folder / "out"
-    exit_code = main(["run", str(recipe), "--out", str(out)])
-    return {"exit_code": exit_code, "out": out, "recipe": recipe}
+    run = run_recipe_cli(tmp_path_factory, "tiny-run", TINY_RECIPE)
+    return {**run, "recipe": run["out"].parent / "recipe.yaml"}
 
 
 @pytest.fixture
@@ -180,13 +222,18 @@ def tiny_bundle(tiny_run, tmp_path):
 @pytest.fixture(scope="session")
 def real_run(tmp_path_factory):
     """The packaged default recipe on all-MiniLM-L6-v2, once per session."""
+    from edgeslim.benchmarks.report import Report
     from edgeslim.pipeline import run_recipe
     from edgeslim.recipe import load_recipe
 
-    recipe, path = load_recipe("default")
-    out = tmp_path_factory.mktemp("real-run") / "out"
-    report = run_recipe(recipe, path, out)
-    return {"report": report, "out": out}
+    def build():
+        recipe, path = load_recipe("default")
+        out = _session_dir(tmp_path_factory) / "real-run" / "out"
+        run_recipe(recipe, path, out)
+        return {"out": out}
+
+    out = shared(tmp_path_factory, "real-run", build)["out"]
+    return {"report": Report.model_validate_json((out / "report.json").read_text()), "out": out}
 
 
 ETHOS_RECIPE = """

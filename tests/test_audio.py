@@ -305,7 +305,7 @@ def test_verify_and_bench_take_an_audio_bundle(audio_run, capsys, tmp_path):
 
 def _teacher_script(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgeslim.benchmarks.teachers.audio_ssl", "--no-progress",
-                           "--width", "8", "--blocks", "1", "--n-mels", "16", "--limit-clips", "128",
+                           "--width", "8", "--strides", "2", "--n-mels", "16", "--limit-clips", "128",
                            "--batch-size", "32", "--epochs", "2", "--eval-every", "0", "--threads", "1", *args],
                           capture_output=True, text=True, timeout=600)
 

@@ -187,7 +187,7 @@ int main(void) {{
     c_values = np.array(subprocess.run([str(out / "pre")], input=rgb.tobytes(), capture_output=True,
                                        check=True).stdout.split(), dtype=np.int64)
     encoder = load(bundle)
-    pixels = preprocess([rgb], encoder.manifest.preprocessing)  # NHWC, as the manifest says
+    pixels = preprocess([rgb], encoder.manifest.frontend)  # NHWC, as the manifest says
     detail = encoder.backend._input_detail
     py_values = quantize(pixels, detail).reshape(-1).astype(np.int64)
     assert np.abs(c_values - py_values).max() <= 1  # float vs double rounding at a .5 boundary at most

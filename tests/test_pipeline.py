@@ -114,8 +114,8 @@ def test_non_empty_output_folder_is_refused(tmp_path):
 def test_without_shared_data_evaluations_fall_back_and_say_how_to_enable(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGESLIM_DATA", str(tmp_path))
     recipe, _ = load_recipe("default")
-    data = load_eval_data(recipe)
-    assert data.agreement.name == "wordnet-heldout" and data.stsb is None
+    data = load_eval_data(recipe, "text")
+    assert data.agreement.name == "wordnet-heldout" and data.metrics == []
     assert len(data.skipped) == 3 and all("EDGESLIM_DATA" in note for note in data.skipped)
     assert data.probe is None and any("banking77" in note for note in data.skipped)
     assert not set(data.agreement_texts) & set(data.calibration.texts)

@@ -164,6 +164,11 @@ def test_a_registered_toy_target_passes_the_contract(artifacts, tiny_model, tmp_
         TARGETS.pop("toy-board")
 
 
+# Calibration and held-out data of each modality (plans only: nothing is loaded).
+MODALITY_DATA = {"text": ("wordnet-calibration", "wordnet-heldout"), "image": ("cifar10-train", "cifar10-heldout"),
+                 "audio": ("fsdd-train", "fsdd-test")}
+
+
 @pytest.mark.parametrize("target_name", sorted(TARGETS))
 def test_every_target_plans_or_refuses_every_family(target_name, tmp_path):
     """target x family x backend: a plain variant either plans to an artifact the backend runs, or is
@@ -176,11 +181,10 @@ def test_every_target_plans_or_refuses_every_family(target_name, tmp_path):
     for family in sorted(FAMILIES):
         for backend in target.accepts:
             pooling = FAMILIES[family].poolings[0]
+            calibration, agreement = MODALITY_DATA[FAMILIES[family].modality]
             recipe = parse_recipe(
                 f"name: t\nmodel: {{source: tiny-random, family: {family}, pooling: {pooling}}}\n"
-                f"data: {{calibration: {'wordnet-calibration' if FAMILIES[family].modality == 'text' else 'cifar10-train'}, "
-                f"agreement: [{'wordnet-heldout' if FAMILIES[family].modality == 'text' else 'cifar10-heldout'}], "
-                "stsb_split: null, probe: null}\n"
+                f"data: {{calibration: {calibration}, agreement: [{agreement}], stsb_split: null, probe: null}}\n"
                 f"targets:\n  - target: {target_name}\n    variants:\n      - {{name: v, backend: {backend}}}\n",
                 tmp_path / "t.yaml")
             try:

@@ -36,8 +36,13 @@ def shift_and_gain(x, generator, max_frames: int = 6, max_gain_db: float = 6.0):
     return out + (gains * math.log(10) / 10).view(-1, 1, 1, 1)
 
 
+def _c_float(value) -> str:
+    text = f"{float(value):.9g}"
+    return (text if "." in text or "e" in text or "n" in text else text + ".0") + "f"
+
+
 def _c_floats(values, per_line: int = 8) -> str:
-    values = [f"{float(v):.9g}f" for v in np.ravel(values)]
+    values = [_c_float(v) for v in np.ravel(values)]
     return ",\n".join("    " + ", ".join(values[i : i + per_line]) for i in range(0, len(values), per_line))
 
 
@@ -117,9 +122,9 @@ class AudioModalityKit(Modality):
             f"#define {s}_N_MELS {f.n_mels}u",
             f"#define {s}_FFT_BINS {bins}u",
             f"#define {s}_POWER {int(f.power)}",
-            f"#define {s}_LOG_FLOOR {f.log_floor!r}f",
-            f"#define {s}_FEATURE_MEAN {float(f.mean)!r}f",
-            f"#define {s}_FEATURE_STD {float(f.std)!r}f",
+            f"#define {s}_LOG_FLOOR {_c_float(f.log_floor)}",
+            f"#define {s}_FEATURE_MEAN {_c_float(f.mean)}",
+            f"#define {s}_FEATURE_STD {_c_float(f.std)}",
             f"#define {s}_FEATURES ({s}_N_MELS * {s}_FRAMES)",
             f"static const float {symbol}_window[{f.n_fft}] = {{", _c_floats(window(f)), "};",
             f"/* Mel filterbank, row m holds bins [{symbol}_mel_first[m], {symbol}_mel_last[m]) of that band. */",

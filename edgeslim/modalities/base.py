@@ -148,6 +148,11 @@ class Modality:
     def card_limits(self, manifest) -> str:
         raise NotImplementedError
 
+    def upgrade_report1(self, accuracy: dict) -> dict:
+        """An `accuracy` of an edgeslim.report/1 report with the fields this modality's metrics
+        had there moved into `metrics` (report/2); unchanged when there are none."""
+        return accuracy
+
     def firmware_lines(self, manifest, symbol: str, inputs: list[dict], outputs: list[dict]) -> list[str]:
         """C header lines that tell the application CPU how to prepare input and read output."""
         raise NotImplementedError

@@ -21,6 +21,15 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def stsb_spearman(embeddings: dict[str, np.ndarray], pairs) -> float:
+    """STS-B Spearman x100 of the cosine between the two sentences of each pair vs the gold score."""
+    from edgeslim.modalities.scoring import cosine_rows, spearman
+
+    a = np.stack([embeddings[s] for s in pairs.sentences1])
+    b = np.stack([embeddings[s] for s in pairs.sentences2])
+    return 100.0 * spearman(cosine_rows(a, b), pairs.scores)
+
+
 class TextModalityKit(Modality):
     name = "text"
     runtime = TEXT
@@ -28,7 +37,6 @@ class TextModalityKit(Modality):
     default_label = "intent"
 
     def task_data(self, spec, calibration_set, skipped):
-        from edgeslim.benchmarks.harness import stsb_spearman
         from edgeslim.calibration_data import corpus_available, load_stsb
 
         split = spec.stsb_split
@@ -84,7 +92,6 @@ class TextModalityKit(Modality):
 
         import torch
 
-        from edgeslim.compress.distill import mean_pool, teacher_embeddings
         from edgeslim.runtime.text import tokenize
 
         targets = torch.from_numpy(teacher_embeddings(teacher, texts, cfg.max_seq_length, log))
@@ -110,10 +117,58 @@ class TextModalityKit(Modality):
         languages = source.get("languages") or "unknown: see the source model's documentation"
         return f"Text in the teacher's languages only ({source.get('name')}: {languages})."
 
+    def upgrade_report1(self, accuracy: dict) -> dict:
+        """edgeslim.report/1 kept STS-B in fixed fields of `accuracy`: read them into `metrics`."""
+        if "stsb_spearman" not in accuracy:
+            return accuracy
+        accuracy = dict(accuracy)
+        value, split = accuracy.pop("stsb_spearman"), accuracy.pop("stsb_split", None)
+        if value is not None:
+            accuracy["metrics"] = [*accuracy.get("metrics", []), {
+                "name": STSB.name, "label": f"{STSB.label} ({split})", "short": STSB.short, "value": value,
+                "data": f"stsb-{split}"}]
+        return accuracy
+
     def firmware_lines(self, manifest, symbol, inputs, outputs):
         return ["/* Tokenization runs on the application CPU, not in this model: tokenizer.json (",
                 f"   {manifest.max_seq_length} tokens max, pad id 0) is in the bundle; pooling: {manifest.pooling},",
                 f"   normalize: {manifest.normalize}. */"]
+
+
+def mean_pool(hidden, mask):
+    """Mean of the token states where the mask is 1 (torch; the student's pooled embedding)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def teacher_embeddings(teacher, texts: list[str], max_seq_length: int, log=print) -> np.ndarray:
+    """The teacher's pooled, normalised embeddings of `texts`, cached by (weights, texts, length)."""
+    import hashlib
+    import json
+    import os
+
+    from edgeslim.cache import cache_dir
+
+    key = hashlib.sha256(
+        json.dumps([teacher.weights_sha256, teacher.pooling, max_seq_length]).encode()
+        + hashlib.sha256("\n".join(texts).encode()).digest()
+    ).hexdigest()[:32]
+    path = cache_dir() / "teacher-embeddings" / f"{key}.npy"
+    if path.is_file():
+        cached = np.load(path)
+        if cached.shape[0] == len(texts):
+            return cached
+    log(f"    teacher embeddings for {len(texts)} sentences (cached at {path})")
+    teacher.tokenizer.enable_truncation(max_length=max_seq_length)
+    try:
+        embeddings = teacher.embed(texts, batch_size=64)
+    finally:
+        teacher.tokenizer.enable_truncation(max_length=teacher.max_seq_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, embeddings)
+    os.replace(tmp, path)
+    return embeddings
 
 
 TEXT_KIT = TextModalityKit()

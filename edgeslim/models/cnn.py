@@ -252,6 +252,7 @@ class CnnFamily(ModelFamily):
         """Remove `ratio` of the conv channels, in place: torch-pruning's dependency graph keeps
         the coupled convs, batch norms and residual adds consistent; importance is the L2 norm
         of each coupled group; the embedding's channels stay."""
+        import torch
         import torch_pruning as tp
 
         pruner = tp.pruner.MetaPruner(module, self.example(module),

@@ -1,14 +1,16 @@
 """DS-CNN: the depthwise-separable CNN of "Hello Edge" (Zhang et al., 2017), the canonical
 keyword-spotting model on microcontrollers and the Arm Ethos-U: a strided conv over the log-mel
 spectrogram, then blocks of depthwise 3x3 + pointwise 1x1 convs (batch norm, ReLU), all of one
-width and stride 1, so any of them can be dropped. The last feature map is the output, one
-position per time-frequency cell; mean pooling is the usual global average pool.
+width. A block may stride 2 (`strides`): it halves the resolution and widens what each output
+cell hears, and stays when blocks are dropped; the stride-1 blocks can be dropped freely. The last
+feature map is the output, one position per time-frequency cell; mean pooling is the usual
+global average pool.
 
 Input: (batch, 1, n_mels, frames) log-mel features, made by the runtime's audio front end
 (`edgeslim.runtime.audio`) with the parameters in the folder's `preprocessor_config.json`.
 
 A folder for `source: local` holds `config.json` ({"model_type": "ds_cnn", "n_mels", "frames",
-"width", "blocks", "kernel", "stride"}), `model.safetensors` and `preprocessor_config.json`
+"width", "blocks", "strides", "kernel", "stride"}), `model.safetensors` and `preprocessor_config.json`
 (the front end: sample rate, window, FFT, hop, mel bands, normalisation).
 """
 
@@ -34,23 +36,31 @@ def _module_class():
                              nn.BatchNorm2d(out), nn.ReLU(inplace=True))
 
     class DsBlock(nn.Module):
-        def __init__(self, width):
+        def __init__(self, width, stride=1):
             super().__init__()
-            self.depthwise = conv_bn_relu(width, width, (3, 3), groups=width)
+            self.stride = stride
+            self.depthwise = conv_bn_relu(width, width, (3, 3), (stride, stride), groups=width)
             self.pointwise = conv_bn_relu(width, width, (1, 1))
 
         def forward(self, x):
             return self.pointwise(self.depthwise(x))
 
     class DsCnn(nn.Module):
-        def __init__(self, width: int, blocks: int, kernel, stride):
+        def __init__(self, width: int, strides, kernel, stride, input_shape, embedding: int | None = None):
             super().__init__()
             self.stem = conv_bn_relu(1, width, tuple(kernel), tuple(stride))
-            self.blocks = nn.Sequential(*[DsBlock(width) for _ in range(blocks)])
-            self.out_channels = width
+            self.blocks = nn.Sequential(*[DsBlock(width, s) for s in strides])
+            self.head = None
+            if embedding:  # a linear map of the whole last feature map: keeps where in time a sound was
+                with torch.no_grad():
+                    cells = self.blocks(self.stem(torch.zeros(1, 1, *input_shape))).numel()
+                self.head = nn.Linear(cells, int(embedding))
+            self.out_channels = int(embedding) if embedding else width
 
         def forward(self, input_features):
             x = self.blocks(self.stem(input_features))
+            if self.head is not None:
+                return self.head(x.flatten(1)).unsqueeze(1)  # (batch, 1, embedding)
             return x.flatten(2).transpose(1, 2)  # (batch, cells, channels)
 
     return DsCnn, torch
@@ -75,11 +85,15 @@ class DsCnnFamily(CnnFamily):
         DsCnn, torch = _module_class()
         torch.manual_seed(0)
         try:
-            module = DsCnn(int(config["width"]), int(config["blocks"]), config.get("kernel", [5, 5]),
-                           config.get("stride", [2, 2]))
+            strides = [int(s) for s in config.get("strides", [1] * int(config["blocks"]))]
+            if len(strides) != int(config["blocks"]) or not set(strides) <= {1, 2}:
+                raise ValueError(f"strides {strides} must give 1 or 2 for each of the {config['blocks']} blocks")
+            module = DsCnn(int(config["width"]), strides, config.get("kernel", [5, 5]), config.get("stride", [2, 2]),
+                           (int(config["n_mels"]), int(config["frames"])), config.get("embedding"))
             int(config["n_mels"]), int(config["frames"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise RecipeError(f"ds-cnn config needs n_mels, frames, width and blocks as integers ({exc})") from None
+            raise RecipeError(f"ds-cnn config needs n_mels, frames, width and blocks as integers, strides of 1 or 2 "
+                              f"({exc})") from None
         module.config = config
         return module.eval()
 
@@ -117,10 +131,22 @@ class DsCnnFamily(CnnFamily):
         return module.blocks
 
     def keep_blocks(self, module, indices: tuple[int, ...]) -> None:
+        """Keep the blocks `indices`; a strided block changes the resolution, so it must stay."""
         from torch import nn
 
-        module.blocks = nn.Sequential(*[module.blocks[i] for i in indices])
-        module.config = CnnConfig({**module.config, "blocks": len(indices)})
+        strided = self.fewest_blocks(module)
+        missing = [i for i in strided if i not in indices and module.blocks[i].stride != 1]
+        if missing:
+            raise RecipeError(f"keep_layers must keep blocks {missing} (they stride 2: they change the resolution); "
+                              f"the strided blocks are {list(strided)}")
+        kept = [module.blocks[i] for i in sorted(set(indices))]
+        module.blocks = nn.Sequential(*kept)
+        module.config = CnnConfig({**module.config, "blocks": len(kept), "strides": [b.stride for b in kept]})
+
+    def fewest_blocks(self, module) -> tuple[int, ...]:
+        """The strided blocks (they must stay), or the first when none strides."""
+        strided = tuple(i for i, block in enumerate(module.blocks) if block.stride != 1)
+        return strided or (0,)
 
     def embedding_convs(self, module) -> list:
         """The convs whose output channels are the embedding: the last block's pointwise conv

@@ -158,7 +158,7 @@ def _trimmed(path: Path, model_sha: str, output_name: str) -> Path:
     """A copy of the graph with `output_name` as its only output (cached by content)."""
     import onnx
 
-    from edgeslim.compress.distill import cache_dir
+    from edgeslim.cache import cache_dir
 
     out = cache_dir() / "onnx-sources" / f"{model_sha[:24]}-{hashlib.sha256(output_name.encode()).hexdigest()[:8]}.onnx"
     if out.is_file():

@@ -77,7 +77,8 @@ def describe(spec) -> SourceInfo:
         return SourceInfo(family, family.modality, "torch",
                           "WordPiece" if "vocabulary" in family.surgery.parts else None)
     if spec.source == PACKAGED_MINILM:  # known without importing the package (it needs the compress extra)
-        return SourceInfo(get_family(PACKAGED_MINILM_FAMILY), "text", "torch", "WordPiece")
+        family = get_family(PACKAGED_MINILM_FAMILY)
+        return SourceInfo(family, family.modality, "torch", "WordPiece")
     folder = Path(spec.path)
     family = _folder_family(folder, spec)
     return SourceInfo(family, family.modality, "torch", _tokenizer_model(folder))
