@@ -78,9 +78,9 @@ def _pin(threads: int) -> list[int]:
     return cores
 
 
-def _interleaved(spec: dict) -> dict:
-    cores = _pin(spec["threads"])
-    teacher, bundle = _open(spec, "teacher"), _open(spec, "bundle")
+def _interleaved(spec: dict, teacher: Opened | None = None, cores: list[int] | None = None) -> dict:
+    cores = cores or _pin(spec["threads"])
+    teacher, bundle = teacher or _open(spec, "teacher"), _open(spec, "bundle")
     teacher_feeds = _latency_feeds(teacher, {**spec, "latency_input": spec["teacher_input"]})
     bundle_feeds = _latency_feeds(bundle, spec)
     runs = spec["runs_per_round"]
@@ -95,6 +95,75 @@ def _interleaved(spec: dict) -> dict:
             "ratios": [t / b for t, b in zip(teacher_p50, bundle_p50)],
             "cpu": cores[0] if len(cores) == 1 else None, "latency": {}, "peak_rss_mb": round(peak_rss_mb(), 1),
             "providers": []}
+
+
+def serve() -> None:
+    """The interleaved worker of a whole run: the first stdin line is the teacher's spec; each
+    next line a bundle's (path, manifest, latency input, rounds...), answered with one line of
+    the same result `_interleaved` gives. The teacher is loaded once and stays; each bundle is
+    loaded, timed against it in alternating rounds and dropped. Ends at end of input."""
+    import gc
+
+    first = json.loads(sys.stdin.readline())
+    cores = _pin(first["threads"])
+    teacher = _open(first, "teacher")
+    print(json.dumps({"ready": True, "cpu": cores[0] if len(cores) == 1 else None}), flush=True)
+    for line in sys.stdin:
+        try:
+            result = _interleaved({**first, **json.loads(line)}, teacher, cores)
+        except Exception as exc:  # reported to the caller, which raises it with the bundle's name
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        gc.collect()
+        print(json.dumps(result), flush=True)
+
+
+class InterleavedWorker:
+    """A `serve()` process for one run (the teacher loaded once for every bundle). Use as a
+    context manager, or call close()."""
+
+    def __init__(self, spec: dict):
+        env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen([sys.executable, "-m", "edgeslim.benchmarks.worker", "--serve"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+                                      env=env)
+        self._ask(spec, "the teacher")
+
+    def _ask(self, request: dict, what: str) -> dict:
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode(errors="replace")[-3000:]
+            raise EdgeslimError(f"the interleaved benchmark worker died while timing {what} "
+                                f"(exit {self._proc.poll()}):\n{tail}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise EdgeslimError(f"the interleaved benchmark worker failed on {what}: {answer['error']}")
+        return answer
+
+    def time_bundle(self, request: dict) -> dict:
+        return self._ask(request, request.get("path", "a bundle"))
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._stderr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _write(result: dict, result_path: str) -> None:
@@ -151,4 +220,7 @@ def run_worker(spec: dict, groups: list[list[str]]) -> tuple[dict, np.ndarray]:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1:2] == ["--serve"]:
+        serve()
+    else:
+        main(*sys.argv[1:3])

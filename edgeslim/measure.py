@@ -30,9 +30,24 @@ class Baseline:
 
 
 class Measurer:
+    """Measures a run's teacher and bundles. Its interleaved worker (the teacher loaded once,
+    each bundle timed against it) lives until `close()`: use it as a context manager."""
+
     def __init__(self, recipe, data: EvalData, real_texts: list[str], real_texts_from: str, log=print):
         self.recipe, self.data, self.log = recipe, data, log
         self.real_texts, self.real_texts_from = real_texts, real_texts_from
+        self._interleaved = None
+
+    def close(self) -> None:
+        if self._interleaved is not None:
+            self._interleaved.close()
+            self._interleaved = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _worker(self, spec: dict, budget: Budget, latency_input: dict, on_device: bool = True):
         """Measure in a fresh process. on_device=False (estimated targets): this host is not the
@@ -107,15 +122,17 @@ class Measurer:
     def speedup(self, built, budget: Budget, teacher_input: dict, bundle_input: dict) -> SpeedupSpread:
         """Teacher and bundle in rounds (teacher, bundle, teacher, bundle...) in one process pinned
         to one core: a drift of the host's speed hits both, and the per-round ratios show it."""
+        from edgeslim.benchmarks.worker import InterleavedWorker
+
         bench = self.recipe.benchmark
-        spec = {"kind": "interleaved", "model": self.recipe.model.model_dump(mode="json"), "path": str(built.staging),
-                "manifest": str(built.manifest_path), "threads": budget.threads, "batch": budget.batch,
-                "latency_input": bundle_input, "warmup": bench.warmup,
-                "rounds": bench.speedup_rounds, "runs_per_round": bench.speedup_runs_per_round,
-                "real_batches": [], "real_texts": []}
+        if self._interleaved is None:  # one process per run: the teacher loads once
+            self._interleaved = InterleavedWorker({"model": self.recipe.model.model_dump(mode="json"),
+                                                   "threads": budget.threads, "batch": budget.batch})
         # The same input in each model's own terms (text: each model's token ids).
-        spec["teacher_input"] = teacher_input
-        measured, _ = run_worker(spec, [])
+        measured = self._interleaved.time_bundle({
+            "path": str(built.staging), "manifest": str(built.manifest_path), "latency_input": bundle_input,
+            "teacher_input": teacher_input, "warmup": bench.warmup, "rounds": bench.speedup_rounds,
+            "runs_per_round": bench.speedup_runs_per_round})
         ratios = np.asarray(measured["ratios"])
         q1, median, q3 = np.percentile(ratios, [25, 50, 75])
         return SpeedupSpread(median=round(float(median), 3), q1=round(float(q1), 3), q3=round(float(q3), 3),

@@ -51,7 +51,6 @@ class Runner:
         return budgets
 
     def _run(self) -> Report:
-        from edgeslim.targets.host import read_host_profile
         from edgeslim.models import load_encoder
 
         recipe, plan = self.recipe, self.plan  # planned before anything loaded: a wrong chain cost nothing
@@ -69,6 +68,14 @@ class Runner:
         teacher = load_encoder(recipe.model)
         budget = next(iter(budgets.values()))
         measurer = Measurer(recipe, data, real_texts, real_from, self.log)
+        try:
+            return self._measure_all(recipe, plan, budgets, budget, data, teacher, measurer)
+        finally:
+            measurer.close()
+
+    def _measure_all(self, recipe, plan, budgets, budget, data, teacher, measurer) -> Report:
+        from edgeslim.targets.host import read_host_profile
+
         baseline = measurer.teacher(teacher, budget, latency_input(teacher, data, budget.seq_len))
         self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, {_task(baseline.result)}")
 

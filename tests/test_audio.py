@@ -305,7 +305,7 @@ def test_verify_and_bench_take_an_audio_bundle(audio_run, capsys, tmp_path):
 
 def _teacher_script(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgeslim.benchmarks.teachers.audio_ssl", "--no-progress",
-                           "--width", "8", "--strides", "2", "--n-mels", "16", "--limit-clips", "128",
+                           "--width", "8", "--strides", "2", "--n-mels", "16", "--embedding", "16", "--limit-clips", "128",
                            "--batch-size", "32", "--epochs", "2", "--eval-every", "0", "--threads", "1", *args],
                           capture_output=True, text=True, timeout=600)
 
@@ -326,13 +326,13 @@ def test_the_audio_teacher_script_is_deterministic_and_resumes_exactly(tmp_path)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     sheet = json.loads((tmp_path / "a" / "datasheet.json").read_text())
     assert sheet["training_data"]["labels_used"] is False and sheet["training_data"]["clips"] == 128
-    assert set(sheet["quality"]["figures"]) == {"ssl", "random_init", "raw_log_mel"}
+    assert set(sheet["quality"]["figures"]) == {"ssl", "random_init", "raw_log_mel", "raw_log_mel_time_mean"}
     assert set(sheet["quality"]["figures"]["ssl"]) == {"digit", "speaker"}
     from edgeslim.models import load_encoder
     from edgeslim.recipe import ModelSpec
 
     teacher = load_encoder(ModelSpec(source="local", path=tmp_path / "a"))
-    assert teacher.family.name == "ds-cnn" and teacher.modality == "audio" and teacher.hidden_size == 8
+    assert teacher.family.name == "ds-cnn" and teacher.modality == "audio" and teacher.hidden_size == 16
     assert teacher.preprocessing["std"] != 1.0  # the training clips' normalisation travels with the model
 
 

@@ -62,7 +62,8 @@ def test_bad_layer_index_is_a_step_error(tiny_model, texts, tmp_path):
 
 
 def test_teacher_embeddings_are_cached(tiny_model, texts, tmp_path, monkeypatch):
-    from edgeslim.compress.distill import cache_dir, teacher_embeddings
+    from edgeslim.cache import cache_dir
+    from edgeslim.modalities.text import teacher_embeddings
 
     monkeypatch.setenv("EDGESLIM_CACHE", str(tmp_path / "own-cache"))
     first = teacher_embeddings(tiny_model, texts[:32], 64, log=lambda _: None)

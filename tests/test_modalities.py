@@ -308,8 +308,12 @@ def _other_exporter_graph(tmp_path, outputs: str) -> Path:
     encoder = model.exportable()
 
     class OtherExporter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+
         def forward(self, input_ids, attention_mask):
-            states = encoder(input_ids, attention_mask)
+            states = self.encoder(input_ids, attention_mask)
             mask = attention_mask.unsqueeze(-1).float()
             pooled = (states * mask).sum(1) / mask.sum(1)
             extra = {"states": (states,), "pooled": (pooled,), "ambiguous": (states, states * 2)}[outputs]
@@ -320,10 +324,12 @@ def _other_exporter_graph(tmp_path, outputs: str) -> Path:
     names = ["input_ids_out", "attention_mask_out"] + {"states": ["token_embeddings"], "pooled": ["sentence_embedding"],
                                                        "ambiguous": ["token_embeddings", "scaled"]}[outputs]
     ids, mask = model.tokenize(["an example sentence", "short"])
-    torch.onnx.export(OtherExporter().eval(), (torch.from_numpy(ids), torch.from_numpy(mask)), str(folder / "m.onnx"),
-                      input_names=["input_ids", "attention_mask"], output_names=names, opset_version=17, dynamo=False,
-                      dynamic_axes={n: {0: "batch", 1: "sequence"} for n in ["input_ids", "attention_mask", *names[:2]]}
-                      | {n: {0: "batch"} | ({} if outputs == "pooled" else {1: "sequence"}) for n in names[2:]})
+    with torch.inference_mode():
+        torch.onnx.export(OtherExporter().eval(), (torch.from_numpy(ids), torch.from_numpy(mask)), str(folder / "m.onnx"),
+                          input_names=["input_ids", "attention_mask"], output_names=names, opset_version=17,
+                          dynamo=False, dynamic_axes={n: {0: "batch", 1: "sequence"}
+                                                      for n in ["input_ids", "attention_mask", *names[:2]]}
+                          | {n: {0: "batch"} | ({} if outputs == "pooled" else {1: "sequence"}) for n in names[2:]})
     model.tokenizer.save(str(folder / "tokenizer.json"))
     return folder / "m.onnx"
 
