@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeslim.benchmarks.teachers.common import atomic_torch_save, nt_xent, probe, run_key
+
 TRAIN_SPLIT, PROBE_SPLIT = "fsdd-train", "fsdd-test"
 BUFFER_SECONDS = 1.25  # each clip sits in this much silence; a view is a 1 s window of it (a shift)
 
@@ -157,18 +159,6 @@ def augment(waves, features, mean, std, generator, max_shift: float = 0.125, max
     return torch.where(mask, feats, torch.zeros_like(feats))
 
 
-def nt_xent(z1, z2, temperature: float):
-    import torch
-    import torch.nn.functional as F
-
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    sim = z @ z.T / temperature
-    n = z1.shape[0]
-    sim.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, targets)
-
-
 def build_encoder(args):
     from edgeslim.models.cnn import CnnConfig
     from edgeslim.models.dscnn import DS_CNN
@@ -201,27 +191,6 @@ def embed(encoder, features, batch: int = 500) -> np.ndarray:
         out = [encoder(features[i:i + batch]).mean(1).numpy() for i in range(0, len(features), batch)]
     encoder.train(was_training)
     return np.concatenate(out)
-
-
-def probe(train_x, train_y, test_x, test_y) -> dict:
-    from edgeslim.benchmarks.harness import knn_top1, linear_probe
-
-    return {"knn_top1": round(100 * knn_top1(train_x, train_y, test_x, np.asarray(test_y), 20), 2),
-            "linear_probe_top1": round(100 * linear_probe(train_x, train_y, test_x, test_y), 2)}
-
-
-def _atomic_torch_save(state, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _run_key(args) -> str:
-    keep = {k: v for k, v in vars(args).items()
-            if k not in ("out", "threads", "checkpoint_every", "eval_every", "no_progress", "stop_after")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def normalisation(waves, features) -> tuple[float, float]:
@@ -262,7 +231,7 @@ def train(args) -> dict:
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.out / f".audio-ssl-{_run_key(args)}.pt"
+    checkpoint = args.out / f".audio-ssl-{run_key(args)}.pt"
     step, losses, evals, seconds_before = 0, [], [], 0.0
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -274,7 +243,7 @@ def train(args) -> dict:
         print(f"resuming from step {step}/{total} ({checkpoint})", file=sys.stderr)
 
     def save():
-        _atomic_torch_save({"encoder": encoder.state_dict(), "head": head.state_dict(), "step": step,
+        atomic_torch_save({"encoder": encoder.state_dict(), "head": head.state_dict(), "step": step,
                             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "losses": losses,
                             "evals": evals, "seconds": seconds_before + time.perf_counter() - started}, checkpoint)
 

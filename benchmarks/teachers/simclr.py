@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeslim.benchmarks.teachers.common import atomic_torch_save, nt_xent, probe, run_key
+
 # CIFAR-10 channel statistics (the usual published values); the preprocessing the runtime applies.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -130,19 +132,6 @@ def augment(x, generator):
     return (x - mean_t) / std_t
 
 
-def nt_xent(z1, z2, temperature: float):
-    """SimCLR's normalised-temperature cross entropy over the 2b views of a batch."""
-    import torch
-    import torch.nn.functional as F
-
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    sim = z @ z.T / temperature
-    n = z1.shape[0]
-    sim.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, targets)
-
-
 def build_encoder(args):
     from edgeslim.models.cnn import RESNET, CnnConfig
 
@@ -165,26 +154,6 @@ def embed(encoder, images: np.ndarray, device, batch: int = 500) -> np.ndarray:
             out.append(encoder(torch.from_numpy(x).to(device)).float().mean(1).cpu().numpy())
     encoder.train(was_training)
     return np.concatenate(out)
-
-
-def probe(train_x, train_y, test_x, test_y) -> dict:
-    from edgeslim.benchmarks.harness import knn_top1, linear_probe
-
-    return {"knn_top1": round(100 * knn_top1(train_x, train_y, test_x, np.asarray(test_y), 20), 2),
-            "linear_probe_top1": round(100 * linear_probe(train_x, train_y, test_x, test_y), 2)}
-
-
-def _atomic_torch_save(state, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _run_key(args) -> str:
-    keep = {k: v for k, v in vars(args).items() if k not in ("out", "threads", "checkpoint_every", "eval_every", "no_progress", "stop_after")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def train(args) -> dict:
@@ -219,7 +188,7 @@ def train(args) -> dict:
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.out / f".simclr-{_run_key(args)}.pt"
+    checkpoint = args.out / f".simclr-{run_key(args)}.pt"
     step, losses, evals, seconds_before = 0, [], [], 0.0
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -231,7 +200,7 @@ def train(args) -> dict:
         print(f"resuming from step {step}/{total} ({checkpoint})", file=sys.stderr)
 
     def save():
-        _atomic_torch_save({"encoder": encoder.state_dict(), "head": head.state_dict(), "step": step,
+        atomic_torch_save({"encoder": encoder.state_dict(), "head": head.state_dict(), "step": step,
                             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "losses": losses,
                             "evals": evals, "seconds": seconds_before + time.perf_counter() - started}, checkpoint)
 
