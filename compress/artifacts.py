@@ -58,8 +58,16 @@ class OpenVinoModel(Artifact):
     static_shapes: tuple[tuple[int, int], ...] | None = None
     kind: ClassVar[str] = "openvino"
 
+    def weights_path(self) -> Path:
+        """The IR's weights, named as the backend registry says the runtime reads them."""
+        from edgeslim.runtime.backend_registry import openvino_weights
+
+        return Path(openvino_weights(str(self.xml_path)))
+
     def bundle_names(self) -> list[tuple[Path, str]]:
-        return [(self.xml_path, "model.xml"), (self.xml_path.with_suffix(".bin"), "model.bin")]
+        from edgeslim.runtime.backend_registry import openvino_weights
+
+        return [(self.xml_path, "model.xml"), (self.weights_path(), openvino_weights("model.xml"))]
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ def _save(ov, model, path) -> OpenVinoModel:
     tmp = path.with_name(path.stem + ".tmp.xml")
     # fp16 weight compression would change the numbers the bundle was measured with.
     ov.save_model(model, str(tmp), compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+    saved, final = OpenVinoModel(tmp), OpenVinoModel(path)
+    os.replace(saved.weights_path(), final.weights_path())
     os.replace(tmp, path)
-    return OpenVinoModel(path)
+    return final
 
 
 def convert(artifact, cfg: OpenVinoConvertConfig, ctx: StepContext):
