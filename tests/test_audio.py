@@ -361,3 +361,17 @@ def test_the_packaged_audio_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
     for name, r in results.items():
         assert r["accuracy"]["teacher_cosine_mean"] > 0.75, name
     assert results["ort-int8"]["speedup_vs_baseline"] > 1.0
+
+
+@needs_fsdd
+def test_the_audio_teacher_script_resumes_a_byol_run_exactly(tmp_path):
+    """--method byol (a predictor and an EMA target, no negatives) also checkpoints its target
+    network and predictor: stopped and resumed, it writes the weights of an unbroken run."""
+    from safetensors.numpy import load_file
+
+    assert _teacher_script("--out", str(tmp_path / "a"), "--method", "byol").returncode == 0
+    assert _teacher_script("--out", str(tmp_path / "b"), "--method", "byol", "--stop-after", "5").returncode == 3
+    resumed = _teacher_script("--out", str(tmp_path / "b"), "--method", "byol")
+    assert resumed.returncode == 0 and "resuming from step 5/8" in resumed.stderr
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

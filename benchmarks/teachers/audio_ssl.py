@@ -13,7 +13,9 @@ a kit feature, beside `simclr.py` (the image teacher):
   (0.05 s) from the centre, random gain (+-6 dB), white noise (25-45 dB below the clip), then the
   kit's log-mel front end (the runtime's filterbank and window, in torch for whole batches);
   SpecAugment-style masks are available (`--max-band-mask`, `--max-time-mask`) and off by
-  default (they lowered kNN here). NT-Xent (temperature 0.1) over the two views.
+  default (they lowered kNN here). NT-Xent (temperature 0.1) over the two views; or, with
+  `--method byol`, BYOL (a predictor matching an EMA target network, no negatives: measured here
+  64% digit kNN after 10 epochs against SimCLR's 84%, so SimCLR stays the default).
 - Model: the kit's `ds-cnn` family (a DS-CNN, the keyword-spotting network Arm ships for the
   Ethos-U) with strided blocks and a linear embedding of the whole last feature map (`--embedding`:
   it keeps where in the clip a sound was; a mean of the cells lost it: 86% kNN vs 88% for the
@@ -60,6 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--embedding", type=int, default=128,
                    help="a linear embedding of this size over the whole last feature map (0: mean of its cells)")
     p.add_argument("--projection-dim", type=int, default=64)
+    p.add_argument("--method", choices=("simclr", "byol"), default="simclr",
+                   help="simclr: NT-Xent with in-batch negatives; byol: a predictor matching an EMA target "
+                        "network, no negatives (clips of the same speaker and digit are never pushed apart)")
+    p.add_argument("--ema", type=float, default=0.99, help="byol: the target network's EMA decay")
     p.add_argument("--max-shift", type=float, default=0.05, help="largest time shift of a view, seconds")
     p.add_argument("--max-band-mask", type=int, default=0, help="widest masked band of mel bins (0: none)")
     p.add_argument("--max-time-mask", type=int, default=0, help="widest masked span of frames (0: none)")
@@ -225,6 +231,16 @@ def train(args) -> dict:
                          nn.Linear(2 * hidden, args.projection_dim))
     encoder, head = encoder.train(), head.train()
     params = list(encoder.parameters()) + list(head.parameters())
+    byol = args.method == "byol"
+    if byol:  # online = encoder + head + predictor; target = an EMA copy of encoder + head
+        import copy
+
+        predictor = nn.Sequential(nn.Linear(args.projection_dim, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.ReLU(),
+                                  nn.Linear(2 * hidden, args.projection_dim)).train()
+        target = nn.ModuleDict({"encoder": copy.deepcopy(encoder), "head": copy.deepcopy(head)})
+        for p in target.parameters():
+            p.requires_grad_(False)
+        params += list(predictor.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-4)
     warmup = max(1, min(total // 10, 5 * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -237,13 +253,17 @@ def train(args) -> dict:
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         encoder.load_state_dict(state["encoder"])
         head.load_state_dict(state["head"])
+        if byol:
+            predictor.load_state_dict(state["predictor"])
+            target.load_state_dict(state["target"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, losses, evals, seconds_before = state["step"], state["losses"], state["evals"], state["seconds"]
         print(f"resuming from step {step}/{total} ({checkpoint})", file=sys.stderr)
 
     def save():
-        atomic_torch_save({"encoder": encoder.state_dict(), "head": head.state_dict(), "step": step,
+        extra = {"predictor": predictor.state_dict(), "target": target.state_dict()} if byol else {}
+        atomic_torch_save({**extra, "encoder": encoder.state_dict(), "head": head.state_dict(), "step": step,
                             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "losses": losses,
                             "evals": evals, "seconds": seconds_before + time.perf_counter() - started}, checkpoint)
 
@@ -277,12 +297,28 @@ def train(args) -> dict:
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         views = [augment(batch, features, mean, std, generator, args.max_shift, args.max_band_mask,
                          args.max_time_mask, args.noise_db) for _ in range(2)]
-        z1, z2 = (head(encoder(v).mean(1)) for v in views)
-        loss = nt_xent(z1, z2, args.temperature)
+        if byol:
+            import torch.nn.functional as F
+
+            online = [predictor(head(encoder(v).mean(1))) for v in views]
+            with torch.no_grad():
+                targets = [target["head"](target["encoder"](v).mean(1)) for v in views]
+            loss = sum(2 - 2 * F.cosine_similarity(o, t.detach(), dim=1).mean()
+                       for o, t in ((online[0], targets[1]), (online[1], targets[0])))
+        else:
+            z1, z2 = (head(encoder(v).mean(1)) for v in views)
+            loss = nt_xent(z1, z2, args.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+        if byol:
+            with torch.no_grad():
+                online_params = list(encoder.parameters()) + list(head.parameters())
+                for t, o in zip(target.parameters(), online_params):
+                    t.mul_(args.ema).add_(o.detach(), alpha=1 - args.ema)
+                for t, o in zip(target.buffers(), list(encoder.buffers()) + list(head.buffers())):
+                    t.copy_(o)
         step += 1
         losses.append(round(float(loss.detach()), 4))
         if bar is not None:
