@@ -38,10 +38,7 @@ class StepContext:
 
         if hidden.ndim == 2:  # an already pooled output
             hidden = hidden[:, None, :]
-        mask = self.reader.runtime_modality.pooling_mask(feeds, hidden)
-        if hidden.shape[1] != mask.shape[1]:
-            mask = mask[:, :1] * 0 + 1
-        return pool(hidden, mask, self.pooling, True)
+        return pool(hidden, self.reader.runtime_modality.pooling_mask(feeds, hidden), self.pooling, True)
 
     @property
     def max_seq_length(self) -> int:

@@ -210,16 +210,7 @@ class AudioModality(RuntimeModality):
     noun = "clips"
     preprocessing_model = AudioFrontend
 
-    def check_items(self, clips) -> list:
-        if isinstance(clips, (str, Path, np.ndarray)) or not isinstance(clips, (list, tuple)):
-            raise InputError(f"encode_audio() takes a list of clips (WAV paths or 1-D sample arrays), got "
-                             f"{type(clips).__name__}; wrap a single one: encode_audio([clip])")
-        if not clips:
-            raise InputError("encode_audio() got an empty list; pass at least one clip")
-        return list(clips)
-
     def model_inputs(self, frontend, items, input_names, pad_to=None):
-        items = self.check_items(items)
         return {input_names[0]: log_mel([to_samples(c, frontend, i) for i, c in enumerate(items)], frontend)}, None
 
     def operating_point(self, seq_len):

@@ -106,8 +106,6 @@ class Encoder:
             raise BundleError(f"{self.bundle_dir}: the model returned states of shape {hidden.shape}, the manifest "
                               f"promises (batch {batch}, positions, {self.dim})")
         mask = self.modality_plugin.pooling_mask(feeds, hidden)
-        if hidden.shape[1] == 1 and mask.shape[1] != 1:  # one position for the whole input: already pooled
-            mask = np.ones((batch, 1), np.int64)
         if mask.shape != hidden.shape[:2]:
             raise BundleError(f"{self.bundle_dir}: the model returned {hidden.shape[1]} positions for input of "
                               f"{mask.shape[1]}")

@@ -155,17 +155,6 @@ class ImageModality(RuntimeModality):
         except ValueError as exc:
             raise ValueError(f"preprocessing: {exc}") from None
 
-    def check_items(self, images) -> list:
-        if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, (list, tuple)):
-            from PIL import Image
-
-            if isinstance(images, Image.Image) or isinstance(images, (str, Path, np.ndarray)):
-                raise InputError("encode_images() takes a list of images; wrap a single one: encode_images([image])")
-            raise InputError(f"encode_images() takes a list of images, got {type(images).__name__}")
-        if not images:
-            raise InputError("encode_images() got an empty list; pass at least one image")
-        return list(images)
-
     def model_inputs(self, spec, items, input_names, pad_to=None):
         return {input_names[0]: preprocess(items, spec)}, None
 

@@ -14,6 +14,7 @@ Encoder and the kit's teacher alike.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 import numpy as np
@@ -71,7 +72,7 @@ class RuntimeModality:
 
     def check_items(self, items) -> list:
         """The items as a list, or an InputError that says what is wrong and what is allowed."""
-        if isinstance(items, (str, bytes, np.ndarray)) or not isinstance(items, (list, tuple)):
+        if isinstance(items, (str, bytes, PurePath, np.ndarray)) or not isinstance(items, (list, tuple)):
             raise InputError(f"{self.entry}() takes a list of {self.argument}, got {type(items).__name__}; wrap a "
                              f"single one: {self.entry}([item])")
         if not items:

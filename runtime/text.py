@@ -172,7 +172,10 @@ class TextModality(RuntimeModality):
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def pooling_mask(self, feeds, hidden):
-        return feeds["attention_mask"]
+        mask = feeds["attention_mask"]
+        if hidden.shape[1] == 1 and mask.shape[1] != 1:  # one position for the whole text: already pooled
+            return np.ones((len(mask), 1), np.int64)
+        return mask
 
     def bench_feeds(self, encoder, batch, seq_len):
         seq_len = seq_len or encoder.max_seq_length

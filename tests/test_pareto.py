@@ -53,3 +53,16 @@ def test_front_is_exactly_the_undominated_points(pairs):
     points = [_point(i, float(ms), c / 1000) for i, (ms, c) in enumerate(pairs)]
     kept = front(points, lambda r: r.latency_ms.p50)
     assert kept and not front_violations(points, kept)
+
+
+def test_a_report1_accuracy_reads_into_the_metric_and_probe_lists():
+    """edgeslim.report/1 kept STS-B and one probe in fixed fields; they load as report/2's lists."""
+    probe = {"train": "banking77-train", "test": "banking77-test", "train_items": 10, "test_items": 5, "knn_k": 3,
+             "knn_top1": 80.0, "linear_probe_top1": 82.0, "test_disjoint_from_calibration": True}
+    old = Accuracy.model_validate({"teacher_cosine_mean": 0.99, "teacher_cosine_min": 0.9, "eval_set": "e",
+                                   "eval_sentences": 1, "disjoint_from_calibration": True,
+                                   "overlap_with_calibration": 0, "stsb_spearman": 81.5, "stsb_split": "test",
+                                   "probe": probe})
+    assert old.metric("stsb_spearman") == 81.5 and old.metrics[0].label == "STS-B Spearman x100 (test)"
+    assert old.probe.knn_top1 == 80.0 and len(old.probes) == 1
+    assert quality(_point(0, 1.0, 0.99).model_copy(update={"accuracy": old}))[0] == 81.5

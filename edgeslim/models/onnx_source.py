@@ -106,8 +106,7 @@ class OnnxEncoder:
 
     def embed_inputs(self, feeds: dict) -> np.ndarray:
         hidden = self.states(feeds)
-        mask = None if self.pooled_output else self.runtime_modality.pooling_mask(feeds, hidden)
-        return pool_states(hidden, mask, self.pooling, self.normalize)
+        return pool_states(hidden, self.runtime_modality.pooling_mask(feeds, hidden), self.pooling, self.normalize)
 
     def embed_tokens(self, input_ids, attention_mask):
         return self.embed_inputs({"input_ids": input_ids, "attention_mask": attention_mask})
