@@ -364,14 +364,18 @@ def test_the_packaged_audio_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
 
 
 @needs_fsdd
-def test_the_audio_teacher_script_resumes_a_byol_run_exactly(tmp_path):
-    """--method byol (a predictor and an EMA target, no negatives) also checkpoints its target
-    network and predictor: stopped and resumed, it writes the weights of an unbroken run."""
+@pytest.mark.parametrize("options", [("--method", "byol"), ("--positives", "self"),
+                                     ("--positives", "neighbours", "--neighbours", "3", "--refresh-every", "1")],
+                         ids=["byol", "self-positives", "refreshed-neighbours"])
+def test_the_audio_teacher_script_resumes_every_method_exactly(tmp_path, options):
+    """Every method's extra state is checkpointed (BYOL: its target network and predictor;
+    refreshed neighbours: the ones found with earlier weights): stopped after step 5 of 8 (past
+    the refresh at epoch 1) and resumed, each writes the weights of an unbroken run."""
     from safetensors.numpy import load_file
 
-    assert _teacher_script("--out", str(tmp_path / "a"), "--method", "byol").returncode == 0
-    assert _teacher_script("--out", str(tmp_path / "b"), "--method", "byol", "--stop-after", "5").returncode == 3
-    resumed = _teacher_script("--out", str(tmp_path / "b"), "--method", "byol")
+    assert _teacher_script("--out", str(tmp_path / "a"), *options).returncode == 0
+    assert _teacher_script("--out", str(tmp_path / "b"), *options, "--stop-after", "5").returncode == 3
+    resumed = _teacher_script("--out", str(tmp_path / "b"), *options)
     assert resumed.returncode == 0 and "resuming from step 5/8" in resumed.stderr
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
