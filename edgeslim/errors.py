@@ -58,3 +58,8 @@ class OutputError(EdgeslimError):
 
 class ReportError(EdgeslimError):
     """A report file that is missing, unreadable or not an edgeslim report."""
+
+
+class SignatureError(BundleError):
+    """Trusted keys are configured and a bundle is unsigned, signed by a key that is not trusted,
+    or changed after it was signed (its manifest or one of its files)."""

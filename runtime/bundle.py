@@ -19,7 +19,7 @@ from edgeslim.errors import BundleError
 from edgeslim.runtime.manifest import BUNDLE_FORMAT, READABLE_FORMATS, Manifest, parse_manifest
 
 __all__ = ["BUNDLE_FORMAT", "MANIFEST_NAME", "MAX_MANIFEST_BYTES", "BundleReader", "manifest_digest",
-           "read_manifest", "sha256_file", "verify_files"]
+           "open_bundle_file", "read_manifest", "sha256_file", "verify_files"]
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
@@ -72,6 +72,14 @@ def _read_bounded(handle, limit: int, shown: str) -> bytes:
     if len(data) > limit:
         raise BundleError(f"{shown} grew past its bound of {limit} bytes while being read")
     return data
+
+
+def open_bundle_file(bundle_dir: Path, name: str, limit: int) -> bytes:
+    """The bytes of a file that sits beside the manifest without being listed in it (the
+    signature over the manifest): inside the folder, regular, at most `limit` bytes."""
+    shown = f"{bundle_dir}: {name}"
+    with _open_regular(_confined(Path(bundle_dir).resolve(), name), shown, limit) as handle:
+        return _read_bounded(handle, limit, shown)
 
 
 def read_manifest(bundle_dir: Path, manifest_path: Path | None = None) -> Manifest:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.errors import BundleError, InputError
+from edgeslim.errors import BundleError, InputError, SignatureError
 from edgeslim.runtime.backends import open_backend
 from edgeslim.runtime.bundle import BundleReader, read_manifest
 from edgeslim.runtime.manifest import Manifest
 from edgeslim.runtime.modalities import MODALITIES
+from edgeslim.runtime.signing import check_signature, trusted_keys_from
 from edgeslim.runtime.text import pool
 
 OVERLONG_POLICIES = ("truncate", "error")
@@ -27,9 +28,11 @@ OVERLONG_POLICIES = ("truncate", "error")
 class Encoder:
     """Encoder over one bundle. Build it with `load()`."""
 
-    def __init__(self, bundle_dir: Path, manifest: Manifest, backend, preprocessor, on_overlong: str):
+    def __init__(self, bundle_dir: Path, manifest: Manifest, backend, preprocessor, on_overlong: str,
+                 signed_by: str | None = None):
         self.bundle_dir = bundle_dir
         self.manifest = manifest
+        self.signed_by = signed_by  # the trusted key id that signed it, when keys were configured
         self.modality = manifest.modality
         self.modality_plugin = MODALITIES[manifest.modality]
         self.backend = backend
@@ -40,6 +43,11 @@ class Encoder:
         self.truncated_total = 0  # texts cut to max_seq_length since load
         self._count_lock = threading.Lock()
         self.input_names = [spec.name for spec in manifest.inputs]
+
+    @property
+    def identity(self) -> str:
+        """The bundle's name and content digest (its manifest's sha256, which pins every file)."""
+        return bundle_identity(self.manifest)
 
     @property
     def tokenizer(self):
@@ -122,16 +130,29 @@ class Encoder:
         return self.embed_inputs({name: pixel_values})
 
 
+def bundle_identity(manifest: Manifest) -> str:
+    """`name@digest`: what verify, bench, reports and devices call a bundle."""
+    return f"{manifest.name}@{manifest.manifest_sha256[:16]}"
+
+
 def load(bundle_dir: str | Path, threads: int | None = None, on_overlong: str = "truncate",
-         backend_options: dict | None = None, *, manifest_path: str | Path | None = None) -> Encoder:
+         backend_options: dict | None = None, *, manifest_path: str | Path | None = None,
+         trusted_keys: str | Path | None = None) -> Encoder:
     """Open a bundle: check its format and every file's sha256, then start its backend.
 
     threads: intra-op threads for the backend (None: the backend's default).
     on_overlong: text: 'truncate' (cut to max_seq_length, counted in `truncated_total`) or 'error'.
     backend_options: e.g. {"providers": [...]} for onnxruntime, {"device": "NPU"} for openvino.
     manifest_path: a manifest kept outside the bundle folder (the build's, before publication);
-    every file it lists is still read from the folder and checked.
+    every file it lists is still read from the folder and checked. Such a bundle is not signed yet:
+    trusted keys do not apply to it.
+    trusted_keys: a folder of trusted ed25519 `.pub` keys (default: the folder the environment
+    variable EDGESLIM_TRUSTED_KEYS names, if set). With keys, the bundle must carry a signature
+    by one of them over its current manifest, and every file is checked before anything loads;
+    otherwise a SignatureError says which of these failed.
     """
+    if not isinstance(bundle_dir, (str, Path)):
+        raise InputError(f"load() takes a bundle folder path (str or Path), got {type(bundle_dir).__name__}")
     if on_overlong not in OVERLONG_POLICIES:
         raise InputError(f"on_overlong={on_overlong!r}; allowed: {', '.join(OVERLONG_POLICIES)}")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
@@ -141,6 +162,17 @@ def load(bundle_dir: str | Path, threads: int | None = None, on_overlong: str = 
     bundle_dir = Path(bundle_dir)
     reader = BundleReader(bundle_dir, read_manifest(bundle_dir, manifest_path))
     manifest = reader.manifest
+    signed_by = None
+    if manifest_path is not None and trusted_keys is not None:
+        raise InputError("trusted_keys applies to a published bundle, not to one loaded through manifest_path")
+    trusted = trusted_keys_from(trusted_keys) if manifest_path is None else None
+    if trusted is not None:
+        signed_by = check_signature(bundle_dir, manifest.manifest_sha256, trusted)
+        try:  # every file before any is used: a signed bundle is all or nothing
+            reader.verify_all()
+        except BundleError as exc:
+            raise SignatureError(f"a file of the bundle signed by key {signed_by} changed after signing: {exc}") \
+                from None
     preprocessor = MODALITIES[manifest.modality].open_preprocessor(reader)
     backend = open_backend(manifest.backend, reader, threads, backend_options)
     reader.verify_all()  # the files no backend read (model card, reports, scripts)
@@ -149,4 +181,4 @@ def load(bundle_dir: str | Path, threads: int | None = None, on_overlong: str = 
         raise BundleError(
             f"{bundle_dir}: the model's inputs {sorted(backend.input_names)} differ from the manifest's {expected}"
         )
-    return Encoder(bundle_dir, manifest, backend, preprocessor, on_overlong)
+    return Encoder(bundle_dir, manifest, backend, preprocessor, on_overlong, signed_by)
