@@ -67,7 +67,7 @@ def load_report(path: Path) -> Report:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ReportError(f"{file} is not an edgeslim.report/1 file: {where}: {first['msg']}") from None
+        raise ReportError(f"{file} is not an edgeslim report (edgeslim.report/1 or /2): {where}: {first['msg']}") from None
 
 
 def run_label(report: Report, index: int) -> str:
@@ -135,6 +135,12 @@ def _chart(points: list[Point], axis: str, quality, quality_label: str, quality_
     import matplotlib
 
     matplotlib.use("Agg")
+    # Names come from reports: "$...$" in a variant name is text, never mathtext to parse.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw_chart(points, axis, quality, quality_label, quality_check)
+
+
+def _draw_chart(points: list[Point], axis: str, quality, quality_label: str, quality_check: str) -> bytes:
     import matplotlib.pyplot as plt
 
     cost, cost_label, cost_check = COST_AXES[axis]

@@ -10,9 +10,9 @@ the text metric as fixed fields) still load: they are read into the same lists.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 REPORT_SCHEMA = "edgeslim.report/2"
 READABLE_SCHEMAS = ("edgeslim.report/1", REPORT_SCHEMA)
@@ -22,14 +22,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+# A time a run took: finite and above zero (a NaN, 0 or negative p50 would pass for a speed-up).
+Milliseconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
 class _Timing(_Model):
     """Percentiles of one timed loop (warm-up first), and where and how it ran."""
 
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    mean: float | None = None
+    p50: Milliseconds
+    p90: Milliseconds
+    p95: Milliseconds
+    p99: Milliseconds
+    mean: Milliseconds | None = None
     batch: int
     threads: int
     runs: int
@@ -177,6 +181,13 @@ class Report(_Model):
     search: dict | None = None  # fronts, chosen bundle and plots of `edgeslim search`
     # Per target of the run: its device profile, latency kind and the variant its profile favours.
     targets: dict[str, dict] = Field(default_factory=dict)
+
+    @field_validator("host", "recipe")
+    @classmethod
+    def _named(cls, value: dict) -> dict:
+        if "name" in value and not isinstance(value["name"], str):
+            raise ValueError(f"name must be a string, got {type(value['name']).__name__}")
+        return value
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

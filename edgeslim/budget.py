@@ -93,5 +93,5 @@ class _BudgetBase(StrictModel):
 Budget = create_model(
     "Budget", __base__=_BudgetBase,
     **{c.key: (c.kind | None, Field(None, description=c.doc, **(c.bounds or {}))) for c in BUDGET_CHECKS},
-    **{key: (int, Field(default, ge=1)) for key, default in OPERATING_POINT.items()},
+    **{key: (int, Field(default, ge=1, le=65_536)) for key, default in OPERATING_POINT.items()},
 )

@@ -13,11 +13,21 @@ from pathlib import Path
 from edgeslim.errors import OutputError
 
 
+def _check_parents(path: Path) -> None:
+    """OutputError if a folder on the way to `path` is an existing file (mkdir would fail raw)."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{path}: {parent} is a file, not a folder; give a path inside a folder")
+            return
+
+
 def check_new_file(path: Path, force: bool) -> None:
     """Raise OutputError unless a file may be written at `path` (absent, or present with force)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give the path of a file to write")
+    _check_parents(path)
     if path.exists() and not force:
         raise OutputError(f"{path} exists; choose another path or pass --force to replace it")
 
@@ -57,6 +67,7 @@ def check_new_dir(target: Path, force: bool, inputs: tuple[Path, ...] = ()) -> N
             raise OutputError(f"{target} is or holds the input {source}; write into a new folder instead")
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target} exists and is not a folder; choose a new folder")
+    _check_parents(target)
     if target.is_dir() and any(target.iterdir()) and not force:
         raise OutputError(f"{target} exists and is not empty; choose a new folder or pass --force to replace it")
 

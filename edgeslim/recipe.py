@@ -90,9 +90,9 @@ class DataSpec(StrictModel):
 
 
 class BenchmarkSpec(StrictModel):
-    warmup: int = Field(10, ge=1)
-    min_runs: int = Field(100, ge=1)
-    min_seconds: float = Field(0.0, ge=0.0)
+    warmup: int = Field(10, ge=1, le=100_000)
+    min_runs: int = Field(100, ge=1, le=10_000_000)
+    min_seconds: float = Field(0.0, ge=0.0, le=3600.0)
     # Also time real sentences at their own lengths, at these batch sizes (empty: skip).
     real_length_batches: tuple[int, ...] = (1, 32)
     real_length_sentences: int = Field(256, ge=32)
@@ -327,11 +327,46 @@ def _depth(value, limit: int, level: int = 0) -> int:
     return max((_depth(child, limit, level + 1) for child in children), default=level + 1)
 
 
+MAX_RECIPE_NODES = 100_000  # values once aliases are expanded; the packaged recipes have < 1,000
+
+
+def _expanded_size(node, memo: dict, limit: int) -> int:
+    """How many values the node stands for with every alias expanded, counted once per node
+    (an alias is the same node object), so a nest of aliases costs its size, not its expansion."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = limit + 1  # a node met again while being counted is a cycle: over any limit
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, memo, limit)
+        if total > limit:
+            break
+    memo[key] = total
+    return total
+
+
+def _safe_yaml(text: str, path: Path):
+    """yaml.safe_load, after refusing a document whose aliases expand past MAX_RECIPE_NODES
+    values (an alias bomb: a few lines that stand for billions of values)."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is not None and _expanded_size(node, {}, MAX_RECIPE_NODES) > MAX_RECIPE_NODES:
+        raise RecipeError(f"{path}: its YAML aliases expand to more than {MAX_RECIPE_NODES:,} values; a recipe "
+                          "uses anchors to share a few steps, not to multiply them")
+    return yaml.safe_load(text)
+
+
 def parse_recipe(text: str, path: Path) -> Recipe:
     if len(text) > MAX_RECIPE_BYTES:
         raise RecipeError(f"{path}: {len(text)} characters; a recipe is at most {MAX_RECIPE_BYTES} characters")
     try:
-        data = yaml.safe_load(text)
+        data = _safe_yaml(text, path)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     except RecursionError:
