@@ -13,6 +13,8 @@
     edgeslim keys new --out DIR         a new ed25519 signing key pair (DIR/edgeslim.key, .pub)
     edgeslim sign BUNDLE --key KEY      sign a bundle's manifest (signature.json beside it)
     edgeslim verify BUNDLE --trusted-keys DIR   also require a signature by one of DIR's keys
+    edgeslim deploy BUNDLE ssh://user@host[:port]/path   into a new slot on the device, switched atomically
+    edgeslim device status|rollback ssh://...            the device's slots; back to the previous one
 
 Exit codes: 0 ok, 1 a bundle or run failed, 2 bad input (recipe, data, bundle, report, arguments,
 an output path that would overwrite something), 3 a bundle the recipe marks as required missed its budget.
@@ -264,6 +266,41 @@ def cmd_sign(args) -> int:
     return 0
 
 
+def _device(args):
+    from edgeslim.deploy import parse_device
+
+    return parse_device(args.device, args.identity, args.known_hosts, args.remote_python)
+
+
+def cmd_deploy(args) -> int:
+    from edgeslim.deploy import deploy
+
+    result = deploy(Path(args.bundle), _device(args), keep=args.keep, trusted_keys=args.trusted_keys)
+    health = result["health"]
+    signed = f", signed by {health['signed_by']}" if health.get("signed_by") else ""
+    print(f"{args.device}: current -> {result['current']} (was {result['previous']}); health check ok "
+          f"({health['seconds']} s{signed}); removed slots: {', '.join(result['removed']) or 'none'}")
+    return 0
+
+
+def cmd_device(args) -> int:
+    from edgeslim.deploy import device_command
+
+    result = device_command(_device(args), args.device_command, args.trusted_keys)
+    if args.device_command == "status":
+        print(f"{args.device}: current {result['current']}")
+        for slot in result["slots"]:
+            print(f"  {'*' if slot == result['current'] else ' '} {slot}")
+        last = result.get("last_health")
+        if last:
+            print(f"  last health check: {last.get('slot')} {'ok' if last.get('ok') else 'FAILED'} at {last.get('at')}"
+                  + (f": {last['error']}" if last.get("error") else ""))
+    else:
+        print(f"{args.device}: rolled back, current -> {result['current']} (was {result['previous']}); health "
+              "check ok")
+    return 0
+
+
 def cmd_targets(args) -> int:
     from edgeslim.targets import TARGETS
 
@@ -312,6 +349,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder of trusted .pub keys: the bundle must be signed by one of them "
                              "(default: the folder EDGESLIM_TRUSTED_KEYS names, if set)")
     verify.set_defaults(func=cmd_verify)
+    def device_options(command):
+        command.add_argument("--identity", help="SSH private key for the device (ssh -i)")
+        command.add_argument("--known-hosts", help="known_hosts file holding the device's host key (default: ssh's)")
+        command.add_argument("--remote-python", default="python3",
+                             help="the device's Python with edgeslim installed (default: %(default)s)")
+        command.add_argument("--trusted-keys", default=None,
+                             help="the device's folder of trusted .pub keys (default: its EDGESLIM_TRUSTED_KEYS)")
+
+    deploying = sub.add_parser("deploy", help="put a bundle on a device over SSH: new slot, checks, atomic switch")
+    deploying.add_argument("bundle")
+    deploying.add_argument("device", help="ssh://[user@]host[:port]/absolute/path")
+    deploying.add_argument("--keep", type=int, default=3, help="slots to keep on the device (default: %(default)s)")
+    device_options(deploying)
+    deploying.set_defaults(func=cmd_deploy)
+    devices = sub.add_parser("device", help="a device's bundle slots").add_subparsers(dest="device_command",
+                                                                                       required=True)
+    for name, text in (("status", "slots, which is current, the last health check"),
+                       ("rollback", "switch back to the slot that was current before (health-checked)")):
+        command = devices.add_parser(name, help=text)
+        command.add_argument("device", help="ssh://[user@]host[:port]/absolute/path")
+        device_options(command)
+        command.set_defaults(func=cmd_device)
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
     keys_new = keys.add_parser("new", help="a new ed25519 key pair: OUT/NAME.key (0600) and OUT/NAME.pub")
     keys_new.add_argument("--out", required=True, help="folder for the key files")

@@ -1,0 +1,159 @@
+"""Deploy over a real OpenSSH server on loopback: slots, health checks, the atomic switch and
+rollback. The fixture starts Debian's sshd with throwaway host and user keys on 127.0.0.1 and
+stops it afterwards; the "device" runs `python -m edgeslim.runtime.device` with this Python."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeslim.cli import main
+from edgeslim.deploy import DeployError, deploy, device_command, parse_device
+from edgeslim.errors import InputError
+from edgeslim.runtime import load, read_manifest
+from edgeslim.runtime.encoder import bundle_identity
+from edgeslim.signing import new_key, sign_bundle
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+needs_sshd = pytest.mark.skipif(not Path(SSHD).exists() or shutil.which("ssh") is None,
+                                reason="needs OpenSSH (apt install openssh-server openssh-client; .ci/run does)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real sshd on 127.0.0.1: key-only login as this user, throwaway keys."""
+    home = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
+    (home / "authorized_keys").write_text((home / "user.pub").read_text())
+    port = _free_port()
+    (home / "sshd_config").write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {home / 'host'}
+AuthorizedKeysFile {home / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+PidFile {home / 'sshd.pid'}
+""")
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation folder
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+    host_key = (home / "host.pub").read_text().split()
+    (home / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    yield {"port": port, "identity": home / "user", "known_hosts": home / "known_hosts", "user": user}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _device(sshd, root: Path):
+    root.mkdir(parents=True, exist_ok=True)
+    return parse_device(f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}{root}", sshd["identity"],
+                        sshd["known_hosts"], sys.executable)
+
+
+def _cli_device_args(sshd) -> list[str]:
+    return ["--identity", str(sshd["identity"]), "--known-hosts", str(sshd["known_hosts"]),
+            "--remote-python", sys.executable]
+
+
+@pytest.mark.parametrize("url, match", [
+    ("scp://host/x", "give ssh://"), ("ssh://host", "absolute folder"), ("ssh://host/", "absolute folder"),
+    ("ssh://host:99999/x", "port must be a number"), ("ssh://us er@host/x", "not a plain login name"),
+    ("ssh://u:pw@host/x", "no password"), ("ssh://host/a/../b", "absolute folder"),
+])
+def test_a_bad_device_url_says_what_is_wrong(url, match):
+    with pytest.raises(InputError, match=match):
+        parse_device(url)
+
+
+@needs_sshd
+def test_deploy_status_refusal_and_rollback_on_a_real_sshd(sshd, tiny_run, tmp_path, capsys):
+    """keys -> sign -> deploy -> status -> a second bundle -> a third the device refuses (its
+    signature is not trusted there) stays off -> rollback to the first."""
+    bundles = tiny_run["out"] / "bundles"
+    first, second, third = (tmp_path / n for n in ("first", "second", "third"))
+    shutil.copytree(bundles / "ort-int8-dynamic", first)
+    shutil.copytree(bundles / "ort-fp32", second)
+    shutil.copytree(bundles / "ort-int8-dynamic", third)
+    _, _, ours = new_key(tmp_path / "keys", "release")
+    _, _, theirs = new_key(tmp_path / "other-keys", "intruder")
+    for bundle in (first, second):
+        sign_bundle(bundle, tmp_path / "keys" / "release.key")
+    sign_bundle(third, tmp_path / "other-keys" / "intruder.key")
+    root = tmp_path / "device"
+    device = _device(sshd, root)
+    url = device.url
+    options = _cli_device_args(sshd) + ["--trusted-keys", str(tmp_path / "keys")]
+
+    assert main(["deploy", str(first), url, *options]) == 0
+    first_id = bundle_identity(read_manifest(first))
+    assert f"current -> {first_id} (was None); health check ok" in capsys.readouterr().out
+    assert main(["device", "status", url, *_cli_device_args(sshd)]) == 0
+    out = capsys.readouterr().out
+    assert f"current {first_id}" in out and "last health check: " in out and " ok at " in out
+
+    assert main(["deploy", str(second), url, *options]) == 0
+    second_id = bundle_identity(read_manifest(second))
+    assert f"current -> {second_id} (was {first_id})" in capsys.readouterr().out
+
+    assert main(["deploy", str(third), url, *options]) == 1
+    err = capsys.readouterr().err
+    assert f"signed by key {theirs}, which is not trusted here" in err and f"current stays {second_id}" in err
+    assert os.readlink(root / "current") == f"slots/{second_id}"
+    assert sorted(p.name for p in (root / "slots").iterdir()) == sorted([first_id, second_id])
+    assert load(root / "current", trusted_keys=tmp_path / "keys").signed_by == ours
+
+    assert main(["device", "rollback", url, *options]) == 0
+    assert f"rolled back, current -> {first_id} (was {second_id})" in capsys.readouterr().out
+    assert load(root / "current").identity == first_id
+
+
+@needs_sshd
+def test_keep_prunes_old_slots_but_never_the_current_one(sshd, tiny_run, tmp_path):
+    bundles = tiny_run["out"] / "bundles"
+    device = _device(sshd, tmp_path / "device")
+    names = ["ort-int8-dynamic", "ort-fp32", "ort-int8-dynamic"]
+    results = [deploy(bundles / name, device, keep=1) for name in names]
+    assert results[1]["removed"] == [results[0]["slot"]]
+    assert results[2]["current"] == results[0]["slot"]  # the same bundle again: a fresh slot of the same name
+    status = device_command(device, "status")
+    assert status["slots"] == [results[2]["slot"]] and status["incoming"] == []
+
+
+@needs_sshd
+def test_an_unreachable_device_or_missing_agent_is_a_deploy_error(sshd, tiny_run, tmp_path):
+    bundle = tiny_run["out"] / "bundles" / "ort-fp32"
+    wrong_python = parse_device(f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}{tmp_path}", sshd["identity"],
+                                sshd["known_hosts"], "/nonexistent/python3")
+    with pytest.raises(DeployError, match="the device agent gave no result"):
+        deploy(bundle, wrong_python)
+    closed = parse_device(f"ssh://{sshd['user']}@127.0.0.1:{_free_port()}{tmp_path}", sshd["identity"],
+                          sshd["known_hosts"], sys.executable)
+    with pytest.raises(DeployError, match="cannot make an upload folder"):
+        deploy(bundle, closed)
