@@ -63,6 +63,12 @@ class EstimateInput:
     int8: bool  # int8 weights/compute (from the steps' declarations)
 
 
+def round_ms(ms: float) -> float:
+    """Milliseconds to 3 decimals, or 3 significant figures below 0.1 ms: a tiny model's
+    microseconds must not round to a latency of zero."""
+    return round(ms, 3) if ms >= 0.1 else float(f"{ms:.3g}")
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A latency figure for a device this host is not."""

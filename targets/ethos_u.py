@@ -29,7 +29,8 @@ from edgeslim.compress.artifacts import ModelArtifact
 from edgeslim.errors import ExportError, MissingExtraError
 from edgeslim.extras import install_hint
 from edgeslim.runtime.manifest import LiteRtBodyOptions, backend_options
-from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, Estimate, EstimateInput, ExportContext, Target, copy_artifact
+from edgeslim.targets.base import (Budget, BundleFiles, DeviceProfile, Estimate, EstimateInput, ExportContext, Target,
+                                  copy_artifact, round_ms)
 
 def vela_executable() -> str:
     beside = Path(sys.executable).with_name("vela")  # the venv's own, even when not on PATH
@@ -164,7 +165,7 @@ class EthosU(Target):
         where = (f"estimated: Vela {_vela_version()} performance model, {summary['accelerator_configuration']} "
                  f"at {clock_mhz:.0f} MHz ({summary['system_config']}, {summary['memory_mode']}); NPU graph only, "
                  f"{cpu_side}")
-        return Estimate(ms=round(ms, 3), where=where, what="Vela cycles_total / NPU clock, one inference",
+        return Estimate(ms=round_ms(ms), where=where, what="Vela cycles_total / NPU clock, one inference",
                         details=details)
 
     def firmware_notes(self, manifest, reader, symbol: str) -> tuple[list[str], int | None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeslim.targets.base import DeviceProfile
+from edgeslim.targets.base import DeviceProfile, round_ms
 
 @dataclass(frozen=True)
 class Estimate:
@@ -39,6 +39,6 @@ def estimate_latency(profile: DeviceProfile, macs: float, weight_bytes: int, int
     compute_s = macs / peak
     memory_s = weight_bytes / (profile.memory_bandwidth_gbs * 1e9) if profile.memory_bandwidth_gbs else 0.0
     bound = "compute" if compute_s >= memory_s else "memory"
-    return Estimate(ms=round(1000 * max(compute_s, memory_s), 3), macs=macs, weight_bytes=weight_bytes, bound=bound,
+    return Estimate(ms=round_ms(1000 * max(compute_s, memory_s)), macs=macs, weight_bytes=weight_bytes, bound=bound,
                     precision="int8" if int8 else float_name,
                     model="max(MACs / (peak MAC/s per core x threads), weight bytes / memory bandwidth)")
