@@ -135,3 +135,12 @@ class Builder:
         return BuiltBundle(staging=staging, manifest=manifest, manifest_path=manifest_path, files=files, reader=reader,
                            torch_model=torch_model, records=tuple(records),
                            int8=any(s.int8 for s in planned.steps))
+
+
+def health_reference(built: BuiltBundle) -> dict:
+    """The staged bundle's own embeddings of its modality's health-check items, run here by the
+    runtime as a device runs them: the reference a device compares with after a deploy."""
+    from edgeslim.runtime import load
+    from edgeslim.runtime.health import reference
+
+    return reference(load(built.staging, threads=1, manifest_path=built.manifest_path))

@@ -20,9 +20,10 @@ from edgeslim.runtime.backend_registry import (BACKEND_SPECS, OPENVINO_CONFIG_KE
 from edgeslim.runtime.modalities import MODALITIES
 from edgeslim.runtime.text import TEXT
 
-BUNDLE_FORMAT = "edgeslim.bundle/2"  # what this edgeslim writes: modality, inputs and preprocessing
-# bundle/1: text bundles written before modalities; they load as text bundles.
-READABLE_FORMATS = ("edgeslim.bundle/1", BUNDLE_FORMAT)
+BUNDLE_FORMAT = "edgeslim.bundle/3"  # what this edgeslim writes: /2 + the health check's reference embeddings
+# bundle/1: text bundles written before modalities; they load as text bundles. bundle/2: before
+# health checks (a device checks them without a reference).
+READABLE_FORMATS = ("edgeslim.bundle/1", "edgeslim.bundle/2", BUNDLE_FORMAT)
 MAX_FILE_BYTES = 4 << 30  # bound for bundles written before file_sizes (no edge model is larger)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -70,8 +71,23 @@ def _known(registry: dict, what: str):
     return AfterValidator(check)
 
 
+class HealthReference(_Strict):
+    """Reference embeddings of the modality's health-check items (`health_items`), one row per
+    item, and the cosine a device's run of the same items must reach on each."""
+
+    items: Annotated[int, Field(ge=1, le=16)]
+    embeddings: Annotated[list[list[Annotated[float, Field(allow_inf_nan=False)]]], Field(min_length=1, max_length=16)]
+    min_cosine: Annotated[float, Field(gt=0.0, le=1.0)]
+
+    @model_validator(mode="after")
+    def _rows(self):
+        if len(self.embeddings) != self.items:
+            raise ValueError(f"health_check: {self.items} items but {len(self.embeddings)} embedding rows")
+        return self
+
+
 class Manifest(_Strict):
-    format: Literal["edgeslim.bundle/1", "edgeslim.bundle/2"]
+    format: Literal["edgeslim.bundle/1", "edgeslim.bundle/2", "edgeslim.bundle/3"]
     created_by: str | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
     target: Annotated[str, Field(min_length=1, max_length=100)]
@@ -101,6 +117,9 @@ class Manifest(_Strict):
     files: dict[RelativeName, Sha256]
     # Byte size of every file: the bound each read is held to (bundles before it: MAX_FILE_BYTES).
     file_sizes: dict[RelativeName, Annotated[int, Field(ge=0, le=MAX_FILE_BYTES)]] | None = None
+    # The bundle's own embeddings of its modality's health-check items, taken when it was built:
+    # what a device compares its run with after a deploy (runtime/health.py).
+    health_check: HealthReference | None = None
     manifest_sha256: Sha256
 
     @model_validator(mode="before")
@@ -116,6 +135,13 @@ class Manifest(_Strict):
         if self.format == "edgeslim.bundle/1" and not MODALITIES[self.modality].reads_tokenizer:
             raise ValueError("edgeslim.bundle/1 bundles are text bundles; modality needs edgeslim.bundle/2")
         MODALITIES[self.modality].check_manifest(self)
+        if self.health_check is not None:
+            if self.format != BUNDLE_FORMAT:
+                raise ValueError(f"health_check needs format {BUNDLE_FORMAT}")
+            widths = {len(row) for row in self.health_check.embeddings}
+            if widths != {self.embedding_dim}:
+                raise ValueError(f"health_check embeddings have {sorted(widths)} values a row; embedding_dim is "
+                                 f"{self.embedding_dim}")
         if self.file_sizes is not None and set(self.file_sizes) != set(self.files):
             raise ValueError(f"file_sizes lists {sorted(self.file_sizes)}, files lists {sorted(self.files)}: "
                              "they must name the same files")

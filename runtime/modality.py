@@ -138,6 +138,11 @@ class RuntimeModality:
         """A made-up item that `edgeslim verify` encodes when given none."""
         raise NotImplementedError
 
+    def health_items(self, preprocessor) -> list:
+        """The items a device encodes after a deploy and compares with the bundle's reference
+        embeddings (a pure function of the preprocessor: the same items on every machine)."""
+        return [self.sample_item(preprocessor)]
+
 
 def check_modality(modality: RuntimeModality) -> list[str]:
     """What a runtime modality lacks (an empty list: it fulfils the contract)."""

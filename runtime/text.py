@@ -191,6 +191,10 @@ class TextModality(RuntimeModality):
     def sample_item(self, tokenizer):
         return "a small test sentence"
 
+    def health_items(self, tokenizer) -> list:
+        return ["a small test sentence", "The device loaded the new model and checked it before switching.",
+                "Wie spät ist es?"]
+
 
 # Real text to cut `edgeslim bench`'s input from (the bundle's own tokenizer turns it into ids).
 _BENCH_TEXT = ("A bundle is measured on the device it was made for, with the input length, batch size and "

@@ -4,6 +4,7 @@ stops it afterwards; the "device" runs `python -m edgeslim.runtime.device` with 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,7 +18,8 @@ import pytest
 from edgeslim.cli import main
 from edgeslim.deploy import DeployError, deploy, device_command, parse_device
 from edgeslim.errors import InputError
-from edgeslim.runtime import load, read_manifest
+from edgeslim.runtime import MANIFEST_NAME, load, read_manifest
+from edgeslim.runtime.bundle import manifest_digest
 from edgeslim.runtime.encoder import bundle_identity
 from edgeslim.signing import new_key, sign_bundle
 
@@ -92,20 +94,32 @@ def test_a_bad_device_url_says_what_is_wrong(url, match):
         parse_device(url)
 
 
+def wrong_reference(bundle: Path) -> None:
+    """A deliberately wrong health-check reference (the embeddings negated), the manifest's
+    digest recomputed: a bundle that is well-formed and signable but fails its health check."""
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    manifest["health_check"]["embeddings"] = [[-v for v in row] for row in manifest["health_check"]["embeddings"]]
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
 @needs_sshd
 def test_deploy_status_refusal_and_rollback_on_a_real_sshd(sshd, tiny_run, tmp_path, capsys):
-    """keys -> sign -> deploy -> status -> a second bundle -> a third the device refuses (its
-    signature is not trusted there) stays off -> rollback to the first."""
+    """keys -> sign -> deploy -> status -> a second bundle -> a third whose health check fails
+    (a deliberately wrong reference) is refused and the device stays on the second -> one signed
+    by a key the device does not trust is refused too -> rollback to the first."""
     bundles = tiny_run["out"] / "bundles"
-    first, second, third = (tmp_path / n for n in ("first", "second", "third"))
+    first, second, third, fourth = (tmp_path / n for n in ("first", "second", "third", "fourth"))
     shutil.copytree(bundles / "ort-int8-dynamic", first)
     shutil.copytree(bundles / "ort-fp32", second)
-    shutil.copytree(bundles / "ort-int8-dynamic", third)
+    shutil.copytree(bundles / "ort-int8-static", third)
+    shutil.copytree(bundles / "ort-int8-dynamic", fourth)
+    wrong_reference(third)
     _, _, ours = new_key(tmp_path / "keys", "release")
     _, _, theirs = new_key(tmp_path / "other-keys", "intruder")
-    for bundle in (first, second):
+    for bundle in (first, second, third):
         sign_bundle(bundle, tmp_path / "keys" / "release.key")
-    sign_bundle(third, tmp_path / "other-keys" / "intruder.key")
+    sign_bundle(fourth, tmp_path / "other-keys" / "intruder.key")
     root = tmp_path / "device"
     device = _device(sshd, root)
     url = device.url
@@ -123,6 +137,12 @@ def test_deploy_status_refusal_and_rollback_on_a_real_sshd(sshd, tiny_run, tmp_p
     assert f"current -> {second_id} (was {first_id})" in capsys.readouterr().out
 
     assert main(["deploy", str(third), url, *options]) == 1
+    err = capsys.readouterr().err
+    assert "health failed: health check: cosine to the build's reference -1.0000" in err, err
+    assert f"current stays {second_id}" in err
+    assert main(["device", "status", url, *_cli_device_args(sshd)]) == 0
+    assert "FAILED" in capsys.readouterr().out
+    assert main(["deploy", str(fourth), url, *options]) == 1
     err = capsys.readouterr().err
     assert f"signed by key {theirs}, which is not trusted here" in err and f"current stays {second_id}" in err
     assert os.readlink(root / "current") == f"slots/{second_id}"
@@ -157,3 +177,32 @@ def test_an_unreachable_device_or_missing_agent_is_a_deploy_error(sshd, tiny_run
                           sshd["known_hosts"], sys.executable)
     with pytest.raises(DeployError, match="cannot make an upload folder"):
         deploy(bundle, closed)
+
+
+def test_the_health_check_compares_with_the_reference_built_into_the_manifest(tiny_bundle):
+    from edgeslim.runtime.health import check_health
+
+    manifest = read_manifest(tiny_bundle)
+    assert manifest.format == "edgeslim.bundle/3" and manifest.health_check.items == 3
+    found = check_health(load(tiny_bundle))
+    assert found["ok"] and min(found["cosines"]) > 0.9999  # the same bundle on the same host
+    wrong_reference(tiny_bundle)
+    found = check_health(load(tiny_bundle))
+    assert not found["ok"] and "below the bundle's floor" in found["error"]
+
+
+def test_a_bundle_2_without_a_reference_gets_the_basic_check(tiny_bundle):
+    from edgeslim.runtime.health import check_health
+
+    manifest = json.loads((tiny_bundle / MANIFEST_NAME).read_text())
+    manifest["format"] = "edgeslim.bundle/2"
+    del manifest["health_check"]
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    (tiny_bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+    found = check_health(load(tiny_bundle))
+    assert found["ok"] and "basic check only" in found["reference"]
+    manifest["health_check"] = {"items": 1, "embeddings": [[0.0] * 32], "min_cosine": 0.9}
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    (tiny_bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="health_check needs format edgeslim.bundle/3"):
+        load(tiny_bundle)

@@ -124,7 +124,7 @@ def test_a_saved_local_folder_runs_end_to_end(family, tmp_path):
     assert result["accuracy"]["teacher_cosine_mean"] > 0.9 and result["budget"]["passed"]
     assert result["speedup_spread"]["rounds"] == 3
     encoder = load(result["bundle"])
-    assert encoder.manifest.format == "edgeslim.bundle/2" and encoder.manifest.modality == ("text" if text else "image")
+    assert encoder.manifest.format == "edgeslim.bundle/3" and encoder.manifest.modality == ("text" if text else "image")
     probes = report["baseline"]["accuracy"]["probes"]
     if text:
         assert probes == []  # the text recipe here turns the probe off
@@ -184,6 +184,7 @@ def test_a_bundle1_text_bundle_still_loads_and_an_unknown_format_says_how_to_reb
         manifest["format"] = "edgeslim.bundle/1"
         del manifest["modality"]
         del manifest["tokenizer_file"]  # bundle/1 always had tokenizer.json
+        del manifest["health_check"]  # bundle/3
 
     _rewrite(bundle, as_bundle1)
     old = load(bundle)
