@@ -258,11 +258,12 @@ def cmd_keys_new(args) -> int:
 def cmd_sign(args) -> int:
     from edgeslim.runtime import read_manifest
     from edgeslim.runtime.encoder import bundle_identity
+    from edgeslim.runtime.signing import SIGNATURE_NAME
     from edgeslim.signing import sign_bundle
 
     document = sign_bundle(Path(args.bundle), Path(args.key), force=args.force)
     print(f"{args.bundle}: {bundle_identity(read_manifest(Path(args.bundle)))} signed by key {document['key_id']} "
-          f"({Path(args.bundle) / 'signature.json'})")
+          f"({Path(args.bundle) / SIGNATURE_NAME})")
     return 0
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from edgeslim.errors import EdgeslimError, InputError
-from edgeslim.runtime.bundle import BundleReader, read_manifest
+from edgeslim.runtime.bundle import MANIFEST_NAME, BundleReader, read_manifest
 from edgeslim.runtime.device import INCOMING_PREFIX
+from edgeslim.runtime.signing import SIGNATURE_NAME
 
 __all__ = ["DeployError", "Device", "deploy", "device_command", "parse_device"]
 
@@ -160,9 +161,9 @@ def deploy(bundle: Path, device: Device, keep: int = 3, trusted_keys: str | None
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     BundleReader(bundle, manifest).verify_all()
-    names = ["manifest.json", *manifest.files]
-    if (bundle / "signature.json").is_file():
-        names.append("signature.json")
+    names = [MANIFEST_NAME, *manifest.files]
+    if (bundle / SIGNATURE_NAME).is_file():
+        names.append(SIGNATURE_NAME)
     incoming = _upload(device, bundle, names)
     arguments = ["activate", "--incoming", incoming, "--keep", str(keep)]
     if trusted_keys:

@@ -353,13 +353,19 @@ def _expanded_size(node, memo: dict, limit: int) -> int:
 
 
 def _safe_yaml(text: str, path: Path):
-    """yaml.safe_load, after refusing a document whose aliases expand past MAX_RECIPE_NODES
-    values (an alias bomb: a few lines that stand for billions of values)."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
-    if node is not None and _expanded_size(node, {}, MAX_RECIPE_NODES) > MAX_RECIPE_NODES:
-        raise RecipeError(f"{path}: its YAML aliases expand to more than {MAX_RECIPE_NODES:,} values; a recipe "
-                          "uses anchors to share a few steps, not to multiply them")
-    return yaml.safe_load(text)
+    """yaml.safe_load, parsed once: the composed node graph is refused when its aliases expand
+    past MAX_RECIPE_NODES values (an alias bomb: a few lines that stand for billions of values)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, MAX_RECIPE_NODES) > MAX_RECIPE_NODES:
+            raise RecipeError(f"{path}: its YAML aliases expand to more than {MAX_RECIPE_NODES:,} values; a recipe "
+                              "uses anchors to share a few steps, not to multiply them")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def parse_recipe(text: str, path: Path) -> Recipe:

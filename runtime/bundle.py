@@ -89,15 +89,15 @@ def read_manifest(bundle_dir: Path, manifest_path: Path | None = None) -> Manife
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir}: not a bundle folder (it does not exist or is not a directory)")
-    root = bundle_dir.resolve()
     path = bundle_dir / MANIFEST_NAME if manifest_path is None else Path(manifest_path)
     if not path.exists() and not path.is_symlink():
         raise BundleError(f"{bundle_dir}: no {MANIFEST_NAME}; not an edgeslim bundle" if manifest_path is None
                           else f"{path}: no such manifest file")
-    shown = f"{bundle_dir}: {MANIFEST_NAME}" if manifest_path is None else str(path)
-    target = _confined(root, MANIFEST_NAME) if manifest_path is None else path
-    with _open_regular(target, shown, MAX_MANIFEST_BYTES) as handle:
-        raw = _read_bounded(handle, MAX_MANIFEST_BYTES, shown)
+    if manifest_path is None:
+        raw = open_bundle_file(bundle_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    else:
+        with _open_regular(path, str(path), MAX_MANIFEST_BYTES) as handle:
+            raw = _read_bounded(handle, MAX_MANIFEST_BYTES, str(path))
     try:
         document = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

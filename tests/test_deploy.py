@@ -17,7 +17,7 @@ import pytest
 
 from edgeslim.cli import main
 from edgeslim.deploy import DeployError, deploy, device_command, parse_device
-from edgeslim.errors import InputError
+from edgeslim.errors import BundleError, InputError
 from edgeslim.runtime import MANIFEST_NAME, load, read_manifest
 from edgeslim.runtime.bundle import manifest_digest
 from edgeslim.runtime.encoder import bundle_identity
@@ -204,5 +204,5 @@ def test_a_bundle_2_without_a_reference_gets_the_basic_check(tiny_bundle):
     manifest["health_check"] = {"items": 1, "embeddings": [[0.0] * 32], "min_cosine": 0.9}
     manifest["manifest_sha256"] = manifest_digest(manifest)
     (tiny_bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(Exception, match="health_check needs format edgeslim.bundle/3"):
+    with pytest.raises(BundleError, match="health_check needs format edgeslim.bundle/3"):
         load(tiny_bundle)

@@ -5,7 +5,6 @@ test: an alias bomb, huge or non-finite numbers in recipes, reports that crashed
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -25,10 +24,9 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
     levels += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]" for i in range(8)]
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(levels) + "\n")  # 10**9 values in 9 short lines
-    started = time.perf_counter()
+    # refused from the composed node graph, before anything is expanded (it used to hang here)
     assert main(["recipe", "check", str(bomb)]) == 2
     assert "aliases expand to more than 100,000 values" in capsys.readouterr().err
-    assert time.perf_counter() - started < 30  # a guard against the hang, not a speed claim
     recursive = tmp_path / "recursive.yaml"
     recursive.write_text("a: &a [*a]\n")
     with pytest.raises(RecipeError):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgeslim.cli import main
-from edgeslim.errors import InputError, OutputError, SignatureError
+from edgeslim.errors import BundleError, InputError, OutputError, SignatureError
 from edgeslim.runtime import MANIFEST_NAME, load, read_manifest, sha256_file
 from edgeslim.runtime.bundle import manifest_digest
 from edgeslim.runtime.signing import SIGNATURE_NAME, TRUSTED_KEYS_ENV
@@ -136,7 +136,7 @@ def test_signing_refuses_a_broken_bundle_and_an_existing_signature(tiny_bundle, 
     card = tiny_bundle / "MODEL_CARD.md"
     original = card.read_bytes()
     card.write_bytes(original[:-1] + b"x")
-    with pytest.raises(Exception, match="checksum mismatch for MODEL_CARD.md"):
+    with pytest.raises(BundleError, match="checksum mismatch for MODEL_CARD.md"):
         sign_bundle(tiny_bundle, keys["key"])
     assert not (tiny_bundle / SIGNATURE_NAME).exists()
     card.write_bytes(original)
