@@ -26,7 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgeslim.errors import BudgetExceeded, EdgeslimError
+from edgeslim.errors import BudgetExceeded, EdgeslimError, InputError
 from edgeslim.outputs import check_new_file
 
 EXIT_ERROR, EXIT_INPUT, EXIT_BUDGET = 1, 2, 3
@@ -267,39 +267,66 @@ def cmd_sign(args) -> int:
     return 0
 
 
-def _device(args):
+def _fleet(args) -> list:
+    """The devices a deploy / device command addresses: one URL, or every device of --inventory."""
     from edgeslim.deploy import parse_device
+    from edgeslim.inventory import FleetDevice, load_inventory
 
-    return parse_device(args.device, args.identity, args.known_hosts, args.remote_python)
+    if (args.device is None) == (args.inventory is None):
+        raise InputError("name one device (ssh://[user@]host[:port]/path) or an --inventory file, not both")
+    if args.inventory is not None:
+        return load_inventory(args.inventory)
+    device = parse_device(args.device, args.identity, args.known_hosts, args.remote_python)
+    return [FleetDevice(device.url, device, args.trusted_keys)]
+
+
+def _on_fleet(args, action, line) -> int:
+    """Run `action` on each device; one line per device (`line(result)` on success). Exit 1 if any failed."""
+    from edgeslim.inventory import on_each_device
+
+    fleet = _fleet(args)
+    if args.inventory is None:  # one device: its error is the command's error
+        print(f"{fleet[0].device.url}: {line(action(fleet[0]))}")
+        return 0
+    outcomes = on_each_device(fleet, action, args.parallel)
+    for outcome in outcomes:
+        print(f"{outcome.name} ({outcome.url}): " + (line(outcome.result) if outcome.ok else f"FAILED: {outcome.error}"))
+    failed = [o.name for o in outcomes if not o.ok]
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} devices ok" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def cmd_deploy(args) -> int:
     from edgeslim.deploy import deploy
 
-    result = deploy(Path(args.bundle), _device(args), keep=args.keep, trusted_keys=args.trusted_keys)
-    health = result["health"]
-    signed = f", signed by {health['signed_by']}" if health.get("signed_by") else ""
-    print(f"{args.device}: current -> {result['current']} (was {result['previous']}); health check ok "
-          f"({health['seconds']} s{signed}); removed slots: {', '.join(result['removed']) or 'none'}")
-    return 0
+    bundle = Path(args.bundle)
+
+    def line(result: dict) -> str:
+        health = result["health"]
+        signed = f", signed by {health['signed_by']}" if health.get("signed_by") else ""
+        return (f"current -> {result['current']} (was {result['previous']}); health check ok ({health['seconds']} s"
+                f"{signed}); removed slots: {', '.join(result['removed']) or 'none'}")
+
+    return _on_fleet(args, lambda member: deploy(bundle, member.device, keep=args.keep,
+                                                 trusted_keys=member.trusted_keys), line)
 
 
 def cmd_device(args) -> int:
     from edgeslim.deploy import device_command
 
-    result = device_command(_device(args), args.device_command, args.trusted_keys)
-    if args.device_command == "status":
-        print(f"{args.device}: current {result['current']}")
-        for slot in result["slots"]:
-            print(f"  {'*' if slot == result['current'] else ' '} {slot}")
+    def line(result: dict) -> str:
+        if args.device_command == "rollback":
+            return f"rolled back, current -> {result['current']} (was {result['previous']}); health check ok"
+        lines = [f"current {result['current']}"]
+        lines += [f"  {'*' if slot == result['current'] else ' '} {slot}" for slot in result["slots"]]
         last = result.get("last_health")
         if last:
-            print(f"  last health check: {last.get('slot')} {'ok' if last.get('ok') else 'FAILED'} at {last.get('at')}"
-                  + (f": {last['error']}" if last.get("error") else ""))
-    else:
-        print(f"{args.device}: rolled back, current -> {result['current']} (was {result['previous']}); health "
-              "check ok")
-    return 0
+            lines.append(f"  last health check: {last.get('slot')} {'ok' if last.get('ok') else 'FAILED'} at "
+                         f"{last.get('at')}" + (f": {last['error']}" if last.get("error") else ""))
+        return "\n".join(lines)
+
+    return _on_fleet(args, lambda member: device_command(member.device, args.device_command, member.trusted_keys),
+                     line)
 
 
 def cmd_targets(args) -> int:
@@ -357,10 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the device's Python with edgeslim installed (default: %(default)s)")
         command.add_argument("--trusted-keys", default=None,
                              help="the device's folder of trusted .pub keys (default: its EDGESLIM_TRUSTED_KEYS)")
+        command.add_argument("--inventory", help="a YAML file of devices (instead of one URL): every one is done, "
+                                                 "each reported; a failing one never stops the others")
+        command.add_argument("--parallel", type=int, default=8, help="devices at a time with --inventory")
 
     deploying = sub.add_parser("deploy", help="put a bundle on a device over SSH: new slot, checks, atomic switch")
     deploying.add_argument("bundle")
-    deploying.add_argument("device", help="ssh://[user@]host[:port]/absolute/path")
+    deploying.add_argument("device", nargs="?", help="ssh://[user@]host[:port]/absolute/path (or --inventory)")
     deploying.add_argument("--keep", type=int, default=3, help="slots to keep on the device (default: %(default)s)")
     device_options(deploying)
     deploying.set_defaults(func=cmd_deploy)
@@ -369,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "slots, which is current, the last health check"),
                        ("rollback", "switch back to the slot that was current before (health-checked)")):
         command = devices.add_parser(name, help=text)
-        command.add_argument("device", help="ssh://[user@]host[:port]/absolute/path")
+        command.add_argument("device", nargs="?", help="ssh://[user@]host[:port]/absolute/path (or --inventory)")
         device_options(command)
         command.set_defaults(func=cmd_device)
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)

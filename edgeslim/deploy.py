@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from edgeslim.errors import EdgeslimError, InputError
 from edgeslim.runtime.bundle import MANIFEST_NAME, BundleReader, read_manifest
-from edgeslim.runtime.device import INCOMING_PREFIX
+from edgeslim.runtime.device import INCOMING_PREFIX, crash_point
 from edgeslim.runtime.signing import SIGNATURE_NAME
 
 __all__ = ["DeployError", "Device", "deploy", "device_command", "parse_device"]
@@ -141,8 +141,11 @@ def _upload(device: Device, bundle: Path, names: list[str]) -> str:
                                stderr=subprocess.PIPE)
     try:
         with tarfile.open(fileobj=process.stdin, mode="w|") as archive:
-            for name in names:  # listed files only, as regular files (BundleReader checked them)
+            for number, name in enumerate(names):  # listed files only, as regular files (BundleReader checked them)
                 archive.add(bundle / name, arcname=name, recursive=False)
+                if number == len(names) // 2:
+                    process.stdin.flush()
+                    crash_point("uploading")  # half the files sent
         process.stdin.close()
     except BrokenPipeError:
         pass  # the far end stopped reading: its exit status and stderr say why
@@ -165,6 +168,7 @@ def deploy(bundle: Path, device: Device, keep: int = 3, trusted_keys: str | None
     if (bundle / SIGNATURE_NAME).is_file():
         names.append(SIGNATURE_NAME)
     incoming = _upload(device, bundle, names)
+    crash_point("uploaded")
     arguments = ["activate", "--incoming", incoming, "--keep", str(keep)]
     if trusted_keys:
         arguments += ["--trusted-keys", trusted_keys]

@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,16 @@ STATE_NAME = "state.json"
 CURRENT_NAME = "current"
 SLOTS_NAME = "slots"
 INCOMING_PREFIX = ".incoming-"
+
+# Fault injection for the kill-at-each-step test (tests/test_deploy.py): when this variable names
+# one of CRASH_STEPS, the process SIGKILLs itself there, as a power cut or an OOM kill would.
+CRASH_ENV = "EDGESLIM_CRASH_AT"
+CRASH_STEPS = ("uploading", "uploaded", "checked", "slotted", "link-staged", "switched", "state-written", "pruning")
+
+
+def crash_point(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _now() -> str:
@@ -73,6 +84,7 @@ def _switch(root: Path, slot: str) -> None:
     if staged.is_symlink() or staged.exists():
         staged.unlink()
     os.symlink(f"{SLOTS_NAME}/{slot}", staged)
+    crash_point("link-staged")
     os.replace(staged, root / CURRENT_NAME)
 
 
@@ -111,6 +123,7 @@ def _prune(root: Path, state: dict, keep: int) -> list[str]:
         if path.is_dir() and not path.is_symlink() and path.name not in keep_set:
             shutil.rmtree(path)
             removed.append(path.name)
+            crash_point("pruning")
     return removed
 
 
@@ -118,12 +131,16 @@ STALE_UPLOAD_SECONDS = 3600
 
 
 def _sweep_incoming(root: Path) -> None:
-    """Uploads a killed deploy left behind (untouched for an hour: a live upload of another
-    deploy may be in progress); they never became slots."""
+    """What a killed deploy left behind: uploads untouched for an hour (a live upload of another
+    deploy may be in progress; they never became slots), and the staged link or state file of a
+    killed agent (only the agent holding the lock writes those, and that is this one)."""
     cutoff = time.time() - STALE_UPLOAD_SECONDS
     for path in root.glob(f"{INCOMING_PREFIX}*"):
         if path.is_dir() and not path.is_symlink() and path.stat().st_mtime < cutoff:
             shutil.rmtree(path, ignore_errors=True)
+    for path in [*root.glob(f".{CURRENT_NAME}.*"), *root.glob(f".{STATE_NAME}.*")]:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
 
 
 def activate(root: Path, incoming: str, keep: int, trusted_keys: str | None) -> dict:
@@ -140,6 +157,7 @@ def activate(root: Path, incoming: str, keep: int, trusted_keys: str | None) -> 
     # What was uploaded is what gets checked, even when a slot of the same digest exists: the
     # upload may carry another signature.
     health = health_check(upload, trusted_keys)
+    crash_point("checked")
     state = _read_state(root)
     state["last_health"] = {"slot": slot, **health}
     if not health["ok"]:
@@ -152,12 +170,15 @@ def activate(root: Path, incoming: str, keep: int, trusted_keys: str | None) -> 
         shutil.rmtree(upload)  # this exact bundle (same digest) is already here, checked again just now
     else:
         os.rename(upload, target)  # the slot appears whole
+    crash_point("slotted")
     _sweep_incoming(root)
     previous = current_slot(root)
     _switch(root, slot)
+    crash_point("switched")
     state.setdefault("history", []).append(slot)
+    _write_state(root, state)  # before pruning: a kill there leaves the history of what is current
+    crash_point("state-written")
     removed = _prune(root, state, keep)
-    _write_state(root, state)
     return {"ok": True, "slot": slot, "previous": previous, "current": current_slot(root), "removed": removed,
             "health": health}
 

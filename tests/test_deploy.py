@@ -20,6 +20,7 @@ from edgeslim.deploy import DeployError, deploy, device_command, parse_device
 from edgeslim.errors import BundleError, InputError
 from edgeslim.runtime import MANIFEST_NAME, load, read_manifest
 from edgeslim.runtime.bundle import manifest_digest
+from edgeslim.runtime.device import CRASH_ENV, CRASH_STEPS
 from edgeslim.runtime.encoder import bundle_identity
 from edgeslim.signing import new_key, sign_bundle
 
@@ -164,6 +165,112 @@ def test_keep_prunes_old_slots_but_never_the_current_one(sshd, tiny_run, tmp_pat
     assert results[2]["current"] == results[0]["slot"]  # the same bundle again: a fresh slot of the same name
     status = device_command(device, "status")
     assert status["slots"] == [results[2]["slot"]] and status["incoming"] == []
+
+
+# Where a SIGKILL leaves the device: on the old bundle until `current` is renamed, on the new one after.
+KILL_OUTCOMES = {"uploading": "old", "uploaded": "old", "checked": "old", "slotted": "old", "link-staged": "old",
+                 "switched": "new", "state-written": "new", "pruning": "new"}
+
+
+@needs_sshd
+@pytest.mark.parametrize("step", CRASH_STEPS)
+def test_a_deploy_killed_at_any_step_leaves_the_old_or_the_new_bundle_whole(sshd, tiny_run, tmp_path, step):
+    """SIGKILL at each step: the client mid-upload and after it (the `edgeslim deploy` process),
+    the device agent after its checks, after the slot appears, with the new link staged, after
+    the switch, after the state, while pruning. `current` then names a whole bundle that loads,
+    `device status` answers, and the next deploy of the same bundle succeeds and cleans up."""
+    assert set(KILL_OUTCOMES) == set(CRASH_STEPS)
+    bundles = tiny_run["out"] / "bundles"
+    old, new = bundles / "ort-int8-dynamic", bundles / "ort-fp32"
+    old_id, new_id = (bundle_identity(read_manifest(b)) for b in (old, new))
+    root = tmp_path / "device"
+    device = _device(sshd, root)
+    deploy(old, device, keep=1)
+    if step in ("uploading", "uploaded"):  # the kit's process dies; ssh and the device's tar see it go
+        env = {**os.environ, CRASH_ENV: step}
+        killed = subprocess.run([sys.executable, "-m", "edgeslim.cli", "deploy", str(new), device.url, "--keep", "1",
+                                 *_cli_device_args(sshd)], env=env, capture_output=True, timeout=300)
+    else:  # the device agent dies: its Python is a wrapper that sets the crash step
+        wrapper = tmp_path / "device-python"
+        wrapper.write_text(f"#!/bin/sh\n{CRASH_ENV}={step} exec {sys.executable} \"$@\"\n")
+        wrapper.chmod(0o755)
+        dying = parse_device(device.url, sshd["identity"], sshd["known_hosts"], str(wrapper))
+        with pytest.raises(DeployError, match="the device agent gave no result") as killed:
+            deploy(new, dying, keep=1)
+    if step in ("uploading", "uploaded"):
+        assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    expected = old_id if KILL_OUTCOMES[step] == "old" else new_id
+    assert os.readlink(root / "current") == f"slots/{expected}"
+    assert load(root / "current").identity == expected
+    assert device_command(device, "status")["current"] == expected
+
+    again = deploy(new, device, keep=1)
+    assert again["current"] == new_id and load(root / "current").identity == new_id
+    leftovers = sorted(p.name for p in root.iterdir() if p.name.startswith((".current.", ".state.json.")))
+    assert leftovers == []
+    assert sorted(p.name for p in (root / "slots").iterdir()) == [new_id]
+
+
+@needs_sshd
+def test_an_inventory_deploys_to_every_device_and_one_failing_host_stops_none(sshd, tiny_run, tmp_path, capsys):
+    """Four devices: two good ones, one whose port has no sshd, one without the agent. Both good
+    ones get the bundle, each failure is reported with its reason, the exit status is 1."""
+    bundle = tiny_run["out"] / "bundles" / "ort-fp32"
+    bundle_id = bundle_identity(read_manifest(bundle))
+    base = f"ssh://{sshd['user']}@127.0.0.1"
+    for name in ("a", "b", "gone", "bare"):
+        (tmp_path / name).mkdir()
+    shutil.copyfile(sshd["identity"], tmp_path / "fleet_key")
+    (tmp_path / "fleet_key").chmod(0o600)
+    inventory = tmp_path / "fleet.yaml"
+    inventory.write_text(f"""
+defaults:
+  identity: fleet_key
+  known_hosts: {sshd['known_hosts']}
+  remote_python: {sys.executable}
+devices:
+  - {{name: pi-a, url: "{base}:{sshd['port']}{tmp_path / 'a'}"}}
+  - {{name: pi-gone, url: "{base}:{_free_port()}{tmp_path / 'gone'}"}}
+  - {{name: pi-bare, url: "{base}:{sshd['port']}{tmp_path / 'bare'}", remote_python: /nonexistent/python3}}
+  - {{name: pi-b, url: "{base}:{sshd['port']}{tmp_path / 'b'}"}}
+""")
+    assert main(["deploy", str(bundle), "--inventory", str(inventory), "--parallel", "4"]) == 1
+    out = capsys.readouterr().out
+    assert f"pi-a ({base}:{sshd['port']}{tmp_path / 'a'}): current -> {bundle_id}" in out
+    assert f"pi-b ({base}:{sshd['port']}{tmp_path / 'b'}): current -> {bundle_id}" in out
+    assert "pi-gone" in out and "FAILED: DeployError" in out and "cannot make an upload folder" in out
+    assert "pi-bare" in out and "the device agent gave no result" in out
+    assert "2 of 4 devices ok; failed: pi-gone, pi-bare" in out
+    for name in ("a", "b"):
+        assert load(tmp_path / name / "current").identity == bundle_id
+    assert not (tmp_path / "bare" / "current").exists()
+    assert main(["device", "status", "--inventory", str(inventory)]) == 1
+    out = capsys.readouterr().out
+    assert out.count(f"current {bundle_id}") == 2 and "2 of 4 devices ok" in out
+
+
+@pytest.mark.parametrize("text, match", [
+    ("devices: []", "devices: List should have at least 1 item"),
+    ("devices: [{name: a, url: 'ssh://h/x', port: 22}]", r"unknown key\(s\) \['port'\]"),
+    ("devices: [{name: a, url: 'ssh://h/x'}, {name: a, url: 'ssh://g/x'}]", "repeated: a"),
+    ("devices: [{name: a, url: 'http://h/x'}]", "devices.0.url: .*give ssh://"),
+    ("devices: [{name: a, url: 'ssh://h/x', identity: missing.key}]", "device a: --identity .*missing.key: no such"),
+    ("- just a list", "a YAML mapping with keys"),
+])
+def test_a_bad_inventory_names_the_file_and_the_key(tmp_path, text, match):
+    from edgeslim.inventory import load_inventory
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=f"inventory {path}: .*{match}"):
+        load_inventory(path)
+
+
+def test_a_device_url_and_an_inventory_together_are_refused(tmp_path, capsys):
+    (tmp_path / "fleet.yaml").write_text("devices: [{name: a, url: 'ssh://h/x'}]")
+    assert main(["deploy", str(tmp_path), "ssh://h/x", "--inventory", str(tmp_path / "fleet.yaml")]) == 2
+    assert "name one device" in capsys.readouterr().err
+    assert main(["device", "status"]) == 2
 
 
 @needs_sshd
