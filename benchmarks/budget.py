@@ -24,3 +24,18 @@ def check(result: Result, budget: Budget) -> BudgetVerdict:
         checks=checks,
         unverified=[c.name for c in checks if c.passed is None],
     )
+
+
+def recheck(result: Result) -> BudgetVerdict | None:
+    """The result's verdict again, same limits, values read afresh (after a device measurement
+    replaced an estimate)."""
+    if result.budget is None:
+        return None
+    specs = {spec.check: spec for spec in BUDGET_CHECKS}
+    checks = []
+    for old in result.budget.checks:
+        value = specs[old.name].read(result)
+        passed = None if value is None else (value <= old.limit if old.comparison == "<=" else value >= old.limit)
+        checks.append(old.model_copy(update={"value": value, "passed": passed}))
+    return BudgetVerdict(passed=all(c.passed is not False for c in checks), checks=checks,
+                         unverified=[c.name for c in checks if c.passed is None])

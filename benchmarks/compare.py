@@ -109,14 +109,15 @@ def pareto_front(points: list[Point], cost, quality) -> list[Point]:
 
 def table(points: list[Point], fronts: dict[str, list[Point]]) -> tuple[list[str], list[list[str]]]:
     """One row per point; `task metric` is the run's own (`task_axis`)."""
-    header = ["run", "variant", "target", "backend", "p50 ms", "latency", "size MB", "cos teacher", "task metric",
-              "value", "budget", "front"]
+    header = ["run", "variant", "target", "backend", "p50 ms", "latency", "measured/estimated", "size MB",
+              "cos teacher", "task metric", "value", "budget", "front"]
     rows = []
     for p in points:
         r = p.result
         budget = "-" if r.budget is None else ("PASS" if r.budget.passed else "FAIL")
         on = [axis for axis, f in fronts.items() if p in f]
-        rows.append([p.run, r.name, r.target, r.backend, _fmt(r.latency_ms.p50), r.latency_ms.kind,
+        ratio = f"{r.device_measurement.measured_over_estimate:.2f}x" if r.device_measurement else "-"
+        rows.append([p.run, r.name, r.target, r.backend, _fmt(r.latency_ms.p50), r.latency_ms.kind, ratio,
                      f"{r.size_mb:.1f}", f"{r.accuracy.teacher_cosine_mean:.4f}", p.metric.label,
                      f"{p.metric.read(r):.2f}", budget, ",".join(on) or "-"])
     return header, rows
@@ -216,6 +217,11 @@ def render_html(reports: list[Report], sources: list[str]) -> str:
         f"<tr class=\"{esc(row[5])}\">" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     estimated = [p for p in points if p.result.latency_ms.kind == "estimated"]
     where = "".join(f"<li>{esc(p.label)}: {esc(p.result.latency_ms.where or '')}</li>" for p in estimated)
+    on_device = [p for p in points if p.result.device_measurement]
+    devices = "".join(
+        f"<li>{esc(p.label)}: {esc(p.result.latency_ms.where)}; p50 {p.result.latency_ms.p50:.3g} ms measured, "
+        f"{p.result.device_measurement.estimate.p50:.3g} ms estimated ({esc(p.result.device_measurement.estimate.where)}): "
+        f"<b>measured / estimated {p.result.device_measurement.measured_over_estimate:.2f}x</b></li>" for p in on_device)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>edgeslim compare</title>
 <style>
@@ -239,6 +245,8 @@ one share a section, and each section's Pareto front is drawn over its own point
 <tbody>{body_rows}</tbody></table>
 <h2>How the estimated figures were made</h2>
 <ul>{where or '<li>none</li>'}</ul>
+<h2>Measured on devices, replacing an estimate</h2>
+<ul id="device-measurements">{devices or '<li>none</li>'}</ul>
 <script>
 // Marks the page once both charts have decoded, so a headless browser can check they render.
 window.addEventListener("load", function () {{

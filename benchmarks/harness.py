@@ -2,78 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import platform
-import time
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from edgeslim.modalities.scoring import cosine_rows, spearman  # noqa: F401  (re-exported)
+from edgeslim.runtime.bench import measure_latency, peak_rss_mb  # noqa: F401  (re-exported: the device's harness)
 
 LATENCY_WHAT = "model forward + pooling on pre-tokenized input (tokenization excluded)"
-
-
-def _cpu_busy_seconds() -> float | None:
-    """Busy CPU time of the whole machine so far (all cores), from /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def measure_latency(run: Callable[[], object], warmup: int = 10, min_runs: int = 100,
-                    min_seconds: float = 0.0) -> dict:
-    """Time `run()`: `warmup` calls, then at least `min_runs` calls and `min_seconds` seconds.
-
-    Also records the background CPU load during the timed part: busy core-seconds of the
-    whole machine minus this process's own, per wall second (0 = idle machine; 1 = another
-    process kept one core busy). On a shared machine that figure says how far to trust p99.
-    """
-    for _ in range(warmup):
-        run()
-    times = []
-    busy_start, own_start = _cpu_busy_seconds(), time.process_time()
-    wall_start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - wall_start < min_seconds:
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    wall = time.perf_counter() - wall_start
-    busy_end, own_end = _cpu_busy_seconds(), time.process_time()
-    background = None
-    if busy_start is not None and busy_end is not None:
-        background = max(0.0, ((busy_end - busy_start) - (own_end - own_start)) / wall)
-    ms = np.asarray(times) * 1e3
-    return {
-        "p50": float(np.percentile(ms, 50)),
-        "p90": float(np.percentile(ms, 90)),
-        "p95": float(np.percentile(ms, 95)),
-        "p99": float(np.percentile(ms, 99)),
-        "mean": float(ms.mean()),
-        "runs": len(times),
-        "warmup": warmup,
-        "seconds": round(wall, 3),
-        "background_cpu_cores": None if background is None else round(background, 3),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-    }
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process. VmHWM belongs to the address space, so unlike
-    getrusage's ru_maxrss (kept across execve on Linux) it does not inherit the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def where_measured() -> str:

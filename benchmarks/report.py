@@ -145,6 +145,37 @@ class BudgetVerdict(_Model):
     unverified: list[str] = Field(default_factory=list)
 
 
+class DeviceMeasurement(_Model):
+    """A measurement from the device (`edgeslim bench --on`, then `edgeslim report
+    add-measurement`) that replaced the build's estimate in `latency_ms`; the estimate is kept."""
+
+    device: dict  # the device's identity: machine, arch, cores, ISA, kernel, OS, Python, packages
+    on: str | None = None  # the ssh URL it was benched through; None for a JSON written on the device
+    measured_at: str
+    estimate: Latency  # what `latency_ms` held before: the target's estimate
+    measured_over_estimate: float  # measured p50 / estimated p50: how far off the estimate model was
+    build_host_peak_rss_mb: float  # the build host's figure that the device's peak RSS replaced
+    health: dict | None = None  # the bundle's health check on the device (cosine to the build's reference)
+
+
+class BenchResult(_Model):
+    """What `edgeslim bench --json` writes (runtime/bench.py), here or through `--on`."""
+
+    bundle: str
+    bundle_id: str
+    signed_by: str | None = None
+    target: str
+    created: str
+    latency_ms: Latency
+    operating_point: str
+    providers: list[str]
+    peak_rss_mb: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    device: dict
+    health: dict | None = None
+    on: str | None = None  # the device URL, for `bench --on`
+    slot: str | None = None  # the deployed slot benched, if it was one
+
+
 class Result(_Model):
     name: str
     target: str
@@ -165,6 +196,8 @@ class Result(_Model):
     steps: list[dict] = Field(default_factory=list)
     # The device's own estimator's figures (Vela: cycles, SRAM/DRAM/flash, CPU fallbacks).
     device_estimate: dict | None = None
+    bundle_id: str | None = None  # name@digest of the published bundle (not in its own manifest)
+    device_measurement: DeviceMeasurement | None = None
 
 
 class Report(_Model):
@@ -341,6 +374,22 @@ def render_markdown(report: Report) -> str:
             continue
         lines.append(f"| {r.name} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p95:.2f} | {lat.p99:.2f} | {lat.runs} | "
                      f"{_fmt(lat.background_cpu_cores)} |")
+    on_device = [r for r in report.results if r.device_measurement]
+    if on_device:
+        lines += ["", "## Measured on devices (replacing the estimates)", "",
+                  "| variant | device | measured p50 ms | p95 ms | runs | estimated p50 ms | measured / estimated | "
+                  "health check |", "|---|---|---|---|---|---|---|---|"]
+        for r in on_device:
+            m, lat = r.device_measurement, r.latency_ms
+            device = m.device
+            health = (m.health or {})
+            health_text = ("ok" if health.get("ok") else "FAILED") + (
+                f", min cos {min(health['cosines']):.4f}" if health.get("cosines") else "") if health else "-"
+            lines.append(f"| {r.name} | {device.get('machine')}, {device.get('cores')} cores, "
+                         f"{device.get('kernel')} | {lat.p50:.2f} | {lat.p95:.2f} | {lat.runs} | {_fmt(m.estimate.p50)} | "
+                         f"{m.measured_over_estimate:.2f}x | {health_text} |")
+        lines += ["", "The estimate each measurement replaced is kept in the report (`device_measurement.estimate`); "
+                  "the ratio is how far the roofline or compiler estimate was from the device."]
     npu = [r for r in report.results if r.device_estimate]
     if npu:
         lines += ["", "## NPU compiler estimates", "",

@@ -206,16 +206,43 @@ def cmd_bench(args) -> int:
 
     if args.json:  # refuse before measuring, not after
         check_new_file(Path(args.json), args.force)
-    result = bench_bundle(Path(args.bundle), args.threads, args.batch, args.seq_len, args.warmup, args.runs,
-                          args.seconds)
-    lat = result["latency_ms"]
+    if args.on:
+        from edgeslim.deploy import bench_on_device, parse_device
+
+        device = parse_device(args.on, args.identity, args.known_hosts, args.remote_python)
+        result = bench_on_device(Path(args.bundle), device, args.trusted_keys, args.threads, args.batch, args.seq_len,
+                                 args.warmup, args.runs, args.seconds)
+    else:
+        result = bench_bundle(Path(args.bundle), args.threads, args.batch, args.seq_len, args.warmup, args.runs,
+                              args.seconds, trusted_keys=args.trusted_keys)
+    lat, device = result["latency_ms"], result["device"]
     print(f"{result['bundle_id']} ({result['target']}) {lat['where']}; providers {', '.join(result['providers'])}")
+    print(f"  device: {device['machine']}, {device['cores']} cores, {device['kernel']}, {device['os']}, Python "
+          f"{device['python']}; ISA {', '.join(device['isa_features']) or 'n/a'}; "
+          + ", ".join(f"{k} {v}" for k, v in device["packages"].items()))
     point = result["operating_point"]
     print(f"  batch {lat['batch']}, {point}, {lat['threads']} thread(s), {lat['warmup']} warm-up + "
           f"{lat['runs']} runs: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, p95 {lat['p95']:.2f}, "
           f"p99 {lat['p99']:.2f}; peak RSS {result['peak_rss_mb']} MB")
+    health = result["health"]
+    print(f"  health check: {'ok' if health['ok'] else 'FAILED'}"
+          + (f", min cosine {min(health['cosines']):.6f} to the build's reference" if health.get("cosines") else "")
+          + (f": {health['error']}" if health.get("error") else ""))
     if args.json:
         write_json(result, Path(args.json), force=args.force)
+    return 0
+
+
+def cmd_report_add_measurement(args) -> int:
+    from edgeslim.benchmarks.measurements import add_measurement
+
+    _, row = add_measurement(Path(args.report), Path(args.bench))
+    m, lat = row.device_measurement, row.latency_ms
+    print(f"{row.name} ({row.target}, {row.bundle_id}): latency now measured on {m.device.get('machine')} "
+          f"({m.on or 'bench JSON from the device'}): p50 {lat.p50:.3g} ms, p95 {lat.p95:.3g} ms, {lat.runs} runs; "
+          f"the estimate was p50 {m.estimate.p50:.3g} ms ({m.estimate.where}); measured / estimated "
+          f"{m.measured_over_estimate:.2f}x; budget {'PASS' if row.budget and row.budget.passed else 'FAIL'}")
+    print(f"updated {args.report}")
     return 0
 
 
@@ -377,13 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder of trusted .pub keys: the bundle must be signed by one of them "
                              "(default: the folder EDGESLIM_TRUSTED_KEYS names, if set)")
     verify.set_defaults(func=cmd_verify)
-    def device_options(command):
+    def device_options(command, fleet: bool = True):
         command.add_argument("--identity", help="SSH private key for the device (ssh -i)")
         command.add_argument("--known-hosts", help="known_hosts file holding the device's host key (default: ssh's)")
         command.add_argument("--remote-python", default="python3",
                              help="the device's Python with edgeslim installed (default: %(default)s)")
         command.add_argument("--trusted-keys", default=None,
                              help="the device's folder of trusted .pub keys (default: its EDGESLIM_TRUSTED_KEYS)")
+        if not fleet:
+            return
         command.add_argument("--inventory", help="a YAML file of devices (instead of one URL): every one is done, "
                                                  "each reported; a failing one never stops the others")
         command.add_argument("--parallel", type=int, default=8, help="devices at a time with --inventory")
@@ -429,7 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=10.0, help="and at least this long")
     bench.add_argument("--json", help="also write the result here")
     bench.add_argument("--force", action="store_true", help="replace an existing --json file")
+    bench.add_argument("--on", help="run it on this device instead (ssh://[user@]host[:port]/path, its deploy "
+                                    "folder): the deployed slot of this bundle, else an upload removed after")
+    device_options(bench, fleet=False)
     bench.set_defaults(func=cmd_bench)
+    reporting = sub.add_parser("report", help="report tools").add_subparsers(dest="report_command", required=True)
+    adding = reporting.add_parser("add-measurement", help="a device's `bench --json` replaces that bundle's estimate "
+                                                          "(the estimate is kept beside it, with the ratio)")
+    adding.add_argument("report", help="report.json or the run folder holding it")
+    adding.add_argument("bench", help="the JSON `edgeslim bench --json` wrote (on the device, or with --on)")
+    adding.set_defaults(func=cmd_report_add_measurement)
     comparing = sub.add_parser("compare", help="results of several reports side by side (table, charts, HTML)")
     comparing.add_argument("reports", nargs="+", help="report.json files or run folders")
     comparing.add_argument("--html", help="write a self-contained HTML page with the charts here")

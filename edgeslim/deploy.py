@@ -29,7 +29,7 @@ from edgeslim.runtime.bundle import MANIFEST_NAME, BundleReader, read_manifest
 from edgeslim.runtime.device import INCOMING_PREFIX, crash_point
 from edgeslim.runtime.signing import SIGNATURE_NAME
 
-__all__ = ["DeployError", "Device", "deploy", "device_command", "parse_device"]
+__all__ = ["DeployError", "Device", "bench_on_device", "deploy", "device_command", "parse_device"]
 
 _HOST = re.compile(r"[A-Za-z0-9._:\-\[\]]+")
 _USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
@@ -179,3 +179,33 @@ def device_command(device: Device, command: str, trusted_keys: str | None = None
     """`status` or `rollback` on the device."""
     arguments = [command] + (["--trusted-keys", trusted_keys] if trusted_keys and command == "rollback" else [])
     return _agent(device, *arguments)
+
+
+def bench_on_device(bundle: Path, device: Device, trusted_keys: str | None = None, threads: int | None = None,
+                    batch: int | None = None, seq_len: int | None = None, warmup: int = 10, runs: int = 100,
+                    seconds: float = 10.0) -> dict:
+    """`edgeslim bench` run by the device's own runtime on `bundle`: its deployed slot when the
+    device has this exact bundle (same identity), else a checked upload deleted afterwards. The
+    bench JSON, with `on` (the device URL) and the device's identity."""
+    from edgeslim.runtime.encoder import bundle_identity
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    identity = bundle_identity(manifest)
+    arguments = ["bench", "--warmup", str(warmup), "--runs", str(runs), "--seconds", str(seconds)]
+    for flag, value in (("--threads", threads), ("--batch", batch), ("--seq-len", seq_len)):
+        if value is not None:
+            arguments += [flag, str(value)]
+    if trusted_keys:
+        arguments += ["--trusted-keys", trusted_keys]
+    if identity in _agent(device, "status")["slots"]:
+        result = _agent(device, *arguments, "--slot", identity)
+    else:
+        BundleReader(bundle, manifest).verify_all()
+        names = [MANIFEST_NAME, *manifest.files] + ([SIGNATURE_NAME] if (bundle / SIGNATURE_NAME).is_file() else [])
+        result = _agent(device, *arguments, "--incoming", _upload(device, bundle, names))
+    measured = result["bench"]
+    if measured.get("bundle_id") != identity:
+        raise DeployError(f"{device.url}: the device measured {measured.get('bundle_id')}, not {identity}", result)
+    measured["latency_ms"]["where"] += f" --on {device.url}"
+    return {**measured, "on": device.url, "slot": result.get("slot")}

@@ -15,6 +15,8 @@ from edgeslim import __version__
 from edgeslim.benchmarks.report import Report, render_markdown
 from edgeslim.build import Builder, health_reference
 from edgeslim.bundle import MODEL_CARD, publish, render_model_card, write_manifest
+from edgeslim.runtime.bundle import read_manifest
+from edgeslim.runtime.encoder import bundle_identity
 from edgeslim.errors import OutputError, RecipeError
 from edgeslim.evaldata import latency_input, load_eval_data
 from edgeslim.extras import require
@@ -94,6 +96,7 @@ class Runner:
             write_manifest(built.staging, {**built.manifest, "health_check": health_reference(built),
                                            "benchmark": result.model_dump(exclude={"steps", "bundle"})})
             built.manifest_path.unlink()
+            result = result.model_copy(update={"bundle_id": bundle_identity(read_manifest(built.staging))})
             publish(built.staging, self.bundles / planned.name)
             results.append(result)
             self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({_speedup(result)}), {result.size_mb:.1f} MB, "

@@ -5,6 +5,7 @@ Runs on the device with the runtime alone (no torch), called over SSH by the kit
     python -m edgeslim.runtime.device activate --root ROOT --incoming .incoming-XXXX [--keep 3]
     python -m edgeslim.runtime.device status   --root ROOT
     python -m edgeslim.runtime.device rollback --root ROOT
+    python -m edgeslim.runtime.device bench    --root ROOT (--slot NAME@DIGEST | --incoming .incoming-XXXX)
 
 Layout under ROOT (the folder the deploy URL names):
 
@@ -19,7 +20,8 @@ health check (runtime/health.py: the modality's health-check items encoded here 
 reference embeddings the kit stored in the manifest at build time, cosine >= the bundle's floor). Only then does it become its slot by one rename and
 `current` move to it. A failed check deletes the upload and leaves `current` where it was. Every command prints one JSON object; exit 0 on success,
 1 when the check or the switch failed, 2 on bad arguments. One deploy at a time per ROOT: a lock
-file (flock) serialises activate and rollback.
+file (flock) serialises activate and rollback; a bench holds it shared, so no deploy prunes the
+slot it is timing. A bench of an upload (a bundle not deployed here) deletes the upload after.
 """
 
 from __future__ import annotations
@@ -203,6 +205,26 @@ def rollback(root: Path, trusted_keys: str | None) -> dict:
     return {"ok": True, "slot": slot, "previous": current, "current": current_slot(root), "health": health}
 
 
+def bench(root: Path, slot: str | None, incoming: str | None, trusted_keys: str | None, point: dict) -> dict:
+    """The latency harness (runtime/bench.py) on a slot, or on an upload that is deleted after."""
+    from edgeslim.runtime.bench import bench_bundle
+
+    name = slot or incoming
+    folder = (root / SLOTS_NAME / name) if slot else (root / name)
+    if "/" in name or name in ("", ".", "..") or not folder.is_dir() or (incoming and not incoming.startswith(
+            INCOMING_PREFIX)):
+        return {"ok": False, "stage": "arguments", "error": f"{folder} is not a slot or upload of this root",
+                "current": current_slot(root)}
+    try:
+        result = bench_bundle(folder, trusted_keys=trusted_keys, **point)
+    except EdgeslimError as exc:
+        return {"ok": False, "stage": "bench", "error": f"{type(exc).__name__}: {exc}", "current": current_slot(root)}
+    finally:
+        if incoming:
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"ok": True, "bench": result, "slot": slot, "current": current_slot(root)}
+
+
 def status(root: Path) -> dict:
     state = _read_state(root)
     slots_dir = root / SLOTS_NAME
@@ -215,7 +237,7 @@ def status(root: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgeslim.runtime.device", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("activate", "status", "rollback"):
+    for name in ("activate", "status", "rollback", "bench"):
         command = sub.add_parser(name)
         command.add_argument("--root", required=True)
         if name != "status":
@@ -223,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         if name == "activate":
             command.add_argument("--incoming", required=True)
             command.add_argument("--keep", type=int, default=3)
+    benching = sub.choices["bench"]
+    which = benching.add_mutually_exclusive_group(required=True)
+    which.add_argument("--slot")
+    which.add_argument("--incoming")
+    for flag in ("threads", "batch", "seq-len"):
+        benching.add_argument(f"--{flag}", type=int, default=None)
+    benching.add_argument("--warmup", type=int, default=10)
+    benching.add_argument("--runs", type=int, default=100)
+    benching.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     root = Path(args.root)
     if not root.is_dir():
@@ -231,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         print(json.dumps(status(root)))
         return 0
+    if args.command == "bench":
+        point = {"threads": args.threads, "batch": args.batch, "seq_len": args.seq_len, "warmup": args.warmup,
+                 "min_runs": args.runs, "min_seconds": args.seconds}
+        with open(root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # deploys wait; other benches need not
+            result = bench(root, args.slot, args.incoming, args.trusted_keys, point)
+        print(json.dumps(result))
+        return 0 if result["ok"] else 1
     if args.command == "activate" and args.keep < 1:
         print(json.dumps({"ok": False, "stage": "arguments", "error": f"--keep must be >= 1, got {args.keep}"}))
         return 2

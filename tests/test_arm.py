@@ -10,7 +10,7 @@ from edgeslim.compress import TorchModel, LiteRtConvertConfig, LiteRtInt8Dynamic
 from edgeslim.runtime import load
 from edgeslim.targets import get_target
 from edgeslim.targets.roofline import estimate_latency
-from conftest import compile_firmware_check, encode_in_fresh_process
+from conftest import compile_firmware_check, encode_in_fresh_process, needs_sshd
 
 def test_arm_run_labels_latency_estimated_and_measures_accuracy(arm_run):
     assert arm_run["exit_code"] == 0
@@ -154,3 +154,83 @@ def test_litert_bundle_is_refused_with_only_tflite_runtime_installed(arm_run, mo
     bundle = arm_run["out"] / "bundles" / "litert-fp32"
     with pytest.raises(BackendError, match="tflite-runtime is installed but is not used"):
         open_backend("litert", BundleReader(bundle), 1)
+
+
+@needs_sshd
+def test_bench_on_a_device_replaces_the_estimate_in_the_report_and_on_the_compare_page(arm_run, sshd, tmp_path,
+                                                                                      capsys):
+    """Deploy the Pi bundle to a device over real sshd, `bench --on` it there (its runtime, its
+    slot), and `report add-measurement`: the row becomes measured, the estimate stays beside it with
+    the ratio, in report.json, report.md and the compare page; a bundle not deployed is benched from
+    an upload that is removed after; a measurement of another bundle or operating point is refused."""
+    import shutil
+    import sys
+
+    from edgeslim.benchmarks.report import Report
+    from edgeslim.cli import main
+    from edgeslim.errors import ReportError
+    from edgeslim.benchmarks.measurements import add_measurement
+
+    run = tmp_path / "run"
+    shutil.copytree(arm_run["out"], run)
+    bundle = run / "bundles" / "litert-int8-dynamic"
+    before = {r["name"]: r for r in json.loads((run / "report.json").read_text())["results"]}
+    estimate = before["litert-int8-dynamic"]["latency_ms"]
+    assert estimate["kind"] == "estimated"
+    root = tmp_path / "device"
+    root.mkdir()
+    url = f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}{root}"
+    device = ["--identity", str(sshd["identity"]), "--known-hosts", str(sshd["known_hosts"]),
+              "--remote-python", sys.executable]
+    assert main(["deploy", str(bundle), url, *device]) == 0
+    capsys.readouterr()
+    bench_json = tmp_path / "bench.json"
+    assert main(["bench", str(bundle), "--on", url, *device, "--runs", "100", "--seconds", "0",
+                 "--json", str(bench_json)]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    measured = json.loads(bench_json.read_text())
+    assert measured["slot"] == measured["bundle_id"] and measured["on"] == url
+    assert f"--on {url}" in measured["latency_ms"]["where"] and measured["latency_ms"]["runs"] >= 100
+    assert measured["device"]["cores"] >= 1 and measured["device"]["kernel"] and "ai-edge-litert" in measured[
+        "device"]["packages"]
+    assert measured["health"]["ok"] and min(measured["health"]["cosines"]) > 0.999
+    assert "health check: ok" in out and "device: " in out
+
+    assert main(["report", "add-measurement", str(run), str(bench_json)]) == 0
+    out = capsys.readouterr().out
+    assert "latency now measured on" in out and "measured / estimated" in out
+    report = Report.model_validate_json((run / "report.json").read_text())
+    row = next(r for r in report.results if r.name == "litert-int8-dynamic")
+    assert row.latency_ms.kind == "measured" and row.latency_ms.p50 == measured["latency_ms"]["p50"]
+    assert row.device_measurement.estimate.kind == "estimated" and row.device_measurement.estimate.p50 == estimate["p50"]
+    ratio = row.device_measurement.measured_over_estimate
+    assert ratio == round(measured["latency_ms"]["p50"] / estimate["p50"], 3)
+    rss = next(c for c in row.budget.checks if c.name == "peak_rss_mb")  # checked again with the device's figure
+    assert rss.value == measured["peak_rss_mb"] == row.peak_rss_mb
+    assert row.device_measurement.build_host_peak_rss_mb == before["litert-int8-dynamic"]["peak_rss_mb"]
+    assert f"{ratio:.2f}x" in (run / "report.md").read_text()
+    html = tmp_path / "compare.html"
+    assert main(["compare", str(run), "--html", str(html)]) == 0
+    page = html.read_text()
+    assert f"measured / estimated {ratio:.2f}x" in page and f"<td>{ratio:.2f}x</td>" in page
+    capsys.readouterr()
+
+    # Not deployed: benched from an upload, which the device removes.
+    other = run / "bundles" / "litert-fp32"
+    other_json = tmp_path / "other.json"
+    assert main(["bench", str(other), "--on", url, *device, "--runs", "100", "--seconds", "0",
+                 "--json", str(other_json)]) == 0
+    assert json.loads(other_json.read_text())["slot"] is None
+    assert not list(root.glob(".incoming-*"))
+    with pytest.raises(ReportError, match="another operating point: threads 2"):
+        wrong = json.loads(other_json.read_text())
+        wrong["latency_ms"]["threads"] = 2
+        (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+        add_measurement(run, tmp_path / "wrong.json")
+    foreign = json.loads(other_json.read_text())
+    foreign["bundle_id"] = "litert-fp32@0123456789abcdef"
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    with pytest.raises(ReportError, match="no row of .* is that bundle"):
+        add_measurement(run, tmp_path / "foreign.json")
+    assert Report.model_validate_json((run / "report.json").read_text()) == report  # refusals changed nothing
