@@ -221,11 +221,11 @@ def _fsdd(split: str) -> Corpus:
                   items_are_files=True, label_name="digit", other_labels={"speaker": tuple(speakers)})
 
 
-def _clinc(split: str) -> Corpus:
+def _clinc(split: str, name: str | None = None) -> Corpus:
     relpath = "clinc/data_full.json"
     data = json.loads(_shared_file(relpath).read_text(encoding="utf-8"))
     texts = tuple(dict.fromkeys(text for text, _ in data[split]))
-    return Corpus(f"clinc-{split}", texts, f"CLINC150 {split}", {relpath: SHARED_SHA256[relpath]})
+    return Corpus(name or f"clinc-{split}", texts, f"CLINC150 {split}", {relpath: SHARED_SHA256[relpath]})
 
 
 def _wiki() -> Corpus:
@@ -252,6 +252,8 @@ CORPORA: dict[str, CorpusEntry] = {
     "banking77-test": CorpusEntry(lambda: _csv_texts("banking77/test.csv", "banking77-test", "Banking77 test"), True),
     "clinc-train": CorpusEntry(lambda: _clinc("train"), True),
     "clinc-test": CorpusEntry(lambda: _clinc("test"), True),
+    # The out-of-scope test queries: text no intent covers (a drift benchmark's shifted input).
+    "clinc-oos-test": CorpusEntry(lambda: _clinc("oos_test", "clinc-oos-test"), True),
     "wiki": CorpusEntry(_wiki, True),
     "cifar10-train": CorpusEntry(lambda: _cifar10("train"), True, "image"),
     "cifar10-heldout": CorpusEntry(lambda: _cifar10("heldout"), True, "image"),

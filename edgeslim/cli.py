@@ -29,7 +29,7 @@ from pathlib import Path
 from edgeslim.errors import BudgetExceeded, EdgeslimError, InputError
 from edgeslim.outputs import check_new_file
 
-EXIT_ERROR, EXIT_INPUT, EXIT_BUDGET = 1, 2, 3
+EXIT_ERROR, EXIT_INPUT, EXIT_BUDGET, EXIT_DRIFT = 1, 2, 3, 4
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -244,6 +244,29 @@ def cmd_report_add_measurement(args) -> int:
           f"{m.measured_over_estimate:.2f}x; budget {'PASS' if row.budget and row.budget.passed else 'FAIL'}")
     print(f"updated {args.report}")
     return 0
+
+
+def cmd_drift(args) -> int:
+    from edgeslim.runtime import load
+
+    if args.json:
+        check_new_file(Path(args.json), args.force)
+    encoder = load(Path(args.bundle), threads=args.threads)
+    items = encoder.modality_plugin.read_items(Path(args.file))
+    found = encoder.score_drift(items, batch_size=args.batch_size)
+    print(f"{encoder.identity}: {found.items} {encoder.modality_plugin.noun} from {args.file}")
+    print(f"  reference: {found.reference}")
+    for name, stat in found.statistics.items():
+        print(f"  {name:<11} {stat['value']:9.3f}  threshold {stat['threshold']:7.3f}  ratio {stat['ratio']:.3f}")
+    print(f"  drift score {found.score:.3f} (> 1 is drift): {'DRIFT' if found.drifted else 'in domain'}")
+    if args.json:
+        import json
+
+        from edgeslim.outputs import write_atomic
+
+        write_atomic(Path(args.json), json.dumps({"bundle_id": encoder.identity, "file": str(args.file),
+                                                  **found.to_dict()}, indent=2), force=args.force)
+    return EXIT_DRIFT if found.drifted else 0
 
 
 def cmd_compare(args) -> int:
@@ -462,6 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "folder): the deployed slot of this bundle, else an upload removed after")
     device_options(bench, fleet=False)
     bench.set_defaults(func=cmd_bench)
+    drifting = sub.add_parser("drift", help="score a file of inputs against the bundle's in-domain statistics "
+                                            f"(exit {EXIT_DRIFT} on drift)")
+    drifting.add_argument("bundle")
+    drifting.add_argument("file", help="text: a file of sentences, one per line; images / audio: a folder of "
+                                       "files, or a file listing them one per line")
+    drifting.add_argument("--batch-size", type=int, default=32)
+    drifting.add_argument("--threads", type=int, default=None)
+    drifting.add_argument("--json", help="also write the score here")
+    drifting.add_argument("--force", action="store_true", help="replace an existing --json file")
+    drifting.set_defaults(func=cmd_drift)
     reporting = sub.add_parser("report", help="report tools").add_subparsers(dest="report_command", required=True)
     adding = reporting.add_parser("add-measurement", help="a device's `bench --json` replaces that bundle's estimate "
                                                           "(the estimate is kept beside it, with the ratio)")

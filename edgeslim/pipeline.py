@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgeslim import __version__
 from edgeslim.benchmarks.report import Report, render_markdown
-from edgeslim.build import Builder, health_reference
+from edgeslim.build import Builder, device_references
 from edgeslim.bundle import MODEL_CARD, publish, render_model_card, write_manifest
 from edgeslim.runtime.bundle import read_manifest
 from edgeslim.runtime.encoder import bundle_identity
@@ -93,7 +93,7 @@ class Runner:
             # The measured figures go into the bundle's one manifest, then it is published in one rename.
             (built.staging / MODEL_CARD).write_text(render_model_card(built.manifest, result.model_dump()),
                                                     encoding="utf-8")
-            write_manifest(built.staging, {**built.manifest, "health_check": health_reference(built),
+            write_manifest(built.staging, {**built.manifest, **device_references(built, data),
                                            "benchmark": result.model_dump(exclude={"steps", "bundle"})})
             built.manifest_path.unlink()
             result = result.model_copy(update={"bundle_id": bundle_identity(read_manifest(built.staging))})

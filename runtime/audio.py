@@ -208,6 +208,7 @@ class AudioModality(RuntimeModality):
     entry = "encode_audio"
     argument = "clips"
     noun = "clips"
+    item_suffixes = (".wav",)
     preprocessing_model = AudioFrontend
 
     def model_inputs(self, frontend, items, input_names, pad_to=None):

@@ -17,6 +17,7 @@ import numpy as np
 from edgeslim.errors import BundleError, InputError, SignatureError
 from edgeslim.runtime.backends import open_backend
 from edgeslim.runtime.bundle import BundleReader, read_manifest
+from edgeslim.runtime.drift import DriftScore, DriftTracker
 from edgeslim.runtime.manifest import Manifest
 from edgeslim.runtime.modalities import MODALITIES
 from edgeslim.runtime.signing import check_signature, trusted_keys_from
@@ -43,6 +44,7 @@ class Encoder:
         self.truncated_total = 0  # texts cut to max_seq_length since load
         self._count_lock = threading.Lock()
         self.input_names = [spec.name for spec in manifest.inputs]
+        self._drift: DriftTracker | None = None  # running drift statistics, once track_drift() is called
 
     @property
     def identity(self) -> str:
@@ -105,6 +107,55 @@ class Encoder:
     def embed_inputs(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the model on prepared input (the manifest's input names -> arrays): token ids and
         mask for text, preprocessed pixels or audio features otherwise; checked first."""
+        raw = self._pooled(feeds)
+        tracker = self._drift
+        if tracker is not None:
+            tracker.update(raw)
+        if not self.manifest.normalize:
+            return raw
+        return (raw / np.clip(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12, None)).astype(np.float32)
+
+    def encode_unnormalized(self, items, batch_size: int = 32) -> np.ndarray:
+        """(len(items), dim) pooled embeddings before any L2 normalisation (what drift statistics
+        read: the norm carries information the unit vector drops). Not counted by track_drift."""
+        plugin = self.modality_plugin
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+        items = plugin.check_items(items)
+        return np.concatenate([
+            self._pooled(plugin.model_inputs(self.preprocessor, items[i : i + batch_size], self.input_names)[0])
+            for i in range(0, len(items), batch_size)])
+
+    # -- drift (runtime/drift.py) ---------------------------------------------------------
+    def _drift_reference(self):
+        if self.manifest.drift is None:
+            raise BundleError(f"{self.bundle_dir}: the manifest has no drift reference (bundles built before "
+                              "edgeslim.bundle/3 drift statistics, or from a run without held-out data); rebuild it")
+        return self.manifest.drift
+
+    def track_drift(self) -> None:
+        """Start keeping running statistics of everything this encoder embeds (opt-in; O(dim)
+        memory; thread-safe). Calling it again starts afresh."""
+        self._drift = DriftTracker(self._drift_reference())
+
+    def drift(self, reset: bool = False) -> DriftScore:
+        """The drift score of what was embedded since track_drift() (or the last reset): above
+        1 (`drifted`) when the input no longer looks like the bundle's held-out data."""
+        tracker = self._drift
+        if tracker is None:
+            raise InputError("call encoder.track_drift() first: drift statistics are opt-in")
+        found = tracker.score()
+        if reset:
+            tracker.reset()
+        return found
+
+    def score_drift(self, items, batch_size: int = 32) -> DriftScore:
+        """The drift score of `items` as one window (the running statistics are left alone)."""
+        tracker = DriftTracker(self._drift_reference())
+        tracker.update(self.encode_unnormalized(items, batch_size))
+        return tracker.score()
+
+    def _pooled(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         feeds = self.modality_plugin.check_feeds(self, feeds)
         hidden = self.backend.run({name: feeds[name] for name in self.input_names})
         batch = next(iter(feeds.values())).shape[0]
@@ -117,7 +168,7 @@ class Encoder:
         if mask.shape != hidden.shape[:2]:
             raise BundleError(f"{self.bundle_dir}: the model returned {hidden.shape[1]} positions for input of "
                               f"{mask.shape[1]}")
-        return pool(hidden, mask, self.manifest.pooling, self.manifest.normalize)
+        return pool(hidden, mask, self.manifest.pooling, False)
 
     def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Text: already tokenized input, integer arrays of shape (batch, seq), ids in

@@ -146,6 +146,7 @@ class ImageModality(RuntimeModality):
     entry = "encode_images"
     argument = "images"
     noun = "images"
+    item_suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
     preprocessing_model = ImagePreprocessing
 
     def check_manifest(self, manifest) -> None:

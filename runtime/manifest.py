@@ -71,6 +71,44 @@ def _known(registry: dict, what: str):
     return AfterValidator(check)
 
 
+class DriftThresholds(_Strict):
+    """Each drift statistic's in-domain limit (None: the reference has no spread in it)."""
+
+    mean_shift: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    cosine_ks: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
+    norm_ks: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
+
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class DriftReference(_Strict):
+    """Statistics of the bundle's raw embeddings of held-out in-domain items (runtime/drift.py)."""
+
+    source: Annotated[str, Field(max_length=500)]
+    items: Annotated[int, Field(ge=20)]
+    calibration_items: Annotated[int, Field(ge=20)]
+    window: Annotated[int, Field(ge=20)]
+    mean: Annotated[list[_Finite], Field(min_length=1, max_length=65_536)]
+    variance: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=1, max_length=65_536)]
+    cosine_edges: Annotated[list[_Finite], Field(min_length=1, max_length=1000)]
+    norm_edges: Annotated[list[_Finite], Field(min_length=1, max_length=1000)]
+    thresholds: DriftThresholds
+    threshold_percentile: Annotated[float, Field(gt=50, lt=100)]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if len(self.variance) != len(self.mean):
+            raise ValueError(f"mean has {len(self.mean)} values, variance {len(self.variance)}")
+        if len(self.norm_edges) != len(self.cosine_edges):
+            raise ValueError("cosine_edges and norm_edges have different bin counts")
+        for name in ("cosine_edges", "norm_edges"):
+            edges = getattr(self, name)
+            if any(b < a for a, b in zip(edges, edges[1:])):
+                raise ValueError(f"{name} must not decrease")
+        return self
+
+
 class HealthReference(_Strict):
     """Reference embeddings of the modality's health-check items (`health_items`), one row per
     item, and the cosine a device's run of the same items must reach on each."""
@@ -120,6 +158,9 @@ class Manifest(_Strict):
     # The bundle's own embeddings of its modality's health-check items, taken when it was built:
     # what a device compares its run with after a deploy (runtime/health.py).
     health_check: HealthReference | None = None
+    # Statistics of its embeddings of held-out in-domain items, and calibrated thresholds: what
+    # `encoder.drift()` and `edgeslim drift` score new input against (runtime/drift.py).
+    drift: DriftReference | None = None
     manifest_sha256: Sha256
 
     @model_validator(mode="before")
@@ -142,6 +183,11 @@ class Manifest(_Strict):
             if widths != {self.embedding_dim}:
                 raise ValueError(f"health_check embeddings have {sorted(widths)} values a row; embedding_dim is "
                                  f"{self.embedding_dim}")
+        if self.drift is not None:
+            if self.format != BUNDLE_FORMAT:
+                raise ValueError(f"drift needs format {BUNDLE_FORMAT}")
+            if len(self.drift.mean) != self.embedding_dim:
+                raise ValueError(f"drift.mean has {len(self.drift.mean)} values; embedding_dim is {self.embedding_dim}")
         if self.file_sizes is not None and set(self.file_sizes) != set(self.files):
             raise ValueError(f"file_sizes lists {sorted(self.file_sizes)}, files lists {sorted(self.files)}: "
                              "they must name the same files")

@@ -14,7 +14,7 @@ Encoder and the kit's teacher alike.
 
 from __future__ import annotations
 
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +37,8 @@ class RuntimeModality:
     variable_length: ClassVar[bool] = False
     # Input is read through a tokenizer (tokenizer.json in model folders and bundles).
     reads_tokenizer: ClassVar[bool] = False
+    # File name endings of items in a folder (`read_items`, e.g. for `edgeslim drift`).
+    item_suffixes: ClassVar[tuple[str, ...]] = ()
 
     # -- the manifest ---------------------------------------------------------------------
     def check_manifest(self, manifest) -> None:
@@ -78,6 +80,22 @@ class RuntimeModality:
         if not items:
             raise InputError(f"{self.entry}() got an empty list; pass at least one")
         return list(items)
+
+    def read_items(self, path: Path) -> list:
+        """Items named by a path: a folder's files ending in `item_suffixes` (subfolders too,
+        sorted), or a text file listing one file per line (relative to the list's folder)."""
+        path = Path(path)
+        if path.is_dir():
+            items = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in self.item_suffixes and f.is_file())
+        elif path.is_file():
+            lines = _lines(path)
+            items = [str(path.parent / line) for line in lines]
+        else:
+            raise InputError(f"{path}: no such file or folder")
+        if not items:
+            raise InputError(f"{path}: no {self.noun} in it (a folder of {', '.join(self.item_suffixes)} files, or a "
+                             "text file listing them one per line)")
+        return items
 
     def model_inputs(self, preprocessor, items: list, input_names: list[str],
                      pad_to: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -142,6 +160,20 @@ class RuntimeModality:
         """The items a device encodes after a deploy and compares with the bundle's reference
         embeddings (a pure function of the preprocessor: the same items on every machine)."""
         return [self.sample_item(preprocessor)]
+
+
+MAX_ITEM_LIST_BYTES = 256 << 20
+
+
+def _lines(path: Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file (an InputError when it is not one)."""
+    if path.stat().st_size > MAX_ITEM_LIST_BYTES:
+        raise InputError(f"{path}: over {MAX_ITEM_LIST_BYTES >> 20} MB; split it")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def check_modality(modality: RuntimeModality) -> list[str]:

@@ -3,11 +3,13 @@ half. numpy + tokenizers only."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from tokenizers import Tokenizer
 
 from edgeslim.errors import InputError
-from edgeslim.runtime.modality import RuntimeModality
+from edgeslim.runtime.modality import RuntimeModality, _lines
 
 
 def tokenize(tokenizer: Tokenizer, texts, pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +68,16 @@ class TextModality(RuntimeModality):
     entry = "encode"
     argument = "texts"
     noun = "sentences"
+
+    def read_items(self, path):
+        """A UTF-8 text file, one sentence per non-empty line."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: a text bundle reads a UTF-8 text file, one sentence per line")
+        items = _lines(path)
+        if not items:
+            raise InputError(f"{path}: no sentences in it (one per non-empty line)")
+        return items
     variable_length = True
     reads_tokenizer = True
 

@@ -51,6 +51,27 @@ class AudioModalityKit(Modality):
     runtime = AUDIO
     default_label = "digit"
 
+    def drift_shifts(self, in_domain, seed=0):
+        import wave
+
+        rng = np.random.default_rng(seed)
+        clips = []
+        for path in in_domain:
+            with wave.open(str(path), "rb") as handle:
+                clips.append(np.frombuffer(handle.readframes(handle.getnframes()), "<i2").astype(np.float32) / 32768)
+
+        def with_noise(clip, snr_db):
+            power = max(float(np.mean(clip ** 2)), 1e-10)
+            return np.clip(clip + rng.normal(0, math.sqrt(power / 10 ** (snr_db / 10)), clip.shape), -1, 1).astype(
+                np.float32)
+
+        return {"the same clips, white noise at 10 dB SNR": [with_noise(c, 10) for c in clips],
+                "the same clips, white noise at 0 dB SNR": [with_noise(c, 0) for c in clips],
+                "the same clips, time-reversed": [c[::-1].copy() for c in clips],
+                "the same clips at 1.5x speed": [np.interp(np.arange(0, len(c) - 1, 1.5), np.arange(len(c)), c).astype(
+                    np.float32) for c in clips],
+                "white noise alone": [rng.normal(0, 0.1, len(c)).clip(-1, 1).astype(np.float32) for c in clips]}
+
     def verify_items(self, count: int, scratch: Path):
         """FSDD test clips, or synthetic tones where the shared data is absent."""
         from edgeslim.calibration_data import corpus_available, load_corpus

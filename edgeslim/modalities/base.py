@@ -110,6 +110,12 @@ class Modality:
         """Held-out items for the aarch64 check (never calibration data), and what they are."""
         raise NotImplementedError
 
+    def drift_shifts(self, in_domain: list, seed: int = 0) -> dict[str, list]:
+        """Shifted item sets for the drift benchmark (benchmarks/drift.py), named by what was
+        done: other data of the modality, and `in_domain` items corrupted. Items are what the
+        runtime's entry takes (sentences, arrays, paths)."""
+        return {}
+
     # -- model input (kit side) -----------------------------------------------------------
     def latency_input(self, model, items: list, seq_len: int) -> dict:
         """The budget's operating point as JSON for a benchmark worker: by default one held-out

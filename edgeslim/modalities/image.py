@@ -58,6 +58,29 @@ class ImageModalityKit(Modality):
     runtime = IMAGE
     default_label = "class"
 
+    def drift_shifts(self, in_domain, seed=0):
+        import numpy as np
+        from PIL import Image, ImageFilter
+
+        rng = np.random.default_rng(seed)
+        images = [np.asarray(Image.open(path).convert("RGB")) for path in in_domain]
+        noisy = [np.clip(i + rng.normal(0, 40, i.shape), 0, 255).astype(np.uint8) for i in images]
+        blurred = [np.asarray(Image.fromarray(i).filter(ImageFilter.GaussianBlur(1.5))) for i in images]
+        dark = [(i * 0.35).astype(np.uint8) for i in images]
+        shifts = {"the same images, Gaussian noise sigma 40": noisy, "the same images, Gaussian blur radius 1.5": blurred,
+                  "the same images at 35% brightness": dark,
+                  "uniform random pixels": [rng.integers(0, 256, i.shape, dtype=np.uint8) for i in images]}
+        fashion = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")  # Debian: dataset-fashion-mnist
+        if fashion.is_file():
+            import gzip
+
+            raw = np.frombuffer(gzip.decompress(fashion.read_bytes())[16:], np.uint8).reshape(-1, 28, 28)
+            size = images[0].shape[:2][::-1] if images else (32, 32)
+            picks = raw[rng.permutation(len(raw))[:max(len(images), 1)]]
+            shifts["Fashion-MNIST test images (Debian dataset-fashion-mnist)"] = [
+                np.asarray(Image.fromarray(p).resize(size).convert("RGB")) for p in picks]
+        return shifts
+
     def verify_items(self, count: int, scratch: Path):
         """CIFAR-10 held-out images, or random-pixel PNGs where the shared data is absent."""
         from edgeslim.calibration_data import corpus_available, load_corpus

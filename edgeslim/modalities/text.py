@@ -53,6 +53,18 @@ class TextModalityKit(Modality):
                                    f"sentences also in calibration: {overlap}",
                          score=lambda by_item: stsb_spearman(by_item, pairs))]
 
+    def drift_shifts(self, in_domain, seed=0):
+        from edgeslim.calibration_data import corpus_available, load_corpus
+
+        rng = np.random.default_rng(seed)
+        shifts = {"the same sentences, words shuffled": _shuffled_words(list(in_domain), rng)}
+        for name, what in (("clinc-oos-test", "CLINC150 out-of-scope queries"), ("banking77-test", "Banking77 queries"),
+                           ("wordnet-heldout", "WordNet glosses and examples"), ("wiki", "lowercased Wikipedia")):
+            if corpus_available(name):
+                texts = list(load_corpus(name).texts)
+                shifts[f"{what} ({name})"] = [texts[i] for i in rng.permutation(len(texts))[:1000]]
+        return shifts
+
     def verify_items(self, count: int, scratch: Path):
         from edgeslim.calibration_data import load_corpus
 
@@ -172,3 +184,12 @@ def teacher_embeddings(teacher, texts: list[str], max_seq_length: int, log=print
 
 
 TEXT_KIT = TextModalityKit()
+
+
+def _shuffled_words(texts: list[str], rng) -> list[str]:
+    out = []
+    for text in texts:
+        words = text.split()
+        rng.shuffle(words)
+        out.append(" ".join(words))
+    return out
