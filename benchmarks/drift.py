@@ -3,9 +3,9 @@ shifted input, and how often does it cry wolf?
 
     python -m edgeslim.benchmarks.drift RUN_DIR [--variant NAME] [--window 100] [--json OUT]
 
-In-domain samples, neither of them in the bundle's drift reference: the rest of the run's
-agreement corpus when it has enough (e.g. STS-B test sentences past the 1,000 the run held out),
-else the run's calibration corpus (in-domain, though calibration saw it, which the table says).
+The in-domain sample is never in the bundle's drift reference: the rest of the run's agreement
+corpus when it has enough (e.g. the STS-B test sentences outside the reference's random 1,000),
+else the run's calibration corpus (in domain, though calibration saw it, which the table says).
 Shifted samples come from the modality (`Modality.drift_shifts`): other data of the modality and
 the in-domain items corrupted. Each set is scored as whole windows of `--window` items (up to
 20 per set, disjoint): the alarm rate is the share of windows scored as drift; an in-domain
@@ -51,17 +51,18 @@ def drift_figures(run_dir: Path, variant: str | None = None, window: int = 100, 
     if reference is None:
         raise InputError(f"{variant} has no drift reference (built before drift statistics); rerun the recipe")
     data = load_eval_data(recipe, encoder.modality)
-    held_out = set(data.agreement_texts)
-    rest = [t for t in load_corpus(data.agreement.name).texts if t not in held_out]
+    in_reference = set(data.drift_items)
+    calibration = set(data.calibration.texts)
+    rest = [t for t in load_corpus(data.agreement.name).texts if t not in in_reference and t not in calibration]
     rng = np.random.default_rng(1)
     if len(rest) >= window:
         in_domain_name = f"{data.agreement.name}, items not in the reference (in domain)"
         in_domain = [rest[i] for i in rng.permutation(len(rest))[: window * MAX_WINDOWS]]
     else:
-        calibration = list(data.calibration.texts)
+        pool = list(data.calibration.texts)
         in_domain_name = f"{data.calibration.name} (in domain; calibration saw it)"
-        in_domain = [calibration[i] for i in rng.permutation(len(calibration))[: window * MAX_WINDOWS]]
-    shifted_from = [data.agreement_texts[i] for i in rng.permutation(len(data.agreement_texts))[: window * MAX_WINDOWS]]
+        in_domain = [pool[i] for i in rng.permutation(len(pool))[: window * MAX_WINDOWS]]
+    shifted_from = [data.drift_items[i] for i in rng.permutation(len(data.drift_items))[: window * MAX_WINDOWS]]
     sets = {in_domain_name: (in_domain, False)}
     sets.update({name: (items, True) for name, items in data.modality.drift_shifts(shifted_from).items()})
     rows = []

@@ -140,17 +140,17 @@ class Builder:
 def device_references(built: BuiltBundle, data) -> dict:
     """What a device checks itself against, taken from the staged bundle run here by the runtime
     as a device runs it: `health_check` (its embeddings of the modality's health-check items) and
-    `drift` (statistics of its raw embeddings of the run's held-out agreement items, which
+    `drift` (statistics of its raw embeddings of a random sample of the agreement corpus, which
     calibration never saw; None when there are too few of them)."""
     from edgeslim.runtime import load
     from edgeslim.runtime.drift import MIN_DRIFT_ITEMS, drift_reference
     from edgeslim.runtime.health import reference
 
     encoder = load(built.staging, threads=1, manifest_path=built.manifest_path)
-    items = data.agreement_texts
+    items = data.drift_items
     drift = None
     if len(items) >= 2 * MIN_DRIFT_ITEMS:
-        source = (f"{data.agreement.name}: {len(items)} held-out {data.modality.noun}, disjoint from calibration "
-                  f"({data.agreement_overlap} overlapping dropped); half reference, half threshold calibration")
+        source = (f"{data.agreement.name}: {len(items)} held-out {data.modality.noun} drawn at random (seed 0), "
+                  "disjoint from calibration; half reference, half threshold calibration")
         drift = drift_reference(encoder.encode_unnormalized(items), source)
     return {"health_check": reference(encoder), "drift": drift}

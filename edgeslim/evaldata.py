@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgeslim.calibration_data import Corpus, corpus_available, load_corpus
 from edgeslim.errors import RecipeError
 from edgeslim.modalities import Modality, TaskData, get_modality
@@ -31,6 +33,9 @@ class ProbeData:
     k: int
 
 
+DRIFT_SAMPLES = 1000
+
+
 @dataclass
 class EvalData:
     """What a run evaluates on. Items are sentences, or file paths (images, audio clips);
@@ -49,6 +54,16 @@ class EvalData:
     def probe(self) -> ProbeData | None:
         """The first probe: the one budgets bound."""
         return self.probes[0] if self.probes else None
+
+    @property
+    def drift_items(self) -> list[str]:
+        """Held-out in-domain items for a bundle's drift reference: a seeded random sample of
+        the agreement corpus without calibration items, up to DRIFT_SAMPLES. Random, not the
+        first N: corpora are ordered by source (STS-B test runs genre by genre)."""
+        calibration = {_norm(t) for t in self.calibration.texts}
+        kept = [t for t in self.agreement.texts if _norm(t) not in calibration]
+        order = np.random.default_rng(0).permutation(len(kept))[:DRIFT_SAMPLES]
+        return [kept[i] for i in sorted(order)]
 
     @property
     def metric_overlap(self) -> int:

@@ -23,6 +23,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeslim.calibration_data import corpus_available
@@ -391,3 +392,24 @@ PidFile {home / 'sshd.pid'}
     yield {"port": port, "identity": home / "user", "known_hosts": home / "known_hosts", "user": user}
     server.terminate()
     server.wait(timeout=10)
+
+
+def drift_scores(run: dict, variant: str, shift_names: list[str], count: int = 200) -> dict:
+    """Drift scores of a run's bundle on an in-domain sample outside its drift reference (the
+    agreement corpus's rest, else calibration items) and on the named shifted sets of its
+    modality (Modality.drift_shifts)."""
+    from edgeslim.evaldata import load_eval_data
+    from edgeslim.recipe import load_recipe
+    from edgeslim.runtime import load
+
+    encoder = load(run["out"] / "bundles" / variant)
+    data = load_eval_data(load_recipe(run["out"].parent / "recipe.yaml")[0], encoder.modality)
+    in_reference = set(data.drift_items)
+    rest = [t for t in data.agreement.texts if t not in in_reference and t not in set(data.calibration.texts)]
+    pool = rest if len(rest) >= count else list(data.calibration.texts)
+    rng = np.random.default_rng(0)  # corpora are ordered by class: a slice would be one class
+    in_domain = [pool[i] for i in rng.permutation(len(pool))[:count]]
+    shifts = data.modality.drift_shifts([data.drift_items[i] for i in rng.permutation(len(data.drift_items))[:count]])
+    scores = {"in-domain": encoder.score_drift(in_domain)}
+    scores.update({name: encoder.score_drift(shifts[name]) for name in shift_names})
+    return scores

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compile_firmware_check, run_recipe_cli
+from conftest import compile_firmware_check, drift_scores, run_recipe_cli
 from edgeslim.calibration_data import corpus_available
 from edgeslim.errors import InputError
 from edgeslim.runtime.audio import AudioFrontend, log_mel, mel_filterbank, power_mel, to_samples
@@ -379,3 +379,9 @@ def test_the_audio_teacher_script_resumes_every_method_exactly(tmp_path, options
     assert resumed.returncode == 0 and "resuming from step 5/8" in resumed.stderr
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_drift_flags_white_noise_not_spoken_digits(audio_run):
+    scores = drift_scores(audio_run, "ort-int8", ["white noise alone"])
+    print({name: s.score for name, s in scores.items()})
+    assert not scores["in-domain"].drifted and scores["white noise alone"].drifted

@@ -80,17 +80,21 @@ def test_too_few_items_or_a_wrong_width_is_an_input_error():
 def test_the_build_stores_a_drift_reference_from_held_out_data(tiny_run):
     manifest = read_manifest(tiny_run["out"] / "bundles" / "ort-int8-dynamic")
     drift = manifest.drift
-    assert drift.items == 100 and drift.calibration_items == 100 and len(drift.mean) == manifest.embedding_dim
-    assert "wordnet-heldout: 200 held-out sentences, disjoint from calibration" in drift.source
+    assert drift.items == 500 and drift.calibration_items == 500 and len(drift.mean) == manifest.embedding_dim
+    assert "wordnet-heldout: 1000 held-out sentences drawn at random (seed 0), disjoint from calibration" in drift.source
     assert drift.thresholds.mean_shift > 0
 
 
-def _in_domain_and_shifted(tmp_path):
-    from edgeslim.calibration_data import load_corpus
+def _in_domain_and_shifted(tmp_path, run):
+    from edgeslim.evaldata import load_eval_data
+    from edgeslim.recipe import load_recipe
 
-    held_out = load_corpus("wordnet-heldout").texts
+    data = load_eval_data(load_recipe(run["recipe"])[0], "text")
+    in_reference = set(data.drift_items) | set(data.calibration.texts)
+    outside = [t for t in data.agreement.texts if t not in in_reference and t.strip() == t and len(t.splitlines()) == 1]
     in_domain = tmp_path / "in-domain.txt"
-    in_domain.write_text("\n".join(held_out[-200:]))  # past the 200 the run held out for its reference
+    assert len(outside) >= 150
+    in_domain.write_text("\n".join(outside[:200]))  # held-out WordNet sentences the reference never saw
     shifted = tmp_path / "shifted.txt"
     shifted.write_text("\n".join(f"zzzz {i % 3}" for i in range(200)))
     return in_domain, shifted
@@ -98,10 +102,11 @@ def _in_domain_and_shifted(tmp_path):
 
 def test_drift_cli_scores_a_file_and_exits_4_on_drift(tiny_run, tmp_path, capsys):
     bundle = tiny_run["out"] / "bundles" / "ort-int8-dynamic"
-    in_domain, shifted = _in_domain_and_shifted(tmp_path)
+    in_domain, shifted = _in_domain_and_shifted(tmp_path, tiny_run)
     assert main(["drift", str(bundle), str(in_domain), "--json", str(tmp_path / "in.json")]) == 0
     out = capsys.readouterr().out
-    assert "200 sentences" in out and "in domain" in out and "mean_shift" in out
+    count = len(in_domain.read_text().splitlines())
+    assert f"{count} sentences" in out and "in domain" in out and "mean_shift" in out
     assert main(["drift", str(bundle), str(shifted), "--json", str(tmp_path / "out.json")]) == EXIT_DRIFT
     assert "DRIFT" in capsys.readouterr().out
     found = json.loads((tmp_path / "out.json").read_text())
@@ -112,7 +117,7 @@ def test_drift_cli_scores_a_file_and_exits_4_on_drift(tiny_run, tmp_path, capsys
 
 def test_an_encoder_tracks_what_it_encodes_when_asked(tiny_run, tmp_path):
     encoder = load(tiny_run["out"] / "bundles" / "ort-int8-dynamic")
-    in_domain, shifted = (p.read_text().splitlines() for p in _in_domain_and_shifted(tmp_path))
+    in_domain, shifted = (p.read_text().splitlines() for p in _in_domain_and_shifted(tmp_path, tiny_run))
     with pytest.raises(InputError, match="track_drift"):
         encoder.drift()
     plain = encoder.encode(in_domain[:8])
@@ -124,11 +129,11 @@ def test_an_encoder_tracks_what_it_encodes_when_asked(tiny_run, tmp_path):
     for thread in threads:
         thread.join()
     found = encoder.drift(reset=True)
-    assert found.items == 208 and not found.drifted
+    assert found.items == 8 + len(in_domain) and not found.drifted
     encoder.encode(shifted)
     assert encoder.drift().drifted
-    assert encoder.score_drift(in_domain).items == 200  # a file's window leaves the running statistics alone
-    assert encoder.drift().items == 200
+    assert encoder.score_drift(in_domain).items == len(in_domain)  # a window of its own: the running statistics
+    assert encoder.drift().items == len(shifted)  # are left alone
 
 
 def test_a_manifest_drift_entry_is_checked(tiny_bundle):

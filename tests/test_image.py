@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compile_firmware_check, run_recipe_cli
+from conftest import compile_firmware_check, drift_scores, run_recipe_cli
 from edgeslim.calibration_data import corpus_available
 
 pytestmark = pytest.mark.skipif(not corpus_available("cifar10-heldout"),
@@ -323,3 +323,16 @@ def test_the_packaged_image_recipe_on_a_ci_sized_ssl_teacher(tmp_path_factory):
               f"({r['latency_ms']['kind']})")
         assert r["accuracy"]["teacher_cosine_mean"] > 0.75, name  # a 2-epoch distillation of a 2-epoch teacher
     assert results["ort-int8"]["speedup_vs_baseline"] > 1.0
+
+
+def test_drift_flags_random_pixels_and_fashion_mnist_not_held_out_cifar(image_run):
+    """The image bundle's drift reference (random held-out CIFAR-10 images) against CIFAR-10
+    images outside it, random pixels, and Fashion-MNIST where Debian's package is installed."""
+    shifts = ["uniform random pixels"]
+    fashion = "Fashion-MNIST test images (Debian dataset-fashion-mnist)"
+    if Path("/usr/share/datasets/fashion-mnist").is_dir():
+        shifts.append(fashion)
+    scores = drift_scores(image_run, "ort-int8", shifts)
+    print({name: s.score for name, s in scores.items()})
+    assert not scores["in-domain"].drifted
+    assert all(scores[name].drifted for name in shifts)
