@@ -1,15 +1,15 @@
 """Drift figures for a bundle of a finished run: does `edgeslim drift` tell in-domain input from
 shifted input, and how often does it cry wolf?
 
-    python -m edgeslim.benchmarks.drift RUN_DIR [--variant NAME] [--window 100] [--json OUT]
+    python -m edgeslim.benchmarks.drift RUN_DIR [--variant NAME] [--json OUT]
 
 The in-domain sample is never in the bundle's drift reference: the rest of the run's agreement
 corpus when it has enough (e.g. the STS-B test sentences outside the reference's random 1,000),
 else the run's calibration corpus (in domain, though calibration saw it, which the table says).
 Shifted samples come from the modality (`Modality.drift_shifts`): other data of the modality and
-the in-domain items corrupted. Each set is scored as whole windows of `--window` items (up to
-20 per set, disjoint): the alarm rate is the share of windows scored as drift; an in-domain
-set's alarm rate is the false-alarm rate.
+the in-domain items corrupted. Each set is scored as `edgeslim drift` scores a file: windows of
+the reference's calibration size (up to 20 per set), the score is their median. The share of an
+in-domain set's windows flagged is the per-window false-alarm rate.
 """
 
 from __future__ import annotations
@@ -27,11 +27,7 @@ from edgeslim.outputs import write_atomic
 MAX_WINDOWS = 20
 
 
-def _windows(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items) - size + 1, size)][:MAX_WINDOWS]
-
-
-def drift_figures(run_dir: Path, variant: str | None = None, window: int = 100, log=print) -> dict:
+def drift_figures(run_dir: Path, variant: str | None = None, log=print) -> dict:
     from edgeslim.calibration_data import load_corpus
     from edgeslim.evaldata import load_eval_data
     from edgeslim.recipe import parse_recipe
@@ -55,38 +51,29 @@ def drift_figures(run_dir: Path, variant: str | None = None, window: int = 100, 
     calibration = set(data.calibration.texts)
     rest = [t for t in load_corpus(data.agreement.name).texts if t not in in_reference and t not in calibration]
     rng = np.random.default_rng(1)
-    if len(rest) >= window:
+    if len(rest) >= reference.window:
         in_domain_name = f"{data.agreement.name}, items not in the reference (in domain)"
-        in_domain = [rest[i] for i in rng.permutation(len(rest))[: window * MAX_WINDOWS]]
+        in_domain = [rest[i] for i in rng.permutation(len(rest))[: reference.window * MAX_WINDOWS]]
     else:
         pool = list(data.calibration.texts)
         in_domain_name = f"{data.calibration.name} (in domain; calibration saw it)"
-        in_domain = [pool[i] for i in rng.permutation(len(pool))[: window * MAX_WINDOWS]]
-    shifted_from = [data.drift_items[i] for i in rng.permutation(len(data.drift_items))[: window * MAX_WINDOWS]]
+        in_domain = [pool[i] for i in rng.permutation(len(pool))[: reference.window * MAX_WINDOWS]]
+    shifted_from = [data.drift_items[i] for i in rng.permutation(len(data.drift_items))[: reference.window * MAX_WINDOWS]]
     sets = {in_domain_name: (in_domain, False)}
+    sets.update({name: (items, False) for name, items in data.modality.drift_in_domain().items()})
     sets.update({name: (items, True) for name, items in data.modality.drift_shifts(shifted_from).items()})
     rows = []
     for name, (items, shifted) in sets.items():
-        raw = encoder.encode_unnormalized(items)
-        scores = []
-        for part in _windows(list(range(len(raw))), window):
-            tracker = DriftTracker(reference)
-            tracker.update(raw[part])
-            scores.append(tracker.score())
-        if not scores:
-            log(f"  {name}: fewer than {window} items, skipped")
-            continue
-        alarms = sum(s.drifted for s in scores)
-        whole = DriftTracker(reference)
-        whole.update(raw)
-        rows.append({"set": name, "shifted": shifted, "items": len(items), "windows": len(scores), "alarms": alarms,
-                     "alarm_rate": round(alarms / len(scores), 3),
-                     "median_window_score": round(float(np.median([s.score for s in scores])), 3),
-                     "whole_set_score": whole.score().score})
-        log(f"  {name}: {alarms}/{len(scores)} windows flagged, median score {rows[-1]['median_window_score']}, "
-            f"whole set {rows[-1]['whole_set_score']}")
+        tracker = DriftTracker(reference, keep=MAX_WINDOWS)
+        tracker.update(encoder.encode_unnormalized(items))
+        found = tracker.score()
+        rows.append({"set": name, "shifted": shifted, "items": len(items), "windows": found.windows,
+                     "flagged_windows": found.flagged_windows, "score": found.score, "drifted": found.drifted,
+                     "statistics": found.statistics})
+        log(f"  {name}: {found.flagged_windows}/{found.windows} windows flagged, score {found.score} "
+            f"({'DRIFT' if found.drifted else 'in domain'})")
     return {"run": str(run_dir), "variant": variant, "bundle_id": encoder.identity, "modality": encoder.modality,
-            "window": window, "reference": reference.source, "reference_items": reference.items,
+            "window": reference.window, "reference": reference.source, "reference_items": reference.items,
             "thresholds": reference.thresholds.model_dump(), "rows": rows}
 
 
@@ -94,16 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
     parser.add_argument("--variant")
-    parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    figures = drift_figures(Path(args.run_dir), args.variant, args.window)
+    figures = drift_figures(Path(args.run_dir), args.variant)
     print(f"\n{figures['bundle_id']} ({figures['modality']}), windows of {figures['window']}; reference: "
           f"{figures['reference']}")
-    print(f"{'set':<70} {'kind':<9} {'flagged':>9} {'median':>7} {'whole':>7}")
+    print(f"{'set':<66} {'kind':<9} {'windows flagged':>15} {'score':>6}  verdict")
     for row in figures["rows"]:
-        print(f"{row['set'][:70]:<70} {'shifted' if row['shifted'] else 'in-domain':<9} "
-              f"{row['alarms']:>3}/{row['windows']:<5} {row['median_window_score']:>7.2f} {row['whole_set_score']:>7.2f}")
+        print(f"{row['set'][:66]:<66} {'shifted' if row['shifted'] else 'in-domain':<9} "
+              f"{row['flagged_windows']:>9}/{row['windows']:<5} {row['score']:>6.2f}  "
+              f"{'DRIFT' if row['drifted'] else 'in domain'}")
     if args.json:
         write_atomic(Path(args.json), json.dumps(figures, indent=2))
     return 0

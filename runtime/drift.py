@@ -6,8 +6,9 @@ the mean unit vector, the per-dimension variance, the distribution of each item'
 the mean and of the embedding norms before normalisation (as equal-mass bin edges), and
 thresholds calibrated on a second, disjoint part of that set.
 
-A window of n items (a file, or what an Encoder saw since `track_drift()`) is scored on three
-statistics, each against its calibrated threshold:
+Input is scored in windows of the calibration's size (a file, or what an Encoder saw since
+`track_drift()`: the last 20 windows); each window of n items on three statistics, each against
+its calibrated threshold:
 
 - mean_shift: n * |mean(u) - mu|^2 / sum(var): how far the window's mean direction moved, in
   units of its own sampling noise (about 1 for an in-domain window);
@@ -15,15 +16,17 @@ statistics, each against its calibrated threshold:
   cosine to mu (binned Kolmogorov-Smirnov), scaled by sqrt(n N / (n + N));
 - norm_ks: the same for the norms before normalisation.
 
-The score is the largest ratio statistic / threshold; above 1 is drift. Thresholds are the
-99.5th percentile of each statistic over random in-domain windows (three statistics: about a 1.5%
-false-alarm rate per window at the calibration window size, stated in the manifest). Memory is
-O(dim + bins) whatever the number of items: a running sum and two histograms.
+A window's score is its largest ratio statistic / threshold, and the score is the median over
+the windows; above 1 is drift. Thresholds are the 99.5th percentile of each statistic over
+random in-domain windows of the calibration half (three statistics: about 1.5% of in-domain
+windows flagged, at best; benchmarks/drift.py measures it). Memory is O(dim + bins) per window
+kept, whatever the number of items: running sums and two histograms.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,79 +47,107 @@ def _unit(raw: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DriftScore:
-    score: float  # the largest statistic / threshold; > 1 is drift
+    score: float  # the median window's largest statistic / threshold; > 1 is drift
     drifted: bool
-    items: int
-    statistics: dict  # name -> {"value", "threshold", "ratio"}
+    items: int  # items seen (since the last reset)
+    windows: int  # windows scored (full ones; a partial one only when no window is full)
+    flagged_windows: int  # windows whose own score is above 1
+    statistics: dict  # name -> median over the windows of {"value", "threshold", "ratio"}
     reference: str  # what the reference was built from
 
     def to_dict(self) -> dict:
-        return {"score": self.score, "drifted": self.drifted, "items": self.items, "statistics": self.statistics,
-                "reference": self.reference}
+        return {"score": self.score, "drifted": self.drifted, "items": self.items, "windows": self.windows,
+                "flagged_windows": self.flagged_windows, "statistics": self.statistics, "reference": self.reference}
+
+
+class _Window:
+    """Sums of one window: O(dim + bins)."""
+
+    def __init__(self, dim: int, bins: int):
+        self.count = 0
+        self.total = np.zeros(dim)
+        self.cosine_bins = np.zeros(bins, np.int64)
+        self.norm_bins = np.zeros(bins, np.int64)
+
+    def add(self, unit: np.ndarray, cosine_index: np.ndarray, norm_index: np.ndarray) -> None:
+        self.count += len(unit)
+        self.total += unit.sum(0)
+        self.cosine_bins += np.bincount(cosine_index, minlength=len(self.cosine_bins))
+        self.norm_bins += np.bincount(norm_index, minlength=len(self.norm_bins))
 
 
 class DriftTracker:
-    """Running statistics of raw (pre-normalisation) pooled embeddings against a reference.
-    `update` and `score` may be called from any thread."""
+    """Running drift statistics of raw (pre-normalisation) pooled embeddings, in windows of the
+    reference's calibration size (`reference.window` items): the thresholds were calibrated on
+    windows of that size, and a window's score does not grow with the number of items seen (one
+    huge window would measure the reference's own sampling noise). The score is the median over
+    the last `keep` full windows. `update` and `score` may be called from any thread."""
 
-    def __init__(self, reference):
+    def __init__(self, reference, keep: int = 20):
         self.reference = reference
+        self.window = reference.window
         self._mean = np.asarray(reference.mean, np.float64)
         self._mean_unit = self._mean / max(np.linalg.norm(self._mean), 1e-12)
         self._total_variance = float(np.sum(reference.variance))
         self._cosine_edges = np.asarray(reference.cosine_edges, np.float64)
         self._norm_edges = np.asarray(reference.norm_edges, np.float64)
+        self._keep = keep
         self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
             self._count = 0
-            self._sum = np.zeros_like(self._mean)
-            self._cosine_bins = np.zeros(len(self._cosine_edges) + 1, np.int64)
-            self._norm_bins = np.zeros(len(self._norm_edges) + 1, np.int64)
+            self._current = _Window(len(self._mean), len(self._cosine_edges) + 1)
+            self._done: deque[dict[str, float]] = deque(maxlen=self._keep)
 
     def update(self, raw: np.ndarray) -> None:
         raw = np.asarray(raw, np.float64)
         if raw.ndim != 2 or raw.shape[1] != self._mean.shape[0]:
             raise InputError(f"drift statistics take (items, {self._mean.shape[0]}) embeddings, got {raw.shape}")
         unit = _unit(raw)
-        cosine_bins = np.bincount(np.searchsorted(self._cosine_edges, unit @ self._mean_unit),
-                                  minlength=len(self._cosine_edges) + 1)
-        norm_bins = np.bincount(np.searchsorted(self._norm_edges, np.linalg.norm(raw, axis=1)),
-                                minlength=len(self._norm_edges) + 1)
+        cosine_index = np.searchsorted(self._cosine_edges, unit @ self._mean_unit)
+        norm_index = np.searchsorted(self._norm_edges, np.linalg.norm(raw, axis=1))
         with self._lock:
+            start = 0
+            while start < len(raw):
+                stop = min(len(raw), start + self.window - self._current.count)
+                self._current.add(unit[start:stop], cosine_index[start:stop], norm_index[start:stop])
+                start = stop
+                if self._current.count == self.window:
+                    self._done.append(self._statistics(self._current))
+                    self._current = _Window(len(self._mean), len(self._cosine_edges) + 1)
             self._count += len(raw)
-            self._sum += unit.sum(0)
-            self._cosine_bins += cosine_bins
-            self._norm_bins += norm_bins
 
     @property
     def count(self) -> int:
         return self._count
 
-    def statistics(self) -> dict[str, float]:
-        """The three statistics of the items seen so far (unscaled by thresholds)."""
+    def _statistics(self, window: _Window) -> dict[str, float]:
+        return _statistics(window.count, window.total, window.cosine_bins, window.norm_bins, self._mean,
+                           self._total_variance, self.reference.items)
+
+    def statistics(self) -> list[dict[str, float]]:
+        """Each scored window's statistics (unscaled by thresholds), oldest first."""
         with self._lock:
-            count, total = self._count, self._sum.copy()
-            cosine_bins, norm_bins = self._cosine_bins.copy(), self._norm_bins.copy()
-        return _statistics(count, total, cosine_bins, norm_bins, self._mean, self._total_variance,
-                           self.reference.items)
+            done = list(self._done)
+            current = self._statistics(self._current) if self._current.count >= MIN_DRIFT_ITEMS else None
+        return done if done else ([current] if current else [])
 
     def score(self) -> DriftScore:
-        if self._count < MIN_DRIFT_ITEMS:
+        windows = self.statistics()
+        if not windows:
             raise InputError(f"drift needs at least {MIN_DRIFT_ITEMS} items to say anything; {self._count} seen")
-        found = self.statistics()
         thresholds = self.reference.thresholds
-        per = {}
-        for name, value in found.items():
-            threshold = getattr(thresholds, name)
-            if threshold is None:  # no spread in the reference (e.g. a graph that normalises itself)
-                continue
-            per[name] = {"value": round(float(value), 4), "threshold": round(float(threshold), 4),
-                         "ratio": round(float(value / threshold), 4)}
-        score = float(max(v["ratio"] for v in per.values()))
-        return DriftScore(round(score, 4), bool(score > 1.0), self._count, per, self.reference.source)
+        used = [name for name in windows[0] if getattr(thresholds, name) is not None]  # None: no spread in the reference
+        ratios = [{name: w[name] / getattr(thresholds, name) for name in used} for w in windows]
+        window_scores = [max(r.values()) for r in ratios]
+        per = {name: {"value": round(float(np.median([w[name] for w in windows])), 4),
+                      "threshold": round(float(getattr(thresholds, name)), 4),
+                      "ratio": round(float(np.median([r[name] for r in ratios])), 4)} for name in used}
+        score = float(np.median(window_scores))
+        return DriftScore(round(score, 4), bool(score > 1.0), self._count, len(windows),
+                          int(sum(s > 1.0 for s in window_scores)), per, self.reference.source)
 
 
 def _statistics(count: int, total: np.ndarray, cosine_bins: np.ndarray, norm_bins: np.ndarray, mean: np.ndarray,

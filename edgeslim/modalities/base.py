@@ -110,6 +110,11 @@ class Modality:
         """Held-out items for the aarch64 check (never calibration data), and what they are."""
         raise NotImplementedError
 
+    def drift_in_domain(self, seed: int = 0) -> dict[str, list]:
+        """More in-domain item sets for the drift benchmark (another split of the same sources),
+        besides the rest of the run's agreement corpus."""
+        return {}
+
     def drift_shifts(self, in_domain: list, seed: int = 0) -> dict[str, list]:
         """Shifted item sets for the drift benchmark (benchmarks/drift.py), named by what was
         done: other data of the modality, and `in_domain` items corrupted. Items are what the

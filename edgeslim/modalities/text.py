@@ -53,6 +53,15 @@ class TextModalityKit(Modality):
                                    f"sentences also in calibration: {overlap}",
                          score=lambda by_item: stsb_spearman(by_item, pairs))]
 
+    def drift_in_domain(self, seed=0):
+        from edgeslim.calibration_data import corpus_available, load_corpus
+
+        if not corpus_available("stsb-dev"):
+            return {}
+        texts = list(load_corpus("stsb-dev").texts)
+        picks = np.random.default_rng(seed).permutation(len(texts))[:2000]
+        return {"STS-B dev sentences (the same sources, another split)": [texts[i] for i in picks]}
+
     def drift_shifts(self, in_domain, seed=0):
         from edgeslim.calibration_data import corpus_available, load_corpus
 
