@@ -162,3 +162,24 @@ def verify_on_aarch64(bundle: Path, texts: list[str], cpu: str = "cortex-a76", c
                        heavy_importable=guest_info["heavy_importable"], sentences=len(texts),
                        cosine_min=float(cosines.min()), cosine_mean=float(cosines.mean()),
                        guest_embeddings=guest, host_embeddings=host)
+
+
+def emulated_device_python(folder: Path, backend: str = "onnxruntime", cpu: str = DEFAULT_CPU,
+                           cache: Path | None = None, log=print) -> Path:
+    """A `python3` for an emulated arm64 device: a script in `folder` that runs the userland's
+    Python under qemu-user with the aarch64 wheels of `backend`'s device lock and a copy of the
+    kit's runtime (no torch). Give it to `edgeslim deploy --remote-python` with an sshd on this
+    machine to try deploy, bench --on and rollback against an arm64 "device" without a Pi."""
+    from edgeslim.runtime.backends import device_lock
+
+    qemu = _need("qemu-aarch64-static", "qemu-user-static")
+    rootfs, site = prepare_userland(cache or default_cache(), device_lock(backend), log)
+    folder = Path(folder)
+    _copy_runtime(folder / "kit")
+    script = folder / "python3"
+    script.write_text("#!/bin/sh\n"
+                      f"export PYTHONPATH={folder / 'kit'}:{site} PYTHONNOUSERSITE=1 OMP_NUM_THREADS=1 "
+                      "TOKENIZERS_PARALLELISM=false\n"
+                      f'exec {qemu} -cpu {cpu} -L {rootfs} {rootfs / "usr/bin/python3.11"} "$@"\n')
+    script.chmod(0o755)
+    return script

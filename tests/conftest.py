@@ -413,3 +413,29 @@ def drift_scores(run: dict, variant: str, shift_names: list[str], count: int = 2
     scores = {"in-domain": encoder.score_drift(in_domain)}
     scores.update({name: encoder.score_drift(shifts[name]) for name in shift_names})
     return scores
+
+
+@pytest.fixture(scope="session")
+def device_venv(tmp_path_factory) -> Path:
+    """As on a Raspberry Pi: a venv with the runtime extra's hashed lock and a wheel of the kit
+    installed with no index (no torch). Its python, built once per session."""
+    import sys
+    import venv
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def build():
+        folder = _session_dir(tmp_path_factory) / "device-venv"
+        dist = folder / "dist"
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                        str(dist), str(repo)], check=True, cwd=folder.parent)
+        wheel = next(dist.glob("edgeslim-*.whl"))
+        venv.create(folder / "venv", with_pip=True)
+        python = folder / "venv" / "bin" / "python"
+        pip = [python, "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "--require-hashes", "-r", str(repo / "runtime" / "locks" / "runtime.txt")], check=True,
+                       cwd=folder)
+        subprocess.run([*pip, "--no-index", f"{wheel}[runtime]"], check=True, cwd=folder)
+        return {"python": python, "wheel": wheel}
+
+    return shared(tmp_path_factory, "device-venv", build)

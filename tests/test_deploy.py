@@ -263,3 +263,60 @@ def test_a_bundle_2_without_a_reference_gets_the_basic_check(tiny_bundle):
     (tiny_bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="health_check needs format edgeslim.bundle/3"):
         load(tiny_bundle)
+
+
+def _signed_pair(tiny_run, tmp_path):
+    bundles = tiny_run["out"] / "bundles"
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(bundles / "ort-int8-dynamic", first)
+    shutil.copytree(bundles / "ort-fp32", second)
+    new_key(tmp_path / "keys", "release")
+    for bundle in (first, second):
+        sign_bundle(bundle, tmp_path / "keys" / "release.key")
+    return first, second
+
+
+def _deploy_bench_rollback(sshd, tiny_run, tmp_path, python: str, runs: int) -> dict:
+    """The device's side entirely in `python`: two signed deploys, a bench of the current
+    bundle, a rollback; what the bench returned."""
+    from edgeslim.deploy import bench_on_device
+
+    first, second = _signed_pair(tiny_run, tmp_path)
+    root = tmp_path / "device"
+    root.mkdir()
+    device = parse_device(f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}{root}", sshd["identity"],
+                          sshd["known_hosts"], python)
+    keys = str(tmp_path / "keys")
+    assert deploy(first, device, trusted_keys=keys)["health"]["signed_by"]
+    second_id = deploy(second, device, trusted_keys=keys)["current"]
+    measured = bench_on_device(second, device, keys, runs=runs, warmup=2, seconds=0)
+    assert measured["bundle_id"] == second_id and measured["slot"] == second_id and measured["health"]["ok"]
+    rolled = device_command(device, "rollback", keys)
+    assert rolled["current"] == bundle_identity(read_manifest(first))
+    return measured
+
+
+@pytest.mark.real
+@needs_sshd
+def test_the_device_side_runs_from_a_torch_free_venv(sshd, tiny_run, device_venv, tmp_path):
+    """The agent, its checks, the signature, the health check and the bench in the venv a device
+    installs (runtime lock + wheel, no index): nothing there imports torch."""
+    python = device_venv["python"]
+    heavy = subprocess.run([python, "-c", "import importlib.util as u; print([m for m in ('torch', 'transformers', "
+                            "'tensorflow', 'jax', 'onnx') if u.find_spec(m)])"], capture_output=True, text=True)
+    assert heavy.stdout.strip() == "[]"
+    measured = _deploy_bench_rollback(sshd, tiny_run, tmp_path, str(python), runs=100)
+    assert "onnxruntime" in measured["device"]["packages"] and "torch" not in measured["device"]["packages"]
+
+
+@pytest.mark.aarch64
+@needs_sshd
+def test_the_device_side_runs_on_an_emulated_arm64_userland(sshd, tiny_run, tmp_path):
+    """The same on arm64: the userland `verify --arch aarch64` builds, under qemu-user, with the
+    aarch64 wheels of the runtime lock and the kit's runtime, reached over sshd."""
+    from edgeslim.aarch64 import emulated_device_python
+
+    python = emulated_device_python(tmp_path / "pi", "onnxruntime")
+    measured = _deploy_bench_rollback(sshd, tiny_run, tmp_path, str(python), runs=100)
+    print(measured["device"], measured["latency_ms"]["p50"])
+    assert measured["device"]["arch"] == "aarch64" and "asimddp" in measured["device"]["isa_features"]

@@ -4,7 +4,6 @@ No latency is asserted here: speed is printed by `edgeslim run` and benchmarks/.
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
@@ -94,20 +93,11 @@ def test_real_bundle_runs_without_torch_and_refuses_tampering(real_run, tmp_path
         load(bundle)
 
 
-def test_device_install_from_the_wheel_has_no_heavy_framework_and_encodes(real_run, tmp_path):
+def test_device_install_from_the_wheel_has_no_heavy_framework_and_encodes(real_run, device_venv, tmp_path):
     """As on a Raspberry Pi: a wheel of the kit, the runtime extra's hashed lock, then
     `pip install edgeslim-*.whl[runtime]` with no index (every dependency must come from the lock)."""
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
-                    str(dist), str(REPO)], check=True, cwd=tmp_path)
-    wheel = next(dist.glob("edgeslim-*.whl"))
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    pip = [python, "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--require-hashes", "-r", str(REPO / "runtime" / "locks" / "runtime.txt")], check=True,
-                   cwd=tmp_path)
-    subprocess.run([*pip, "--no-index", f"{wheel}[runtime]"], check=True, cwd=tmp_path)
+    python, wheel = device_venv["python"], device_venv["wheel"]
+    env_dir = python.parents[1]
     bundle = real_run["out"] / "bundles" / "ort-int8-dynamic"
     script = (
         "import importlib.util as u; from edgeslim.runtime import load; "
