@@ -17,15 +17,14 @@ import collections
 import json
 import os
 import shutil
-import socket
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgeslim.benchmarks.loopback_sshd import free_port, sshd_available, start_loopback_sshd  # noqa: F401
 from edgeslim.calibration_data import corpus_available
 
 
@@ -344,54 +343,17 @@ def static_run(tmp_path_factory):
 
 # -- a real OpenSSH server on loopback (deploy, device status, bench --on) --------------------
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-needs_sshd = pytest.mark.skipif(not Path(SSHD).exists() or shutil.which("ssh") is None,
+needs_sshd = pytest.mark.skipif(not sshd_available(),
                                 reason="needs OpenSSH (apt install openssh-server openssh-client; .ci/run does)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    """A real sshd on 127.0.0.1: key-only login as this user, throwaway keys."""
-    home = tmp_path_factory.mktemp("sshd")
-    for name in ("host", "user"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
-    (home / "authorized_keys").write_text((home / "user.pub").read_text())
-    port = free_port()
-    (home / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {home / 'host'}
-AuthorizedKeysFile {home / 'authorized_keys'}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-PidFile {home / 'sshd.pid'}
-""")
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation folder
-    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {server.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
-    host_key = (home / "host.pub").read_text().split()
-    (home / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    yield {"port": port, "identity": home / "user", "known_hosts": home / "known_hosts", "user": user}
-    server.terminate()
-    server.wait(timeout=10)
+    """A real sshd on 127.0.0.1 (benchmarks/loopback_sshd.py): key-only login as this user,
+    throwaway keys; stopped after the module."""
+    server = start_loopback_sshd(tmp_path_factory.mktemp("sshd"))
+    yield {"port": server.port, "identity": server.identity, "known_hosts": server.known_hosts, "user": server.user}
+    server.stop()
 
 
 def drift_scores(run: dict, variant: str, shift_names: list[str], count: int = 200) -> dict:
