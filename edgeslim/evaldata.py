@@ -59,7 +59,7 @@ class EvalData:
     def drift_items(self) -> list[str]:
         """Held-out in-domain items for a bundle's drift reference: a seeded random sample of
         the agreement corpus without calibration items, up to DRIFT_SAMPLES. Random, not the
-        first N: corpora are ordered by source (STS-B test runs genre by genre)."""
+        first N: corpora are often ordered by source or genre, one after another)."""
         calibration = {_norm(t) for t in self.calibration.texts}
         kept = [t for t in self.agreement.texts if _norm(t) not in calibration]
         order = np.random.default_rng(0).permutation(len(kept))[:DRIFT_SAMPLES]

@@ -19,7 +19,7 @@ its calibrated threshold:
 A window's score is its largest ratio statistic / threshold, and the score is the median over
 the windows; above 1 is drift. Thresholds are the 99.5th percentile of each statistic over
 random in-domain windows of the calibration half (three statistics: about 1.5% of in-domain
-windows flagged, at best; benchmarks/drift.py measures it). Memory is O(dim + bins) per window
+windows flagged, at best; edgeslim/drift_benchmark.py measures it). Memory is O(dim + bins) per window
 kept, whatever the number of items: running sums and two histograms.
 """
 
@@ -188,7 +188,9 @@ def drift_reference(raw: np.ndarray, source: str, seed: int = 0) -> dict:
     calibration_norm = np.searchsorted(norm_edges, np.linalg.norm(calibration, axis=1))
     found = {"mean_shift": [], "cosine_ks": [], "norm_ks": []}
     for _ in range(CALIBRATION_WINDOWS):
-        pick = rng.choice(len(calibration), window, replace=False)
+        # With replacement: a window of fresh data varies like that; drawn without replacement
+        # from a pool of a few hundred, windows vary less, and thresholds would come out low.
+        pick = rng.choice(len(calibration), window, replace=True)
         stats = _statistics(window, calibration_unit[pick].sum(0), np.bincount(calibration_cosine[pick], minlength=BINS),
                             np.bincount(calibration_norm[pick], minlength=BINS), mean, float(variance.sum()), half)
         for name, value in stats.items():

@@ -73,7 +73,14 @@ class Encoder:
     def encode_items(self, items, batch_size: int = 32) -> np.ndarray:
         """(len(items), dim) float32 embeddings of whatever this bundle's modality reads,
         L2-normalised when the manifest says so."""
-        return self.modality_plugin.embed_items(self, items, batch_size)
+        tracker = self._drift
+        if tracker is None:
+            return self.modality_plugin.embed_items(self, items, batch_size)
+        # Drift statistics see a call's items in the caller's order: batches may be formed in
+        # another (text sorts by length), and windows of one length would look like drift.
+        raw = self.modality_plugin.embed_items(_Unnormalized(self), items, batch_size)
+        tracker.update(raw)
+        return self._normalized(raw)
 
     def _entry(self, entry: str, items, batch_size: int) -> np.ndarray:
         if self.modality_plugin.entry != entry:
@@ -111,6 +118,9 @@ class Encoder:
         tracker = self._drift
         if tracker is not None:
             tracker.update(raw)
+        return self._normalized(raw)
+
+    def _normalized(self, raw: np.ndarray) -> np.ndarray:
         if not self.manifest.normalize:
             return raw
         return (raw / np.clip(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12, None)).astype(np.float32)
@@ -118,13 +128,7 @@ class Encoder:
     def encode_unnormalized(self, items, batch_size: int = 32) -> np.ndarray:
         """(len(items), dim) pooled embeddings before any L2 normalisation (what drift statistics
         read: the norm carries information the unit vector drops). Not counted by track_drift."""
-        plugin = self.modality_plugin
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
-        items = plugin.check_items(items)
-        return np.concatenate([
-            self._pooled(plugin.model_inputs(self.preprocessor, items[i : i + batch_size], self.input_names)[0])
-            for i in range(0, len(items), batch_size)])
+        return self.modality_plugin.embed_items(_Unnormalized(self), items, batch_size)
 
     # -- drift (runtime/drift.py) ---------------------------------------------------------
     def _drift_reference(self):
@@ -179,6 +183,18 @@ class Encoder:
         """Images: preprocessed pixels, float32 of the manifest's input shape."""
         (name,) = self.input_names
         return self.embed_inputs({name: pixel_values})
+
+
+class _Unnormalized:
+    """The encoder as the modalities' embed_items sees it, with embed_inputs giving pooled,
+    unnormalised, untracked rows."""
+
+    def __init__(self, encoder: Encoder):
+        self._encoder = encoder
+        self.embed_inputs = encoder._pooled
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
 
 
 def bundle_identity(manifest: Manifest) -> str:

@@ -1,5 +1,5 @@
 """Drift statistics (runtime/drift.py): the reference a build stores, the running statistics of
-an Encoder, `edgeslim drift BUNDLE FILE`. Real-model figures: benchmarks/drift.py and the
+an Encoder, `edgeslim drift BUNDLE FILE`. Real-model figures: edgeslim/drift_benchmark.py and the
 real tier below."""
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ def _in_domain_and_shifted(tmp_path, run):
     outside = [t for t in data.agreement.texts if t not in in_reference and t.strip() == t and len(t.splitlines()) == 1]
     in_domain = tmp_path / "in-domain.txt"
     assert len(outside) >= 150
-    in_domain.write_text("\n".join(outside[:200]))  # held-out WordNet sentences the reference never saw
+    # Held-out WordNet sentences the reference never saw, shuffled: the corpus runs topic by topic,
+    # and a window of one stretch of it is a real shift.
+    picks = np.random.default_rng(0).permutation(len(outside))[:200]
+    in_domain.write_text("\n".join(outside[i] for i in picks))
     shifted = tmp_path / "shifted.txt"
     shifted.write_text("\n".join(f"zzzz {i % 3}" for i in range(200)))
     return in_domain, shifted
@@ -132,6 +135,9 @@ def test_an_encoder_tracks_what_it_encodes_when_asked(tiny_run, tmp_path):
         thread.join()
     found = encoder.drift(reset=True)
     assert found.items == 8 + len(in_domain) and not found.drifted
+    untracked = load(tiny_run["out"] / "bundles" / "ort-int8-dynamic").encode(in_domain)
+    assert np.array_equal(encoder.encode(in_domain), untracked)  # one call, batches sorted by length inside
+    assert not encoder.drift(reset=True).drifted  # windows see the call's items in the caller's order
     encoder.encode(shifted)
     assert encoder.drift().drifted
     assert encoder.score_drift(in_domain).items == len(in_domain)  # a window of its own: the running statistics
@@ -161,7 +167,7 @@ def test_a_manifest_drift_entry_is_checked(tiny_bundle):
 def test_real_model_drift_separates_stsb_from_shifted_text(real_run):
     """all-MiniLM-L6-v2 int8: no alarm on STS-B test sentences outside the reference; every
     shifted set (shuffled words, CLINC out-of-scope, Banking77, WordNet, Wikipedia) flagged."""
-    from edgeslim.benchmarks.drift import drift_figures
+    from edgeslim.drift_benchmark import drift_figures
 
     figures = drift_figures(real_run["out"], "ort-int8-dynamic")
     for row in figures["rows"]:

@@ -184,7 +184,7 @@ def test_a_bundle1_text_bundle_still_loads_and_an_unknown_format_says_how_to_reb
         manifest["format"] = "edgeslim.bundle/1"
         del manifest["modality"]
         del manifest["tokenizer_file"]  # bundle/1 always had tokenizer.json
-        del manifest["health_check"]  # bundle/3
+        del manifest["health_check"], manifest["drift"]  # bundle/3
 
     _rewrite(bundle, as_bundle1)
     old = load(bundle)

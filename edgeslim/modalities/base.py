@@ -116,7 +116,7 @@ class Modality:
         return {}
 
     def drift_shifts(self, in_domain: list, seed: int = 0) -> dict[str, list]:
-        """Shifted item sets for the drift benchmark (benchmarks/drift.py), named by what was
+        """Shifted item sets for the drift benchmark (edgeslim/drift_benchmark.py), named by what was
         done: other data of the modality, and `in_domain` items corrupted. Items are what the
         runtime's entry takes (sentences, arrays, paths)."""
         return {}

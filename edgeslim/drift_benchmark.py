@@ -1,7 +1,7 @@
 """Drift figures for a bundle of a finished run: does `edgeslim drift` tell in-domain input from
 shifted input, and how often does it cry wolf?
 
-    python -m edgeslim.benchmarks.drift RUN_DIR [--variant NAME] [--json OUT]
+    python -m edgeslim.drift_benchmark RUN_DIR [--variant NAME] [--json OUT]
 
 The in-domain sample is never in the bundle's drift reference: the rest of the run's agreement
 corpus when it has enough (e.g. the STS-B test sentences outside the reference's random 1,000),
