@@ -30,6 +30,7 @@ from edgeslim.errors import BudgetExceeded, EdgeslimError, InputError
 from edgeslim.outputs import check_new_file
 
 EXIT_ERROR, EXIT_INPUT, EXIT_BUDGET, EXIT_DRIFT = 1, 2, 3, 4
+DEFAULT_REMOTE_PYTHON = "python3"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -325,6 +326,12 @@ def _fleet(args) -> list:
     if (args.device is None) == (args.inventory is None):
         raise InputError("name one device (ssh://[user@]host[:port]/path) or an --inventory file, not both")
     if args.inventory is not None:
+        given = [flag for flag, value in (("--identity", args.identity), ("--known-hosts", args.known_hosts),
+                                          ("--trusted-keys", args.trusted_keys)) if value is not None]
+        given += ["--remote-python"] if args.remote_python != DEFAULT_REMOTE_PYTHON else []
+        if given:  # one place says how each device is reached: the file
+            raise InputError(f"with --inventory, set {', '.join(given)} in the file (under defaults: or per device), "
+                             "not on the command line")
         return load_inventory(args.inventory)
     device = parse_device(args.device, args.identity, args.known_hosts, args.remote_python)
     return [FleetDevice(device.url, device, args.trusted_keys)]
@@ -430,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     def device_options(command, fleet: bool = True):
         command.add_argument("--identity", help="SSH private key for the device (ssh -i)")
         command.add_argument("--known-hosts", help="known_hosts file holding the device's host key (default: ssh's)")
-        command.add_argument("--remote-python", default="python3",
+        command.add_argument("--remote-python", default=DEFAULT_REMOTE_PYTHON,
                              help="the device's Python with edgeslim installed (default: %(default)s)")
         command.add_argument("--trusted-keys", default=None,
                              help="the device's folder of trusted .pub keys (default: its EDGESLIM_TRUSTED_KEYS)")

@@ -221,6 +221,10 @@ def test_a_device_url_and_an_inventory_together_are_refused(tmp_path, capsys):
     assert main(["deploy", str(tmp_path), "ssh://h/x", "--inventory", str(tmp_path / "fleet.yaml")]) == 2
     assert "name one device" in capsys.readouterr().err
     assert main(["device", "status"]) == 2
+    capsys.readouterr()
+    for flag, value in (("--identity", "key"), ("--trusted-keys", "/etc/keys"), ("--remote-python", "/opt/py")):
+        assert main(["device", "status", "--inventory", str(tmp_path / "fleet.yaml"), flag, value]) == 2
+        assert f"with --inventory, set {flag} in the file" in capsys.readouterr().err
 
 
 @needs_sshd
