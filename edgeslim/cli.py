@@ -214,6 +214,10 @@ def cmd_bench(args) -> int:
         result = bench_on_device(Path(args.bundle), device, args.trusted_keys, args.threads, args.batch, args.seq_len,
                                  args.warmup, args.runs, args.seconds)
     else:
+        remote = [flag for flag, value in (("--identity", args.identity), ("--known-hosts", args.known_hosts)) if value]
+        remote += ["--remote-python"] if args.remote_python != DEFAULT_REMOTE_PYTHON else []
+        if remote:
+            raise InputError(f"{', '.join(remote)} apply with --on ssh://...; without it the bench runs here")
         result = bench_bundle(Path(args.bundle), args.threads, args.batch, args.seq_len, args.warmup, args.runs,
                               args.seconds, trusted_keys=args.trusted_keys)
     lat, device = result["latency_ms"], result["device"]

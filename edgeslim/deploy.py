@@ -126,8 +126,11 @@ def _agent(device: Device, *arguments: str) -> dict:
     return result
 
 
-def _upload(device: Device, bundle: Path, names: list[str]) -> str:
-    """Stream the listed files as a tar into a new .incoming-* folder; its name."""
+def _upload(device: Device, bundle: Path, manifest) -> str:
+    """Check the bundle's files here, then stream them (the manifest, every file it lists, the
+    signature if any) as a tar into a new .incoming-* folder; its name."""
+    BundleReader(bundle, manifest).verify_all()
+    names = [MANIFEST_NAME, *manifest.files] + ([SIGNATURE_NAME] if (bundle / SIGNATURE_NAME).is_file() else [])
     made = _remote(device, ["sh", "-c", 'mkdir -p -- "$1" && cd -- "$1" && mktemp -d "$2XXXXXXXX"', "sh",
                             device.path, INCOMING_PREFIX])
     if made.returncode != 0:
@@ -162,12 +165,7 @@ def deploy(bundle: Path, device: Device, keep: int = 3, trusted_keys: str | None
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise InputError(f"--keep must be an integer >= 1, got {keep!r}")
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    BundleReader(bundle, manifest).verify_all()
-    names = [MANIFEST_NAME, *manifest.files]
-    if (bundle / SIGNATURE_NAME).is_file():
-        names.append(SIGNATURE_NAME)
-    incoming = _upload(device, bundle, names)
+    incoming = _upload(device, bundle, read_manifest(bundle))
     crash_point("uploaded")
     arguments = ["activate", "--incoming", incoming, "--keep", str(keep)]
     if trusted_keys:
@@ -201,9 +199,7 @@ def bench_on_device(bundle: Path, device: Device, trusted_keys: str | None = Non
     if identity in _agent(device, "status")["slots"]:
         result = _agent(device, *arguments, "--slot", identity)
     else:
-        BundleReader(bundle, manifest).verify_all()
-        names = [MANIFEST_NAME, *manifest.files] + ([SIGNATURE_NAME] if (bundle / SIGNATURE_NAME).is_file() else [])
-        result = _agent(device, *arguments, "--incoming", _upload(device, bundle, names))
+        result = _agent(device, *arguments, "--incoming", _upload(device, bundle, manifest))
     measured = result["bench"]
     if measured.get("bundle_id") != identity:
         raise DeployError(f"{device.url}: the device measured {measured.get('bundle_id')}, not {identity}", result)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -149,8 +150,6 @@ def bench_bundle(path: Path, threads: int | None = None, batch: int | None = Non
     }
 
 
-
-
 def _cpuinfo_flags() -> list[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
@@ -182,4 +181,5 @@ def device_identity() -> dict:
             pass
     return {"machine": machine_name(), "arch": platform.machine(), "cores": os.cpu_count(),
             "isa_features": _cpuinfo_flags(), "kernel": f"{platform.system()} {platform.release()}",
-            "os": _os_name(), "hostname": platform.node(), "python": platform.python_version(), "packages": packages}
+            "os": _os_name(), "hostname": platform.node(), "python": platform.python_version(), "executable": sys.executable,
+            "packages": packages}

@@ -154,7 +154,8 @@ class Encoder:
         return found
 
     def score_drift(self, items, batch_size: int = 32) -> DriftScore:
-        """The drift score of `items` as one window (the running statistics are left alone)."""
+        """The drift score of `items` on their own, in windows as `drift()` scores them (the
+        running statistics are left alone)."""
         tracker = DriftTracker(self._drift_reference())
         tracker.update(self.encode_unnormalized(items, batch_size))
         return tracker.score()

@@ -223,6 +223,8 @@ def test_bench_on_a_device_replaces_the_estimate_in_the_report_and_on_the_compar
                  "--json", str(other_json)]) == 0
     assert json.loads(other_json.read_text())["slot"] is None
     assert not list(root.glob(".incoming-*"))
+    assert main(["bench", str(other), *device]) == 2  # ssh options without --on: refused, not ignored
+    assert "apply with --on ssh://" in capsys.readouterr().err
     with pytest.raises(ReportError, match="another operating point: threads 2"):
         wrong = json.loads(other_json.read_text())
         wrong["latency_ms"]["threads"] = 2

@@ -311,6 +311,7 @@ def test_the_device_side_runs_from_a_torch_free_venv(sshd, tiny_run, device_venv
     assert heavy.stdout.strip() == "[]"
     measured = _deploy_bench_rollback(sshd, tiny_run, tmp_path, str(python), runs=100)
     assert "onnxruntime" in measured["device"]["packages"] and "torch" not in measured["device"]["packages"]
+    assert measured["device"]["executable"] == str(python)  # the agent ran in that venv
 
 
 @pytest.mark.aarch64
