@@ -192,6 +192,8 @@ class Result(_Model):
     speedup_spread: SpeedupSpread | None = None
     budget: BudgetVerdict | None = None
     required: bool = False
+    # Why this required variant's verdict does not decide the run on this host (Target.waiver).
+    waived: str | None = None
     providers: list[str] = Field(default_factory=list)
     steps: list[dict] = Field(default_factory=list)
     # The device's own estimator's figures (Vela: cycles, SRAM/DRAM/flash, CPU fallbacks).
@@ -273,7 +275,26 @@ def verdict_text(result: Result) -> str:
     text = "PASS" if result.budget.passed else "FAIL"
     if result.budget.passed and result.budget.unverified:
         text += "*"
-    return text + (" (required)" if result.required else "")
+    if not result.required:
+        return text
+    return text + (" (required, waived on this host)" if result.waived else " (required)")
+
+
+def verdict_reason(result: Result) -> str:
+    """One line that says why a bundle passed or failed: each check with its value and limit."""
+    if result.budget is None:
+        return f"{result.name}: no budget"
+    checks = "; ".join(
+        f"{c.name} {_fmt(c.value, 3)} {c.comparison} {c.limit:g}"
+        f"{'' if c.passed else (' not measured' if c.passed is None else ' MISSED')}" for c in result.budget.checks)
+    verdict = "PASS" if result.budget.passed else "FAIL"
+    waived = f" [waived on this host: {result.waived}]" if result.waived else ""
+    return f"{result.name} ({result.target}) {verdict}: {checks}{waived}"
+
+
+def required_missed(report: Report) -> list[Result]:
+    """The required results that missed their budget and decide the run's exit status."""
+    return [r for r in report.results if r.required and not r.waived and not r.budget.passed]
 
 
 def _columns(report: Report) -> list[tuple[str, object]]:
@@ -317,13 +338,21 @@ def table_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+def _int8_note(host: dict) -> str:
+    if "int8_dot_product" not in host:  # reports written before the field existed
+        return ""
+    cap = f", oneDNN capped at {host['onednn_isa_cap']} (ONEDNN_MAX_CPU_ISA)" if host.get("onednn_isa_cap") else ""
+    return f"; int8 dot product for oneDNN/OpenVINO: {'yes' if host['int8_dot_product'] else 'no'}{cap}"
+
+
 def render_markdown(report: Report) -> str:
     b = report.baseline.latency_ms
     lines = [
         f"# edgeslim report: {report.recipe.get('name')}",
         "",
         f"Created {report.created} by edgeslim {report.edgeslim_version} from `{report.recipe_file}`.",
-        f"Host: {report.host.get('name')}, {report.host.get('cores')} cores, ISA {', '.join(report.host.get('isa_features', []))}.",
+        f"Host: {report.host.get('name')}, {report.host.get('cores')} cores, ISA {', '.join(report.host.get('isa_features', []))}"
+        + _int8_note(report.host) + ".",
         "",
         f"Latency: batch {b.batch}, {f'{b.seq_len} tokens' if b.seq_len else 'one input of the model size each'}, "
         f"{b.threads} thread(s), "
@@ -357,6 +386,8 @@ def render_markdown(report: Report) -> str:
             f"{'ok' if c.passed else ('n/a' if c.passed is None else 'MISS')}" for c in r.budget.checks
         )
         lines.append(f"- **{r.name}** ({r.target}): {checks}")
+        if r.waived:
+            lines.append(f"  - required, but waived on this host: {r.waived}")
     if report.search:
         search = report.search
         lines += ["", "## Search", "", f"{search['candidates']} candidates, every one built and measured. "

@@ -4,7 +4,7 @@ measured result, and which way it must lie; the modalities add rows for their ow
 `min_stsb_spearman`). `Budget` is built from the table, so a key exists exactly when a check
 reads it.
 
-    budget = Budget(p95_ms=15, min_teacher_cosine=0.99)          # a target's default
+    budget = Budget(min_speedup=1.5, min_teacher_cosine=0.99)    # a target's default
     merged = budget.merged(Budget(p95_ms=10))                      # a recipe's override
     checks = [(spec, budget.limit(spec)) for spec in BUDGET_CHECKS]  # benchmarks/budget.py
 """
@@ -39,6 +39,10 @@ def _probe_drop(result):
 GENERIC_CHECKS: tuple[BudgetCheck, ...] = (
     BudgetCheck("p95_ms", "p95_ms", lambda r: r.latency_ms.p95, True, bounds={"gt": 0},
                 doc="p95 latency at the operating point, ms"),
+    # A ratio measured in the same run (the teacher and the bundle in interleaved rounds on one
+    # core): it holds on any host, where an absolute p95 holds only on the CPU it was set on.
+    BudgetCheck("min_speedup", "speedup", lambda r: r.speedup_vs_baseline, False, bounds={"gt": 0},
+                doc="the bundle's speedup over the uncompressed teacher, measured in the same run (x)"),
     BudgetCheck("max_size_mb", "size_mb", lambda r: r.size_mb, True, bounds={"gt": 0}, doc="bundle size, MB"),
     BudgetCheck("max_peak_rss_mb", "peak_rss_mb", lambda r: r.peak_rss_mb, True, bounds={"gt": 0},
                 doc="peak resident memory of the process running the bundle, MB"),

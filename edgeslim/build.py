@@ -146,7 +146,10 @@ def device_references(built: BuiltBundle, data) -> dict:
     from edgeslim.runtime.drift import MIN_DRIFT_ITEMS, drift_reference
     from edgeslim.runtime.health import reference
 
-    encoder = load(built.staging, threads=1, manifest_path=built.manifest_path)
+    import os
+
+    # Every core: these are embeddings, not timings.
+    encoder = load(built.staging, threads=len(os.sched_getaffinity(0)), manifest_path=built.manifest_path)
     items = data.drift_items
     drift = None
     if len(items) >= 2 * MIN_DRIFT_ITEMS:

@@ -59,7 +59,12 @@ def cmd_run(args) -> int:
               f"chosen: {report.search['chosen']} ({report.search['chosen_reason']})")
     if searching and args.publish:
         _publish(Path(out), Path(args.publish), report, args.force)
-    missed = [f"{r.name} ({r.target})" for r in report.results if r.required and not r.budget.passed]
+    from edgeslim.benchmarks.report import required_missed, verdict_reason
+
+    for result in report.results:
+        if result.required:
+            print(f"required: {verdict_reason(result)}")
+    missed = [f"{r.name} ({r.target})" for r in required_missed(report)]
     if missed:
         raise BudgetExceeded(f"required bundle(s) missed their budget: {', '.join(missed)}", missed)
     return 0

@@ -175,6 +175,7 @@ class Measurer:
             speedup_vs_baseline=spread.median if spread else None, speedup_spread=spread,
             providers=measured["providers"], steps=list(built.records), device_estimate=device_estimate,
             required=required,
+            waived=target.waiver(planned.backend, built.int8) if required else None,
         )
         return result.model_copy(update={"budget": check(result, budget)})
 

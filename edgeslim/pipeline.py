@@ -76,7 +76,7 @@ class Runner:
             measurer.close()
 
     def _measure_all(self, recipe, plan, budgets, budget, data, teacher, measurer) -> Report:
-        from edgeslim.targets.host import read_host_profile
+        from edgeslim.targets.host import isa_summary, read_host_profile
 
         baseline = measurer.teacher(teacher, budget, latency_input(teacher, data, budget.seq_len))
         self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, {_task(baseline.result)}")
@@ -102,6 +102,8 @@ class Runner:
             self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({_speedup(result)}), {result.size_mb:.1f} MB, "
                      f"cos {result.accuracy.teacher_cosine_mean:.4f}, {_task(result)}, "
                      f"budget {'PASS' if result.budget.passed else 'FAIL'}")
+            if result.waived:
+                self.log(f"    required, but not held to the budget on this host: {result.waived}")
 
         targets = {planned.target.name: planned.target for planned in plan.variants}
         report = Report(
@@ -109,7 +111,8 @@ class Runner:
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             recipe=recipe.model_dump(mode="json"),
             recipe_file=str(self.recipe_path),
-            host={**read_host_profile().to_dict(), "python": platform.python_version(), **_versions()},
+            host={**read_host_profile().to_dict(), **isa_summary(), "python": platform.python_version(),
+                  **_versions()},
             data=data.describe(),
             skipped=data.skipped,
             baseline=baseline.result,

@@ -138,6 +138,12 @@ class Target:
                                budget.threads)
         return Estimate(ms=est.ms, where=est.where(profile, budget.threads), what=est.model)
 
+    def waiver(self, backend: str, int8: bool) -> str | None:
+        """Why a required variant on `backend` is not held to the budget on this device, or None.
+        Only for a measured kernel gap of that backend on this device's ISA: the variant is still
+        built, measured and reported, but the run's exit status does not depend on it."""
+        return None
+
     def firmware_notes(self, manifest, reader, symbol: str) -> tuple[list[str], int | None]:
         """Extra C comment / #define lines for `export-firmware` (e.g. NPU memory figures), and
         the tensor arena in bytes when the target knows it better than the interpreter's count."""

@@ -13,6 +13,32 @@ from edgeslim.targets.base import DeviceProfile
 
 # ISA flags that decide which int8/bf16 kernels the backends pick.
 _INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+# The int8 dot-product instructions (u8 x s8 -> s32 in one step). Without one, oneDNN (OpenVINO's
+# CPU kernels) has no brgemm int8 path and falls back to its older gemm (see X86Cpu).
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# ONEDNN_MAX_CPU_ISA values under which oneDNN uses no int8 dot product, whatever the CPU has
+# (oneDNN's documented ISA names; the cap lets one machine reproduce an older one's kernels).
+_ONEDNN_CAPS_WITHOUT_DOT_PRODUCT = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
+
+
+def onednn_isa_cap() -> str | None:
+    """The oneDNN ISA cap of this process (ONEDNN_MAX_CPU_ISA, or DNNL_MAX_CPU_ISA), upper case."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap else None
+
+
+def isa_summary() -> dict:
+    """What a report states about the host's int8 kernels (read now, not cached: the cap is per process)."""
+    return {"onednn_isa_cap": onednn_isa_cap(), "int8_dot_product": int8_dot_product()}
+
+
+def int8_dot_product(profile: DeviceProfile | None = None) -> bool:
+    """Whether oneDNN-based kernels (OpenVINO's CPU plugin) can use an int8 dot product here: the
+    CPU has VNNI, AVX-VNNI or AMX, and no ONEDNN_MAX_CPU_ISA cap hides it."""
+    profile = profile or read_host_profile()
+    if onednn_isa_cap() in _ONEDNN_CAPS_WITHOUT_DOT_PRODUCT:
+        return False
+    return any(flag in profile.isa_features for flag in INT8_DOT_PRODUCT_FLAGS)
 
 
 @lru_cache(maxsize=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeslim.targets.host import read_host_profile
+from edgeslim.targets.host import int8_dot_product, read_host_profile
 from edgeslim.targets.base import Budget, DeviceProfile, Target
 
 
@@ -20,16 +20,33 @@ class X86Cpu(Target):
         "openvino": {"device": "CPU", "config": {"INFERENCE_PRECISION_HINT": "f32"}},
         "static": {},
     }
+    # The host is whatever CPU runs the kit, so its latency limit is a ratio measured in the same
+    # run (batch 1, 128 tokens, 1 thread), not milliseconds only one CPU meets; a recipe can still
+    # set p95_ms for a known machine.
     default_budget = Budget(
-        p95_ms=20.0,  # batch 1, 128 tokens, 1 thread
+        min_speedup=1.5,
         max_size_mb=40.0,
         max_peak_rss_mb=600.0,
         min_teacher_cosine=0.99,
         min_stsb_spearman=81.0,
     )
 
+    # Backends whose int8 kernels are no faster than float without an int8 dot product, as measured.
+    int8_needs_dot_product = {
+        "openvino": (
+            "no int8 dot product on this host (VNNI, AVX-VNNI or AMX): OpenVINO 2026.4 runs int8 FullyConnected "
+            "with oneDNN's jit_gemm kernel, not brgemm (MiniLM, 1 thread, 128 tokens, ONEDNN_MAX_CPU_ISA=AVX2 on a "
+            "Xeon: int8 42-45 ms vs fp32 30 ms, FullyConnected 38.1 of 43.9 ms; NNCF presets, SmoothQuant and "
+            "target device change nothing; an AMD EPYC Zen 3 measured 1.03x PyTorch fp32); ONNX Runtime's int8 "
+            "kernels do not depend on it"),
+    }
+
     def profile(self) -> DeviceProfile:
         return read_host_profile()
+
+    def waiver(self, backend: str, int8: bool) -> str | None:
+        reason = self.int8_needs_dot_product.get(backend)
+        return reason if int8 and reason and not int8_dot_product(self.profile()) else None
 
 
 TARGET = X86Cpu()

@@ -95,7 +95,7 @@ def _recipe(tmp_path: Path, model: str, text: bool, variants: str = "{name: ort-
     path.write_text(f"name: r\nmodel: {model}\n{data}\n"
                     "benchmark: {warmup: 1, min_runs: 5, speedup_rounds: 3, speedup_runs_per_round: 5, real_length_batches: [], speedup_rounds: 3, "
                     "speedup_runs_per_round: 2}\n"
-                    "targets:\n  - target: x86-cpu\n    budget: {seq_len: 32, p95_ms: 1000, max_size_mb: 20, "
+                    "targets:\n  - target: x86-cpu\n    budget: {seq_len: 32, p95_ms: 1000, min_speedup: null, max_size_mb: 20, "
                     f"max_peak_rss_mb: 4000, min_teacher_cosine: 0.9}}\n    variants:\n      - {variants}\n")
     return path
 

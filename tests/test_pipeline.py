@@ -88,6 +88,26 @@ def test_budget_miss_of_a_required_bundle_exits_3(tmp_path, capsys):
     assert size_check.passed is False and size_check.limit == 0.001
 
 
+def test_a_required_openvino_int8_miss_is_waived_without_an_int8_dot_product(tmp_path, capsys, monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 gives OpenVINO the kernels of a CPU without VNNI (an AMD Zen 3):
+    its int8 is no faster than float there, so the run does not fail on it, and says why."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    recipe = (TINY_RECIPE.split("    variants:")[0].replace("required: [ort-int8-dynamic]", "required: [ov-int8]")
+              .replace("max_size_mb: 5", "max_size_mb: 0.001")
+              + "    variants:\n      - {name: ov-int8, backend: openvino, steps: [{step: openvino_int8, calibration_samples: 16}]}\n")
+    path = write_recipe(tmp_path, recipe)
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL (required, waived on this host)" in out
+    assert "required: ov-int8 (x86-cpu) FAIL: " in out and "size_mb" in out and "MISSED" in out
+    assert "jit_gemm" in out
+    report = Report.model_validate_json((tmp_path / "out" / "report.json").read_text())
+    (result,) = report.results
+    assert result.required and not result.budget.passed and "no int8 dot product" in result.waived
+    assert report.host["onednn_isa_cap"] == "AVX2" and report.host["int8_dot_product"] is False
+    assert "waived on this host" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_a_failing_step_leaves_no_partial_bundle_and_no_report(tmp_path):
     recipe_text = TINY_RECIPE.split("      - {name: ort-int8-dynamic")[0] + (
         "      - {name: ort-int8-dynamic, backend: onnxruntime, steps: [{step: int8_dynamic}]}\n"

@@ -72,7 +72,12 @@ def test_target_contract(name, artifacts, tiny_model, tmp_path):
     assert target.name == name and target.description
     assert target.latency_kind in ("measured", "estimated")
     assert isinstance(target.default_budget, Budget)
-    assert target.default_budget.p95_ms and target.default_budget.max_size_mb
+    # A latency limit of some kind: absolute on a device, a same-run ratio on a measured host.
+    assert (target.default_budget.p95_ms or target.default_budget.min_speedup) and target.default_budget.max_size_mb
+    if target.latency_kind == "estimated":  # an estimate has no same-run ratio to check
+        assert target.default_budget.p95_ms and not target.default_budget.min_speedup
+    for backend in target.backends:  # a waiver is a reason or nothing
+        assert target.waiver(backend, int8=True) is None or len(target.waiver(backend, int8=True)) > 40
     assert target.default_budget.min_teacher_cosine and 0 < target.default_budget.min_teacher_cosine <= 1
     profile = target.profile()
     assert isinstance(profile, DeviceProfile)
@@ -106,7 +111,7 @@ def test_host_profile_reads_this_machine():
     assert profile.source == "host" and profile.cores >= 1
 
 
-def _result(p95=5.0, size=10.0, cosine=0.995, stsb=81.5):
+def _result(p95=5.0, size=10.0, cosine=0.995, stsb=81.5, speedup=1.0):
     return Result(
         name="x", target="x86-cpu", backend="onnxruntime", bundle=None, size_mb=size, peak_rss_mb=100.0,
         latency_ms=Latency(p50=4, p90=4.5, p95=p95, p99=6, batch=1, seq_len=128, threads=1, runs=100,
@@ -114,7 +119,7 @@ def _result(p95=5.0, size=10.0, cosine=0.995, stsb=81.5):
         accuracy=Accuracy(teacher_cosine_mean=cosine, teacher_cosine_min=0.9, eval_set="e", eval_sentences=10,
                           disjoint_from_calibration=True, overlap_with_calibration=0,
                           metrics=[] if stsb is None else [{"name": "stsb_spearman", "label": "STS-B", "value": stsb}]),
-        speedup_vs_baseline=1.0,
+        speedup_vs_baseline=speedup,
     )
 
 
@@ -127,6 +132,46 @@ def test_budget_verdicts():
     unmeasured = check(_result(stsb=None), budget)
     assert unmeasured.passed and unmeasured.unverified == ["stsb_spearman"]
     assert [c.name for c in check(_result(), Budget(max_size_mb=1)).checks] == ["size_mb"]
+
+
+def test_the_host_budget_is_a_same_run_ratio_not_milliseconds():
+    budget = get_target("x86-cpu").default_budget
+    assert budget.p95_ms is None and budget.min_speedup == 1.5
+    assert check(_result(p95=500.0, speedup=2.0), budget).passed  # a slow host, a real speedup
+    verdict = check(_result(p95=1.0, speedup=1.2), budget)
+    assert not verdict.passed and [c.name for c in verdict.checks if c.passed is False] == ["speedup"]
+    # An estimated figure has no same-run ratio: the check cannot run, so it neither passes nor fails.
+    assert check(_result(speedup=None), budget).unverified == ["speedup"]
+
+
+@pytest.mark.parametrize("cap, flags, expected", [
+    (None, ("avx2", "avx512_vnni"), True), (None, ("avx2", "avx_vnni"), True), (None, ("avx2", "fma"), False),
+    ("AVX2", ("avx2", "avx512_vnni", "amx_int8"), False), ("avx512_core", ("avx512_vnni",), False),
+    ("AVX512_CORE_VNNI", ("avx512_vnni",), True), ("ALL", ("avx2",), False),
+])
+def test_int8_dot_product_reads_the_flags_and_the_onednn_cap(monkeypatch, cap, flags, expected):
+    from dataclasses import replace
+
+    from edgeslim.targets.host import int8_dot_product, read_host_profile
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert int8_dot_product(replace(read_host_profile(), isa_features=flags)) is expected
+
+
+def test_x86_waives_openvino_int8_only_where_its_kernels_lack_a_dot_product(monkeypatch):
+    target = get_target("x86-cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "jit_gemm" in target.waiver("openvino", int8=True)
+    assert target.waiver("openvino", int8=False) is None  # float OpenVINO is not waived
+    assert target.waiver("onnxruntime", int8=True) is None  # MLAS int8 does not need VNNI
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    from edgeslim.targets.host import int8_dot_product
+
+    assert (target.waiver("openvino", int8=True) is None) == int8_dot_product()
 
 
 class ToyBoard(Target):
