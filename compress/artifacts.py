@@ -56,7 +56,12 @@ class OpenVinoModel(Artifact):
     xml_path: Path
     # (batch, seq) shapes the IR is meant to be compiled for; None: dynamic shapes.
     static_shapes: tuple[tuple[int, int], ...] | None = None
+    # INFERENCE_PRECISION_HINT for the float parts, when a step chose one (openvino_int8).
+    inference_precision: str | None = None
     kind: ClassVar[str] = "openvino"
+
+    def backend_options(self) -> dict:
+        return {"config": {"INFERENCE_PRECISION_HINT": self.inference_precision}} if self.inference_precision else {}
 
     def weights_path(self) -> Path:
         """The IR's weights, named as the backend registry says the runtime reads them."""

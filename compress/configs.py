@@ -140,6 +140,10 @@ class OpenVinoInt8Config(StepBase):
     preset: Literal["performance", "mixed"] = "mixed"
     # The device NNCF places quantizers for (NPU: the patterns its compiler fuses).
     target_device: Literal["ANY", "CPU", "GPU", "NPU"] = "ANY"
+    # What the layers left in float compute in, written into the bundle (OpenVINO's
+    # INFERENCE_PRECISION_HINT). bf16 is faster where the CPU has it (AMX, AVX-512 BF16) and is
+    # what the bundle is measured with; a CPU without bf16 runs f32 instead, which only adds accuracy.
+    inference_precision: Literal["f32", "bf16"] = "f32"
 
     @property
     def calibration_sentences(self) -> int:

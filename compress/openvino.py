@@ -52,12 +52,15 @@ def int8(artifact, cfg: OpenVinoInt8Config, ctx: StepContext):
         subset_size=len(feeds),
     )
     out = _save(ov, quantized, ctx.workdir / "model.int8.xml")
+    if cfg.inference_precision != "f32":
+        out = OpenVinoModel(out.xml_path, inference_precision=cfg.inference_precision)
     fake_quantize = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
     return out, {
         "openvino": ov.get_version(),
         "nncf": nncf.__version__,
         "model_type": "transformer" if transformer else "default",
         "target_device": cfg.target_device,
+        "inference_precision": cfg.inference_precision,
         "calibration_sentences": len(texts),
         "fake_quantize_nodes": fake_quantize,
     }
@@ -82,7 +85,7 @@ def static_shapes(artifact, cfg, ctx: StepContext):
     model.reshape({name: ov.PartialShape([cfg.batch, cfg.seq_lengths[-1]]) for name in names})
     out = _save(ov, model, ctx.workdir / "model.static.xml")
     shapes = tuple((cfg.batch, n) for n in cfg.seq_lengths)
-    return OpenVinoModel(out.xml_path, shapes), {"inputs": names, "static_shapes": [list(s) for s in shapes],
+    return OpenVinoModel(out.xml_path, shapes, artifact.inference_precision), {"inputs": names, "static_shapes": [list(s) for s in shapes],
                                                  "saved_at": [cfg.batch, cfg.seq_lengths[-1]]}
 
 
@@ -94,5 +97,5 @@ def _static_fixed_shape(ov, artifact, cfg, ctx: StepContext):
     model = ov.Core().read_model(str(artifact.xml_path))
     model.reshape({port.get_any_name(): ov.PartialShape(list(shape)) for port in model.inputs})
     out = _save(ov, model, ctx.workdir / "model.static.xml")
-    return OpenVinoModel(out.xml_path, (shape,)), {"inputs": [spec.name], "static_shapes": [list(shape)],
+    return OpenVinoModel(out.xml_path, (shape,), artifact.inference_precision), {"inputs": [spec.name], "static_shapes": [list(shape)],
                                                   "saved_at": list(shape)}

@@ -511,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     drifting.add_argument("--json", help="also write the score here")
     drifting.add_argument("--force", action="store_true", help="replace an existing --json file")
     drifting.set_defaults(func=cmd_drift)
+    peers = sub.add_parser("peers", help="time and score edgeslim bundles beside the peers' own exports, one process")
+    from edgeslim.benchmarks.peers.side_by_side import add_arguments, main as peers_main
+
+    add_arguments(peers)
+    peers.set_defaults(func=peers_main)
+
     reporting = sub.add_parser("report", help="report tools").add_subparsers(dest="report_command", required=True)
     adding = reporting.add_parser("add-measurement", help="a device's `bench --json` replaces that bundle's estimate "
                                                           "(the estimate is kept beside it, with the ratio)")

@@ -19,6 +19,40 @@ from edgeslim.evaldata import EvalData
 from edgeslim.targets.base import EstimateInput
 
 
+def agreement_rows(data: EvalData, embeddings: np.ndarray) -> np.ndarray:
+    """The rows of the held-out agreement items, from embeddings of `data.texts` in order."""
+    by_text = dict(zip(data.texts, embeddings))
+    return np.stack([by_text[t] for t in data.agreement_texts])
+
+
+def accuracy_of(data: EvalData, embeddings: np.ndarray, teacher_agreement_embeddings: np.ndarray) -> Accuracy:
+    """Every accuracy figure of one model from its embeddings of `data.texts` (in order): cosine
+    to the teacher on the agreement items, the modality's task metrics and the probes."""
+    by_item = dict(zip(data.texts, embeddings))
+    cos_mean, cos_min = teacher_agreement(teacher_agreement_embeddings, agreement_rows(data, embeddings))
+    return Accuracy(
+        teacher_cosine_mean=round(cos_mean, 6), teacher_cosine_min=round(cos_min, 6),
+        eval_set=data.agreement.name, eval_sentences=len(data.agreement_texts),
+        disjoint_from_calibration=data.metric_overlap == 0,  # agreement overlaps were removed
+        overlap_with_calibration=data.metric_overlap,
+        metrics=[TaskMetric(name=m.name, label=m.label, short=m.spec.short,
+                            value=round(m.score(by_item), 3), higher_is_better=m.spec.higher_is_better,
+                            data=m.described) for m in data.metrics],
+        probes=[_probe(probe, by_item) for probe in data.probes],
+    )
+
+
+def _probe(probe, by_item: dict) -> ProbeAccuracy:
+    train = np.stack([by_item[t] for t in probe.train_items])
+    test = np.stack([by_item[t] for t in probe.test_items])
+    return ProbeAccuracy(
+        train=probe.train.name, test=probe.test.name, label=probe.label, train_items=len(train),
+        test_items=len(test), knn_k=probe.k,
+        knn_top1=round(100 * knn_top1(train, probe.train_labels, test, probe.test_labels, probe.k), 2),
+        linear_probe_top1=round(100 * linear_probe(train, probe.train_labels, test, probe.test_labels), 2),
+        test_disjoint_from_calibration=True)  # overlapping test items were removed (EvalData.describe)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """The measured teacher: its Result, its embeddings of the held-out agreement set, and the
@@ -60,34 +94,10 @@ class Measurer:
                            "real_texts": self.real_texts}, self.data.item_sets)
 
     def _agreement(self, embeddings: np.ndarray) -> np.ndarray:
-        by_text = dict(zip(self.data.texts, embeddings))
-        return np.stack([by_text[t] for t in self.data.agreement_texts])
+        return agreement_rows(self.data, embeddings)
 
     def _accuracy(self, embeddings: np.ndarray, teacher_agreement_embeddings: np.ndarray) -> Accuracy:
-        data = self.data
-        by_item = dict(zip(data.texts, embeddings))
-        cos_mean, cos_min = teacher_agreement(teacher_agreement_embeddings, self._agreement(embeddings))
-        return Accuracy(
-            teacher_cosine_mean=round(cos_mean, 6), teacher_cosine_min=round(cos_min, 6),
-            eval_set=data.agreement.name, eval_sentences=len(data.agreement_texts),
-            disjoint_from_calibration=data.metric_overlap == 0,  # agreement overlaps were removed
-            overlap_with_calibration=data.metric_overlap,
-            metrics=[TaskMetric(name=m.name, label=m.label, short=m.spec.short,
-                                value=round(m.score(by_item), 3), higher_is_better=m.spec.higher_is_better,
-                                data=m.described) for m in data.metrics],
-            probes=[self._probe(probe, by_item) for probe in data.probes],
-        )
-
-    @staticmethod
-    def _probe(probe, by_item: dict) -> ProbeAccuracy:
-        train = np.stack([by_item[t] for t in probe.train_items])
-        test = np.stack([by_item[t] for t in probe.test_items])
-        return ProbeAccuracy(
-            train=probe.train.name, test=probe.test.name, label=probe.label, train_items=len(train),
-            test_items=len(test), knn_k=probe.k,
-            knn_top1=round(100 * knn_top1(train, probe.train_labels, test, probe.test_labels, probe.k), 2),
-            linear_probe_top1=round(100 * linear_probe(train, probe.train_labels, test, probe.test_labels), 2),
-            test_disjoint_from_calibration=True)  # overlapping test items were removed (EvalData.describe)
+        return accuracy_of(self.data, embeddings, teacher_agreement_embeddings)
 
     def _latency(self, measured: dict, budget: Budget, kind: str) -> tuple[Latency, list[RealLengthLatency]]:
         real = [RealLengthLatency(**stats, threads=budget.threads, sentences_from=self.real_texts_from, kind=kind,

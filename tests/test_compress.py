@@ -9,6 +9,7 @@ from edgeslim.compress import (
     Int8StaticConfig,
     OpenVinoConvertConfig,
     OpenVinoInt8Config,
+    OpenVinoStaticShapesConfig,
     StepContext,
     apply_step,
 )
@@ -88,7 +89,13 @@ def test_openvino_steps_and_order_errors(exported):
     ov_fp32, record = apply_step(artifact, OpenVinoConvertConfig(), ctx)
     assert ov_fp32.xml_path.exists() and ov_fp32.xml_path.with_suffix(".bin").exists()
     ov_int8, record = apply_step(artifact, OpenVinoInt8Config(calibration_samples=16), ctx)
-    assert record["fake_quantize_nodes"] > 0
+    assert record["fake_quantize_nodes"] > 0 and record["inference_precision"] == "f32"
+    assert ov_int8.backend_options() == {}  # the target's own f32 hint stands
+    # bf16 for the float parts: the bundle asks OpenVINO for it, and a static reshape keeps it.
+    ov_bf16, record = apply_step(artifact, OpenVinoInt8Config(calibration_samples=16, inference_precision="bf16"), ctx)
+    assert ov_bf16.backend_options() == {"config": {"INFERENCE_PRECISION_HINT": "bf16"}}
+    static, _ = apply_step(ov_bf16, OpenVinoStaticShapesConfig(batch=1, seq_lengths=(16, 32)), ctx)
+    assert static.inference_precision == "bf16" and static.static_shapes == ((1, 16), (1, 32))
     with pytest.raises(StepError, match="Put it before any OpenVINO step"):
         apply_step(ov_int8, Int8DynamicConfig(), ctx)
     with pytest.raises(StepError, match="converts an ONNX model"):

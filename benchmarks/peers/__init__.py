@@ -1,0 +1,13 @@
+"""Peers side by side: sentence-transformers' own int8 exports of the teacher (ONNX Runtime
+dynamic, OpenVINO static), Model2Vec distilled from it, PyTorch fp32 and edgeslim's bundles,
+timed alternately in one process on the same inputs and threads, scored on the same data.
+
+    edgeslim peers --bundles RUN/bundles/ov-int8 ... --out benchmarks/results/peers/HOST
+
+See benchmarks/peers/README.md. The peers' exports run in their own venv (requirements.lock
+beside this file); timing and scoring run here, with the same ONNX Runtime and OpenVINO.
+"""
+
+from edgeslim.benchmarks.peers.side_by_side import add_arguments, main, run_side_by_side
+
+__all__ = ["add_arguments", "main", "run_side_by_side"]
