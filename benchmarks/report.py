@@ -200,6 +200,9 @@ class Result(_Model):
     device_estimate: dict | None = None
     bundle_id: str | None = None  # name@digest of the published bundle (not in its own manifest)
     device_measurement: DeviceMeasurement | None = None
+    # Wall seconds this run spent on it: build (steps + export), measure (latency, accuracy,
+    # references), interleaved (the same-run speedup rounds). Where a run's time goes.
+    seconds: dict[str, float] | None = None
 
 
 class Report(_Model):
@@ -216,6 +219,7 @@ class Report(_Model):
     search: dict | None = None  # fronts, chosen bundle and plots of `edgeslim search`
     # Per target of the run: its device profile, latency kind and the variant its profile favours.
     targets: dict[str, dict] = Field(default_factory=dict)
+    run_seconds: float | None = None  # the whole run, wall clock
 
     @field_validator("host", "recipe")
     @classmethod
@@ -405,6 +409,15 @@ def render_markdown(report: Report) -> str:
             continue
         lines.append(f"| {r.name} | {lat.p50:.2f} | {lat.p90:.2f} | {lat.p95:.2f} | {lat.p99:.2f} | {lat.runs} | "
                      f"{_fmt(lat.background_cpu_cores)} |")
+    timed = [r for r in [report.baseline, *report.results] if r.seconds]
+    if report.run_seconds is not None and timed:
+        lines += ["", f"## Where the run's {report.run_seconds:.0f} s went", "",
+                  "| variant | build s | measure s | interleaved rounds s |", "|---|---|---|---|"]
+        for r in timed:
+            sec = r.seconds
+            lines.append(f"| {r.name} | {_fmt(sec.get('build'), 0)} | {_fmt(sec.get('measure'), 0)} | "
+                         f"{_fmt(sec.get('interleaved'), 0)} |")
+        lines += ["", "The rest is loading the evaluation data and the teacher, and writing the bundles."]
     on_device = [r for r in report.results if r.device_measurement]
     if on_device:
         lines += ["", "## Measured on devices (replacing the estimates)", "",

@@ -53,7 +53,8 @@ def cmd_run(args) -> int:
     print()
     for note in report.skipped:
         print(f"skipped: {note}")
-    print(f"report: {out}/report.json, {out}/report.md; bundles in {out}/bundles/")
+    print(f"report: {out}/report.json, {out}/report.md; bundles in {out}/bundles/"
+          + (f"; the run took {report.run_seconds:.0f} s" if report.run_seconds is not None else ""))
     if report.search:
         print(f"search: front (latency) {', '.join(report.search['fronts']['latency'])}; "
               f"chosen: {report.search['chosen']} ({report.search['chosen_reason']})")

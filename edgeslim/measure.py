@@ -153,8 +153,11 @@ class Measurer:
 
     def bundle(self, built, planned, budget: Budget, latency_input: dict, baseline: "Baseline",
                required: bool) -> Result:
+        import time
+
         target = planned.target
         on_device = target.latency_kind == "measured"
+        started = time.perf_counter()
         measured, embeddings = self._worker({"kind": "bundle", "path": str(built.staging),
                                              "manifest": str(built.manifest_path)}, budget, latency_input,
                                             on_device=on_device)
@@ -163,6 +166,7 @@ class Measurer:
                    + built.manifest_path.stat().st_size) / 1e6
         latency, real = self._latency(measured, budget, target.latency_kind)
         spread, device_estimate = None, None
+        measured_at = time.perf_counter()
         if on_device:
             spread = self.speedup(built, budget, baseline.latency_input, latency_input)
         else:  # the target's estimate in place of a host timing: this machine is not the device
@@ -186,6 +190,7 @@ class Measurer:
             providers=measured["providers"], steps=list(built.records), device_estimate=device_estimate,
             required=required,
             waived=target.waiver(planned.backend, built.int8) if required else None,
+            seconds={"measure": round(measured_at - started, 1), "interleaved": round(time.perf_counter() - measured_at, 1)},
         )
         return result.model_copy(update={"budget": check(result, budget)})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import shutil
+import time
 from pathlib import Path
 
 from edgeslim import __version__
@@ -20,7 +21,7 @@ from edgeslim.runtime.encoder import bundle_identity
 from edgeslim.errors import OutputError, RecipeError
 from edgeslim.evaldata import latency_input, load_eval_data
 from edgeslim.extras import require
-from edgeslim.measure import Measurer
+from edgeslim.measure import Baseline, Measurer
 from edgeslim.outputs import write_atomic
 from edgeslim.plan import Plan, plan_recipe
 from edgeslim.recipe import Recipe
@@ -35,6 +36,7 @@ class Runner:
         self.bundles = out_dir / "bundles"
 
     def run(self) -> Report:
+        self._started = time.perf_counter()
         try:
             return self._run()
         finally:
@@ -78,14 +80,19 @@ class Runner:
     def _measure_all(self, recipe, plan, budgets, budget, data, teacher, measurer) -> Report:
         from edgeslim.targets.host import isa_summary, read_host_profile
 
+        run_started = time.perf_counter()
         baseline = measurer.teacher(teacher, budget, latency_input(teacher, data, budget.seq_len))
+        baseline = Baseline(baseline.result.model_copy(update={"seconds": {"measure": round(
+            time.perf_counter() - run_started, 1)}}), baseline.agreement_embeddings, baseline.latency_input)
         self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, {_task(baseline.result)}")
 
         builder = Builder(teacher, data, self.work, self.bundles, recipe, self.recipe_path, self.log)
         required = {v.name for spec in recipe.targets for v in spec.variants if v.name in spec.required}
         results = []
         for planned in plan.variants:
+            build_started = time.perf_counter()
             built = builder.build(planned, budgets[planned.target.name])
+            build_seconds = time.perf_counter() - build_started
             # Same text as the baseline's input, in this bundle's own token ids.
             bundle_input = latency_input(built.reader, data, budget.seq_len)
             result = measurer.bundle(built, planned, budgets[planned.target.name], bundle_input, baseline,
@@ -93,12 +100,21 @@ class Runner:
             # The measured figures go into the bundle's one manifest, then it is published in one rename.
             (built.staging / MODEL_CARD).write_text(render_model_card(built.manifest, result.model_dump()),
                                                     encoding="utf-8")
-            write_manifest(built.staging, {**built.manifest, **device_references(built, data),
-                                           "benchmark": result.model_dump(exclude={"steps", "bundle"})})
+            references_started = time.perf_counter()
+            references = device_references(built, data)
+            result = result.model_copy(update={"seconds": {
+                "build": round(build_seconds, 1),
+                "measure": round(result.seconds["measure"] + time.perf_counter() - references_started, 1),
+                "interleaved": result.seconds["interleaved"]}})
+            write_manifest(built.staging, {**built.manifest, **references,
+                                           "benchmark": result.model_dump(exclude={"steps", "bundle", "seconds"})})
             built.manifest_path.unlink()
             result = result.model_copy(update={"bundle_id": bundle_identity(read_manifest(built.staging))})
             publish(built.staging, self.bundles / planned.name)
             results.append(result)
+            seconds = result.seconds
+            self.log(f"    built in {seconds['build']:.0f} s, measured in {seconds['measure']:.0f} s + "
+                     f"{seconds['interleaved']:.0f} s of interleaved rounds")
             self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({_speedup(result)}), {result.size_mb:.1f} MB, "
                      f"cos {result.accuracy.teacher_cosine_mean:.4f}, {_task(result)}, "
                      f"budget {'PASS' if result.budget.passed else 'FAIL'}")
@@ -118,6 +134,7 @@ class Runner:
             baseline=baseline.result,
             results=results,
             targets={name: target.describe() for name, target in targets.items()},
+            run_seconds=round(time.perf_counter() - self._started, 1),
         )
         if self.searching:
             report.search = self._search_summary(report)

@@ -46,6 +46,11 @@ def test_report_json_validates_against_the_schema(tiny_run):
         assert probe.train == "banking77-train" and probe.test_items == 300 and probe.test_disjoint_from_calibration
         assert 0 <= probe.knn_top1 <= 100 and all(r.accuracy.probe is not None for r in report.results)
     assert report.results[1].required and not report.results[0].required
+    # Where the run's time went: every variant's build, measure and interleaved seconds.
+    assert report.run_seconds > 0 and report.baseline.seconds["measure"] > 0
+    for result in report.results:
+        assert set(result.seconds) == {"build", "measure", "interleaved"} and result.seconds["measure"] > 0
+    assert "## Where the run's" in (tiny_run["out"] / "report.md").read_text()
     markdown = (tiny_run["out"] / "report.md").read_text()
     assert "| ort-int8-dynamic | x86-cpu | onnxruntime |" in markdown
 
