@@ -135,3 +135,36 @@ def test_roofline_estimate_is_within_a_stated_factor_of_a_host_measurement(tmp_p
     ratio = measured["p50"] / est.ms
     print(f"roofline check: measured p50 {measured['p50']:.2f} ms, estimated {est.ms:.2f} ms, ratio {ratio:.2f}")
     assert 0.7 <= ratio <= 4.0
+
+
+@needs_stsb
+def test_peers_table_puts_a_bundle_beside_the_peer_exports(real_run, tmp_path):
+    """`edgeslim peers` end to end: the peers' venv made from its lock, sentence-transformers'
+    own exports and Model2Vec made here, all timed in rounds and scored on the real data."""
+    import json
+
+    from edgeslim.cli import main
+
+    bundle = real_run["out"] / "bundles" / "ort-int8-dynamic"
+    out = tmp_path / "peers"
+    assert main(["peers", "--bundles", str(bundle), "--out", str(out), "--rounds", "2", "--runs-per-round", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["name"]: row for row in report["results"]}
+    assert list(rows) == ["PyTorch fp32", "st-onnx-int8-dynamic", "st-openvino-int8-static", "model2vec",
+                          "edgeslim ort-int8-dynamic"]
+    assert rows["PyTorch fp32"]["stsb_spearman"] == pytest.approx(82.03, abs=0.01)
+    # The peers are the teacher in int8: close to it, as the kit's own int8 bundles are.
+    for peer in ("st-onnx-int8-dynamic", "st-openvino-int8-static"):
+        assert rows[peer]["teacher_cosine_mean"] > 0.98 and rows[peer]["stsb_spearman"] > 80.0
+    mine = _by_name(real_run)["ort-int8-dynamic"].accuracy.metric("stsb_spearman")
+    assert rows["edgeslim ort-int8-dynamic"]["stsb_spearman"] == pytest.approx(mine, abs=0.1)
+    assert rows["model2vec"]["teacher_cosine_mean"] is None and rows["model2vec"]["stsb_spearman"] < 80.0
+    for row in rows.values():
+        for point in report["operating_points"]:
+            latency = row["latency"][point]
+            assert latency["runs"] == 6 and 0 < latency["p50"] <= latency["p95"] and latency["vs_pytorch"] > 0
+            assert latency["best_peer"] in ("st-onnx-int8-dynamic", "st-openvino-int8-static")
+    assert set(report["roofline_gemm_gmacs"]) == {"onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino int8"}
+    assert report["peer_exports"]["transformers"].startswith("4.")  # the peers' own venv, not the kit's
+    assert "| **edgeslim ort-int8-dynamic** |" in (out / "report.md").read_text()
+    assert (out / "peers.png").stat().st_size > 10_000
