@@ -75,3 +75,11 @@ def test_peers_command_refuses_a_folder_that_is_not_a_bundle_and_keeps_a_report(
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == {"kept": True}
     assert main(["peers", "--out", str(tmp_path / "new"), "--threads", "999"]) == EXIT_INPUT
     assert "allows 1.." in capsys.readouterr().err
+
+
+def test_peers_command_without_the_shared_data_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGESLIM_DATA", str(tmp_path / "no-data"))
+    assert main(["peers", "--out", str(tmp_path / "out")]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "DataError" in err and "EDGESLIM_DATA" in err
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeslim.errors import EdgeslimError, OutputError
+from edgeslim.errors import DataError, EdgeslimError, OutputError
 
 PEERS_DIR = Path(__file__).resolve().parent
 LOCK = PEERS_DIR / "requirements.lock"
@@ -231,7 +231,7 @@ def openvino_peer(folder: Path, export: dict, threads: int) -> Contender:
         request.infer(_feed(wanted, feeds))
         return _mean_pool(request.get_output_tensor(0).data.copy(), feeds["attention_mask"])
 
-    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # e.g. bf16
     return Contender("st-openvino-int8-static", "peer", f"sentence-transformers {export['sentence-transformers']} "
                      f"export_static_quantized_openvino_model (optimum-intel {export['optimum-intel']}), "
                      f"OpenVINO {ov.get_version().split('-')[0]}, inference precision {precision}",
@@ -448,7 +448,7 @@ def run_side_by_side(bundles: list[Path], threads: int = 1, rounds: int = 20, ru
     recipe, _ = load_recipe(None)  # the default recipe's evaluation data: STS-B test, Banking77 probe
     data = load_eval_data(recipe, "text")
     if not data.metrics or not data.probes:
-        raise EdgeslimError("the peers table needs STS-B test and Banking77 (set EDGESLIM_DATA to the shared data "
+        raise DataError("the peers table needs STS-B test and Banking77 (set EDGESLIM_DATA to the shared data "
                             f"folder); skipped: {'; '.join(data.skipped)}")
     teacher, teacher_dir = teacher_contender(threads)
     calibration = list(data.calibration.texts[:400])
