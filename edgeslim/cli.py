@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     drifting.add_argument("--force", action="store_true", help="replace an existing --json file")
     drifting.set_defaults(func=cmd_drift)
     peers = sub.add_parser("peers", help="time and score edgeslim bundles beside the peers' own exports, one process")
-    from edgeslim.benchmarks.peers.side_by_side import add_arguments, main as peers_main
+    from edgeslim.peers import add_arguments, main as peers_main
 
     add_arguments(peers)
     peers.set_defaults(func=peers_main)

@@ -156,8 +156,10 @@ def test_peers_table_puts_a_bundle_beside_the_peer_exports(real_run, tmp_path):
     # The peers are the teacher in int8: close to it, as the kit's own int8 bundles are.
     for peer in ("st-onnx-int8-dynamic", "st-openvino-int8-static"):
         assert rows[peer]["teacher_cosine_mean"] > 0.98 and rows[peer]["stsb_spearman"] > 80.0
+    # The bundle embeds through the runtime's own batching, as in the run: the run's figure again
+    # (the run's accuracy pass used every core, this one one thread: float sums in another order).
     mine = _by_name(real_run)["ort-int8-dynamic"].accuracy.metric("stsb_spearman")
-    assert rows["edgeslim ort-int8-dynamic"]["stsb_spearman"] == pytest.approx(mine, abs=0.1)
+    assert rows["edgeslim ort-int8-dynamic"]["stsb_spearman"] == pytest.approx(mine, abs=0.01)
     assert rows["model2vec"]["teacher_cosine_mean"] is None and rows["model2vec"]["stsb_spearman"] < 80.0
     for row in rows.values():
         for point in report["operating_points"]:

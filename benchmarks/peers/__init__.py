@@ -5,9 +5,10 @@ timed alternately in one process on the same inputs and threads, scored on the s
     edgeslim peers --bundles RUN/bundles/ov-int8 ... --out benchmarks/results/peers/HOST
 
 See benchmarks/peers/README.md. The peers' exports run in their own venv (requirements.lock
-beside this file); timing and scoring run here, with the same ONNX Runtime and OpenVINO.
+beside this file); timing and scoring run here, with the same ONNX Runtime and OpenVINO. The
+command itself (evaluation data, scoring, writing the table) is `edgeslim.peers`.
 """
 
-from edgeslim.benchmarks.peers.side_by_side import add_arguments, main, run_side_by_side
+from edgeslim.benchmarks.peers.side_by_side import Contender, render_markdown, tabulate, time_rounds
 
-__all__ = ["add_arguments", "main", "run_side_by_side"]
+__all__ = ["Contender", "render_markdown", "tabulate", "time_rounds"]

@@ -1,4 +1,5 @@
-"""Peers and edgeslim bundles in one process, on the same inputs, threads and core.
+"""Peers and edgeslim bundles in one process, on the same inputs, threads and core: the measuring
+parts of `edgeslim peers` (its orchestration, with the evaluation data, is `edgeslim.peers`).
 
 What runs (every model on pre-tokenized input, tokenization excluded, mean pooling included):
 
@@ -22,11 +23,9 @@ same threads, and each model's dense-layer MAC/s against the best of its precisi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeslim.errors import DataError, EdgeslimError, OutputError
+from edgeslim.errors import EdgeslimError
 
 PEERS_DIR = Path(__file__).resolve().parent
 LOCK = PEERS_DIR / "requirements.lock"
@@ -50,7 +49,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _log(message: str) -> None:
+def log_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -64,7 +63,7 @@ def peer_venv() -> Path:
     python = venv / "bin" / "python"
     if (venv / ".installed").is_file():
         return python
-    _log(f"peers: making the peers' venv {venv} from {LOCK.name} (once)")
+    log_progress(f"peers: making the peers' venv {venv} from {LOCK.name} (once)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--require-hashes", "-r", str(LOCK)], check=True)
     (venv / ".installed").write_text(LOCK.read_text())
@@ -93,7 +92,7 @@ def export_peers(teacher_dir: Path, calibration: list[str], isa: str) -> tuple[P
         python = peer_venv()
         out.mkdir(parents=True, exist_ok=True)
         (out / "calibration.txt").write_text("\n".join(calibration) + "\n", encoding="utf-8")
-        _log(f"peers: exporting the teacher with sentence-transformers ({isa}) into {out}")
+        log_progress(f"peers: exporting the teacher with sentence-transformers ({isa}) into {out}")
         proc = subprocess.run([str(python), str(PEERS_DIR / "export.py"), "--model", str(teacher_dir),
                                "--calibration", str(out / "calibration.txt"), "--isa", isa, "--out", str(out)],
                               capture_output=True, text=True)
@@ -113,7 +112,7 @@ def distill_model2vec(teacher_dir: Path) -> Path:
     if not (out / "config.json").is_file():
         from model2vec.distill import distill
 
-        _log("peers: distilling Model2Vec from the teacher (model2vec.distill, defaults)")
+        log_progress("peers: distilling Model2Vec from the teacher (model2vec.distill, defaults)")
         tmp = out.with_name(out.name + ".partial")
         distill(model_name=str(teacher_dir)).save_pretrained(str(tmp))
         os.replace(tmp, out)
@@ -142,9 +141,17 @@ class Contender:
     def size_mb(self) -> float:
         return sum(f.stat().st_size for f in self.files) / 1e6
 
+    # How the model's own library embeds a list (bundles: the kit's runtime). Dynamic int8 scales
+    # activations per batch, so which texts share a batch moves the vectors slightly.
+    embed_items: Callable | None = None
+
     def embed(self, texts: list[str], batch: int = 32) -> np.ndarray:
+        if self.embed_items is not None:
+            result = self.embed_items(texts)
+            return result / np.clip(np.linalg.norm(result, axis=1, keepdims=True), 1e-12, None)
         out = []
-        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch
+        # sentence-transformers' encode(): longest text first, batches of 32.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), batch):
             idx = order[start : start + batch]
             out.append((idx, self.forward(self.prepare([texts[i] for i in idx], None))))
@@ -286,7 +293,8 @@ def bundle_contender(path: Path, threads: int) -> Contender:
                      f"bundle {manifest.name} ({manifest.backend}; {' -> '.join(steps)})",
                      files, lambda texts, pad_to: encoder.model_inputs(list(texts), pad_to=pad_to),
                      encoder.embed_inputs, "int8" if int8 else "fp32", layers=layers,
-                     hidden=manifest.embedding_dim, notes={"bundle": str(path), "backend": manifest.backend})
+                     hidden=manifest.embedding_dim, notes={"bundle": str(path), "backend": manifest.backend},
+                     embed_items=lambda texts: encoder.encode_items(list(texts), batch_size=32))
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -344,7 +352,7 @@ def measure_gemm_roofline(threads: int, runs: int = 200) -> dict:
     return {key: round(value, 1) for key, value in found.items()}
 
 
-def _pin(threads: int) -> list[int]:
+def pin_to_cores(threads: int) -> list[int]:
     allowed = sorted(os.sched_getaffinity(0))
     cores = allowed[-threads:] if threads <= len(allowed) else allowed
     os.sched_setaffinity(0, cores)
@@ -438,68 +446,6 @@ def _ratio(numerator_rounds: list[float], denominator_rounds: list[float]) -> fl
     return round(float(np.median(np.asarray(numerator_rounds) / np.asarray(denominator_rounds))), 3)
 
 
-def run_side_by_side(bundles: list[Path], threads: int = 1, rounds: int = 20, runs_per_round: int = 10,
-                     warmup: int = 10) -> dict:
-    from edgeslim.evaldata import load_eval_data
-    from edgeslim.measure import accuracy_of, agreement_rows
-    from edgeslim.recipe import load_recipe
-    from edgeslim.targets.host import isa_summary, read_host_profile
-
-    recipe, _ = load_recipe(None)  # the default recipe's evaluation data: STS-B test, Banking77 probe
-    data = load_eval_data(recipe, "text")
-    if not data.metrics or not data.probes:
-        raise DataError("the peers table needs STS-B test and Banking77 (set EDGESLIM_DATA to the shared data "
-                            f"folder); skipped: {'; '.join(data.skipped)}")
-    teacher, teacher_dir = teacher_contender(threads)
-    calibration = list(data.calibration.texts[:400])
-    isa = host_isa_config()
-    export_dir, export = export_peers(teacher_dir, calibration, isa)
-    contenders = [teacher, onnx_peer(export_dir, {**export, **export["exports"]["st-onnx-int8-dynamic"]}, threads),
-                  openvino_peer(export_dir, {**export, **export["exports"]["st-openvino-int8-static"]}, threads),
-                  model2vec_peer(distill_model2vec(teacher_dir))]
-    contenders += [bundle_contender(Path(b), threads) for b in bundles]
-
-    _log(f"peers: accuracy of {len(contenders)} models on {len(data.texts)} items")
-    accuracy, teacher_rows = {}, None
-    for c in contenders:
-        embeddings = np.concatenate([c.embed(group) for group in data.item_sets if group])
-        if teacher_rows is None:
-            teacher_rows = agreement_rows(data, embeddings)
-        same_space = embeddings.shape[1] == teacher_rows.shape[1]  # Model2Vec: PCA to its own width
-        accuracy[c.name] = accuracy_of(data, embeddings, teacher_rows if same_space else
-                                       agreement_rows(data, embeddings))
-        if not same_space:  # no cosine to the teacher across two embedding spaces
-            accuracy[c.name] = accuracy[c.name].model_copy(update={"teacher_cosine_mean": float("nan")})
-
-    cores = _pin(threads)
-    _log(f"peers: roofline and {rounds} interleaved rounds on core(s) {cores}")
-    roofline = measure_gemm_roofline(threads)
-    sentences = list(data.real_length_items[0][:320])
-    timings = time_rounds(contenders, sentences, rounds, runs_per_round, warmup)
-
-    rows = tabulate(contenders, accuracy, timings, roofline)
-    profile = read_host_profile()
-    from importlib.metadata import version
-
-    return {
-        "schema": "edgeslim.peers/1",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": {**profile.to_dict(), **isa_summary(), "python": platform.python_version(), "machine": platform.machine()},
-        "threads": threads, "pinned_cores": cores, "rounds": rounds, "runs_per_round": runs_per_round,
-        "operating_points": [p["name"] for p in OPERATING_POINTS],
-        "latency_what": "model forward + mean pooling on pre-tokenized input (tokenization excluded); each model "
-                        "with its own tokenizer on the same text; real-length batches padded to their longest",
-        "sentences": f"first {len(sentences)} sentences of STS-B test (real lengths)",
-        "data": data.describe(),
-        "peer_exports": export, "peer_isa_config": isa,
-        "versions": {name: version(name) for name in ("onnxruntime", "openvino", "torch", "model2vec", "nncf")},
-        "roofline_gemm_gmacs": roofline,
-        "roofline_what": f"one {GEMM_SHAPE[0]}x{GEMM_SHAPE[1]} @ {GEMM_SHAPE[1]}x{GEMM_SHAPE[2]} GEMM, p50 over 200 "
-                         "runs; a model's MAC/s counts its encoder layers' dense and attention MACs at 128 tokens",
-        "results": rows,
-    }
-
-
 # -- the table ------------------------------------------------------------------------------
 def render_markdown(report: dict) -> str:
     host = report["host"]
@@ -572,34 +518,3 @@ def plot(report: dict, out: Path) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundles", nargs="*", default=[], help="edgeslim bundle folders to put beside the peers")
-    parser.add_argument("--out", required=True, help="folder for report.json, report.md and peers.png")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--runs-per-round", type=int, default=10)
-    parser.add_argument("--force", action="store_true", help="replace a report already in --out")
-
-
-def main(args: argparse.Namespace) -> int:
-    """`edgeslim peers`: measure, then write report.json, report.md and peers.png into --out."""
-    out = Path(args.out)
-    if (out / "report.json").exists() and not args.force:
-        raise OutputError(f"{out}/report.json exists; pass --force to replace it")
-    for bundle in args.bundles:
-        if not (Path(bundle) / "manifest.json").is_file():
-            raise OutputError(f"--bundles {bundle}: not a bundle folder (no manifest.json)")
-    if not 1 <= args.threads <= len(os.sched_getaffinity(0)):
-        raise OutputError(f"--threads {args.threads}: this host allows 1..{len(os.sched_getaffinity(0))}")
-    report = run_side_by_side([Path(b) for b in args.bundles], args.threads, args.rounds, args.runs_per_round)
-    from edgeslim.outputs import write_atomic
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
-    write_atomic(out / "report.md", render_markdown(report))
-    plot(report, out)
-    print(render_markdown(report))
-    print(f"peers: {out}/report.json, report.md, peers.png")
-    return 0
