@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -479,7 +480,7 @@ def render_markdown(report: dict) -> str:
                   if roof["efficiency"] else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     first = report["results"][0]["latency"][points[0]]
-    lines += ["", f"Best peer (fastest peer export at STS-B >= 81.0) per point: "
+    lines += ["", "Best peer (fastest peer export at STS-B >= 81.0) per point: "
               + "; ".join(f"{p}: {report['results'][0]['latency'][p]['best_peer']}" for p in points) + ".",
               f"Ratios are medians of per-round ratios (same round, same core); PyTorch fp32 p50 at "
               f"{points[0]}: {first['p50']:.2f} ms.", "",
