@@ -284,13 +284,18 @@ def verdict_text(result: Result) -> str:
     return text + (" (required, waived on this host)" if result.waived else " (required)")
 
 
+def check_text(check: BudgetCheck) -> str:
+    """One budget check as `name value <= limit`."""
+    return f"{check.name} {_fmt(check.value, 3)} {check.comparison} {check.limit:g}"
+
+
 def verdict_reason(result: Result) -> str:
     """One line that says why a bundle passed or failed: each check with its value and limit."""
     if result.budget is None:
         return f"{result.name}: no budget"
     checks = "; ".join(
-        f"{c.name} {_fmt(c.value, 3)} {c.comparison} {c.limit:g}"
-        f"{'' if c.passed else (' not measured' if c.passed is None else ' MISSED')}" for c in result.budget.checks)
+        check_text(c) + ("" if c.passed else (" not measured" if c.passed is None else " MISSED"))
+        for c in result.budget.checks)
     verdict = "PASS" if result.budget.passed else "FAIL"
     waived = f" [waived on this host: {result.waived}]" if result.waived else ""
     return f"{result.name} ({result.target}) {verdict}: {checks}{waived}"
@@ -385,10 +390,8 @@ def render_markdown(report: Report) -> str:
     for r in report.results:
         if r.budget is None:
             continue
-        checks = "; ".join(
-            f"{c.name} {_fmt(c.value, 3)} {c.comparison} {c.limit:g}: "
-            f"{'ok' if c.passed else ('n/a' if c.passed is None else 'MISS')}" for c in r.budget.checks
-        )
+        checks = "; ".join(f"{check_text(c)}: {'ok' if c.passed else ('n/a' if c.passed is None else 'MISS')}"
+                           for c in r.budget.checks)
         lines.append(f"- **{r.name}** ({r.target}): {checks}")
         if r.waived:
             lines.append(f"  - required, but waived on this host: {r.waived}")

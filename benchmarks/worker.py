@@ -83,7 +83,7 @@ def _latency_feeds(opened: Opened, spec: dict) -> dict:
     return opened.modality.latency_feeds(opened.model, spec["latency_input"], spec["batch"])
 
 
-def _pin(threads: int) -> list[int]:
+def pin_to_cores(threads: int) -> list[int]:
     """Pin this process to `threads` of the cores it may use (the last ones: the first are where
     the system tends to put other work); returns them."""
     allowed = sorted(os.sched_getaffinity(0))
@@ -93,7 +93,7 @@ def _pin(threads: int) -> list[int]:
 
 
 def _interleaved(spec: dict, teacher: Opened | None = None, cores: list[int] | None = None) -> dict:
-    cores = cores or _pin(spec["threads"])
+    cores = cores or pin_to_cores(spec["threads"])
     teacher, bundle = teacher or _open(spec, "teacher"), _open(spec, "bundle")
     teacher_feeds = _latency_feeds(teacher, {**spec, "latency_input": spec["teacher_input"]})
     bundle_feeds = _latency_feeds(bundle, spec)
@@ -119,7 +119,7 @@ def serve() -> None:
     import gc
 
     first = json.loads(sys.stdin.readline())
-    cores = _pin(first["threads"])
+    cores = pin_to_cores(first["threads"])
     teacher = _open(first, "teacher")
     print(json.dumps({"ready": True, "cpu": cores[0] if len(cores) == 1 else None}), flush=True)
     for line in sys.stdin:

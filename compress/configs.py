@@ -142,7 +142,8 @@ class OpenVinoInt8Config(StepBase):
     target_device: Literal["ANY", "CPU", "GPU", "NPU"] = "ANY"
     # What the layers left in float compute in, written into the bundle (OpenVINO's
     # INFERENCE_PRECISION_HINT). bf16 is faster where the CPU has it (AMX, AVX-512 BF16) and is
-    # what the bundle is measured with; a CPU without bf16 runs f32 instead, which only adds accuracy.
+    # what the bundle is measured with. A CPU without bf16 should run f32 instead (OpenVINO's CPU plugin
+    # falls back; not measured: no such CPU here, and under ONEDNN_MAX_CPU_ISA=AVX2 a bf16 IR fails to compile).
     inference_precision: Literal["f32", "bf16"] = "f32"
 
     @property

@@ -8,6 +8,7 @@ the measurements in it, and publishes it."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +146,6 @@ def device_references(built: BuiltBundle, data) -> dict:
     from edgeslim.runtime import load
     from edgeslim.runtime.drift import MIN_DRIFT_ITEMS, drift_reference
     from edgeslim.runtime.health import reference
-
-    import os
 
     # Every core: these are embeddings, not timings.
     encoder = load(built.staging, threads=len(os.sched_getaffinity(0)), manifest_path=built.manifest_path)

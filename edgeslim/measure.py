@@ -5,6 +5,7 @@ immutable Result with its budget verdict."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,7 @@ class Measurer:
         point = self.data.modality.runtime.operating_point(budget.seq_len)
         self.log(f"  teacher {teacher.name}: measuring the {teacher.reference} baseline (threads {budget.threads}, "
                  f"batch {budget.batch}, {point})")
+        started = time.perf_counter()
         measured, embeddings = self._worker({"kind": "teacher", "model": self.recipe.model.model_dump(mode="json")},
                                             budget, latency_input)
         agreement = self._agreement(embeddings)
@@ -126,7 +128,8 @@ class Measurer:
                         bundle=None, size_mb=round(teacher.parameters_mb(), 3), latency_ms=latency,
                         latency_real_ms=real, peak_rss_mb=measured["peak_rss_mb"],
                         accuracy=self._accuracy(embeddings, agreement), speedup_vs_baseline=None,
-                        providers=measured["providers"], steps=[])
+                        providers=measured["providers"], steps=[],
+                        seconds={"measure": round(time.perf_counter() - started, 1)})
         return Baseline(result=result, agreement_embeddings=agreement, latency_input=latency_input)
 
     def speedup(self, built, budget: Budget, teacher_input: dict, bundle_input: dict) -> SpeedupSpread:
@@ -153,8 +156,6 @@ class Measurer:
 
     def bundle(self, built, planned, budget: Budget, latency_input: dict, baseline: "Baseline",
                required: bool) -> Result:
-        import time
-
         target = planned.target
         on_device = target.latency_kind == "measured"
         started = time.perf_counter()

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.benchmarks.peers.side_by_side import (OPERATING_POINTS, GEMM_SHAPE, log_progress, pin_to_cores, bundle_contender,
+from edgeslim.benchmarks.peers.side_by_side import (OPERATING_POINTS, GEMM_SHAPE, log_progress, bundle_contender,
                                                     distill_model2vec, export_peers, host_isa_config,
                                                     measure_gemm_roofline, model2vec_peer, onnx_peer,
                                                     openvino_peer, plot, render_markdown, tabulate,
                                                     teacher_contender, time_rounds)
+from edgeslim.benchmarks.worker import pin_to_cores
 from edgeslim.errors import DataError, OutputError
 
 
@@ -34,13 +35,13 @@ def run_side_by_side(bundles: list[Path], threads: int = 1, rounds: int = 20, ru
     if not data.metrics or not data.probes:
         raise DataError("the peers table needs STS-B test and Banking77 (set EDGESLIM_DATA to the shared data "
                             f"folder); skipped: {'; '.join(data.skipped)}")
-    teacher, teacher_dir = teacher_contender(threads)
+    teacher, teacher_dir, teacher_sha256 = teacher_contender(threads)
     calibration = list(data.calibration.texts[:400])
     isa = host_isa_config()
-    export_dir, export = export_peers(teacher_dir, calibration, isa)
+    export_dir, export = export_peers(teacher_dir, teacher_sha256, calibration, isa)
     contenders = [teacher, onnx_peer(export_dir, {**export, **export["exports"]["st-onnx-int8-dynamic"]}, threads),
                   openvino_peer(export_dir, {**export, **export["exports"]["st-openvino-int8-static"]}, threads),
-                  model2vec_peer(distill_model2vec(teacher_dir))]
+                  model2vec_peer(distill_model2vec(teacher_dir, teacher_sha256))]
     contenders += [bundle_contender(Path(b), threads) for b in bundles]
 
     log_progress(f"peers: accuracy of {len(contenders)} models on {len(data.texts)} items")

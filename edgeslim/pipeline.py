@@ -21,7 +21,7 @@ from edgeslim.runtime.encoder import bundle_identity
 from edgeslim.errors import OutputError, RecipeError
 from edgeslim.evaldata import latency_input, load_eval_data
 from edgeslim.extras import require
-from edgeslim.measure import Baseline, Measurer
+from edgeslim.measure import Measurer
 from edgeslim.outputs import write_atomic
 from edgeslim.plan import Plan, plan_recipe
 from edgeslim.recipe import Recipe
@@ -80,10 +80,7 @@ class Runner:
     def _measure_all(self, recipe, plan, budgets, budget, data, teacher, measurer) -> Report:
         from edgeslim.targets.host import isa_summary, read_host_profile
 
-        run_started = time.perf_counter()
         baseline = measurer.teacher(teacher, budget, latency_input(teacher, data, budget.seq_len))
-        baseline = Baseline(baseline.result.model_copy(update={"seconds": {"measure": round(
-            time.perf_counter() - run_started, 1)}}), baseline.agreement_embeddings, baseline.latency_input)
         self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, {_task(baseline.result)}")
 
         builder = Builder(teacher, data, self.work, self.bundles, recipe, self.recipe_path, self.log)

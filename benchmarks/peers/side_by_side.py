@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.runtime.text import pool
 
 PEERS_DIR = Path(__file__).resolve().parent
 LOCK = PEERS_DIR / "requirements.lock"
@@ -81,12 +82,12 @@ def host_isa_config() -> str:
     return "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512f" in flags else "avx2"
 
 
-def export_peers(teacher_dir: Path, calibration: list[str], isa: str) -> tuple[Path, dict]:
+def export_peers(teacher_dir: Path, teacher_sha256: str, calibration: list[str], isa: str) -> tuple[Path, dict]:
     """Run export.py in the peers' venv, cached by everything it depends on."""
     from edgeslim.cache import cache_dir
 
     key = _sha(json.dumps([_sha(LOCK.read_bytes()), _sha((PEERS_DIR / "export.py").read_bytes()),
-                           _sha((teacher_dir / "model.safetensors").read_bytes()), isa,
+                           teacher_sha256, isa,
                            _sha("\n".join(calibration).encode())]).encode())[:16]
     out = cache_dir() / "peers" / key
     if not (out / "export.json").is_file():
@@ -102,13 +103,13 @@ def export_peers(teacher_dir: Path, calibration: list[str], isa: str) -> tuple[P
     return out, json.loads((out / "export.json").read_text())
 
 
-def distill_model2vec(teacher_dir: Path) -> Path:
+def distill_model2vec(teacher_dir: Path, teacher_sha256: str) -> Path:
     """Model2Vec's `distill` of the teacher with its defaults, cached."""
     from importlib.metadata import version
 
     from edgeslim.cache import cache_dir
 
-    key = _sha(json.dumps([version("model2vec"), _sha((teacher_dir / "model.safetensors").read_bytes())]).encode())[:16]
+    key = _sha(json.dumps([version("model2vec"), teacher_sha256]).encode())[:16]
     out = cache_dir() / "peers" / f"model2vec-{key}"
     if not (out / "config.json").is_file():
         from model2vec.distill import distill
@@ -162,11 +163,6 @@ class Contender:
         return result / np.clip(np.linalg.norm(result, axis=1, keepdims=True), 1e-12, None)
 
 
-def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    mask = mask[..., None].astype(np.float32)
-    return (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
-
-
 def _hf_tokenizer(path: Path, max_tokens: int = 128):
     from tokenizers import Tokenizer
 
@@ -190,7 +186,8 @@ def _feed(wanted: list[str], feeds: dict) -> dict:
     return {name: feeds[name] for name in wanted}
 
 
-def teacher_contender(threads: int) -> tuple[Contender, Path]:
+def teacher_contender(threads: int) -> tuple[Contender, Path, str]:
+    """The PyTorch teacher, its sentence-transformers folder and its weights' sha256."""
     import torch
 
     from edgeslim.models import load_encoder
@@ -204,7 +201,7 @@ def teacher_contender(threads: int) -> tuple[Contender, Path]:
     return Contender("PyTorch fp32", "baseline", f"the teacher, torch {torch.__version__} (CPU), as "
                      "sentence-transformers runs it", [folder / "model.safetensors", folder / "tokenizer.json"],
                      lambda texts, pad_to: model.model_inputs(list(texts), pad_to=pad_to),
-                     model.embed_inputs, "fp32"), folder
+                     model.embed_inputs, "fp32"), folder, model.weights_sha256
 
 
 def onnx_peer(folder: Path, export: dict, threads: int) -> Contender:
@@ -218,7 +215,7 @@ def onnx_peer(folder: Path, export: dict, threads: int) -> Contender:
     tokenizer = folder / "st-onnx-int8-dynamic" / "tokenizer.json"
 
     def forward(feeds):
-        return _mean_pool(session.run(None, _feed(wanted, feeds))[0], feeds["attention_mask"])
+        return pool(session.run(None, _feed(wanted, feeds))[0], feeds["attention_mask"], "mean", False)
 
     return Contender("st-onnx-int8-dynamic", "peer", f"sentence-transformers {export['sentence-transformers']} "
                      f"export_dynamic_quantized_onnx_model('{export['quantization_config']}'), ONNX Runtime "
@@ -237,7 +234,7 @@ def openvino_peer(folder: Path, export: dict, threads: int) -> Contender:
 
     def forward(feeds):
         request.infer(_feed(wanted, feeds))
-        return _mean_pool(request.get_output_tensor(0).data.copy(), feeds["attention_mask"])
+        return pool(request.get_output_tensor(0).data, feeds["attention_mask"], "mean", False)
 
     precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # e.g. bf16
     return Contender("st-openvino-int8-static", "peer", f"sentence-transformers {export['sentence-transformers']} "
@@ -351,13 +348,6 @@ def measure_gemm_roofline(threads: int, runs: int = 200) -> dict:
             stats = measure_latency(lambda: request.infer({0: x}), 20, runs)
             found[f"openvino {precision}"] = m * k * n / (stats["p50"] / 1e3) / 1e9
     return {key: round(value, 1) for key, value in found.items()}
-
-
-def pin_to_cores(threads: int) -> list[int]:
-    allowed = sorted(os.sched_getaffinity(0))
-    cores = allowed[-threads:] if threads <= len(allowed) else allowed
-    os.sched_setaffinity(0, cores)
-    return cores
 
 
 def _long_text(sentences: list[str]) -> str:
