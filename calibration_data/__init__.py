@@ -6,7 +6,7 @@ Two kinds of source:
 * shipped with the kit: `wordnet` (usage examples from Debian's `wordnet-base`, see
   WORDNET.md), split deterministically into `wordnet-calibration` and `wordnet-heldout`;
 * the shared data directory (`EDGESLIM_DATA`, default `../shared/data` when it exists):
-  STS-B, Banking77, CLINC and its Wikipedia sentences, CIFAR-10 images and the Free Spoken
+  STS-B, Banking77, CLINC and its Wikipedia sentences, NLTK's text corpora, CIFAR-10 images and the Free Spoken
   Digit Dataset's clips, never copied into the project.
 
     >>> corpus = load_corpus("wordnet-calibration")
@@ -19,6 +19,8 @@ import csv
 import hashlib
 import json
 import os
+import re
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -55,6 +57,11 @@ SHARED_SHA256 = {
     "clinc/all_wiki_sents.txt": "570704f8120d13d27dda90d116a0b2365e121139f72c2967b65f55465ebfad44",
     "cifar10/SHA256SUMS": "9dc64943ce2555a0cca38dc4e897cf6d54b388fe0924f871ee928ea5a3d1c069",
     "fsdd/SHA256SUMS": "1801eae019c063377d98f831d3f93574f259475df7332bb0e3d1b080fb5e6959",
+    "nltk/movie_reviews.zip": "a41211ae685019137410268134db6a1a14428c89b671eb83056151a878539008",
+    "nltk/sentence_polarity.zip": "6e1ed4405b65c7eabf1d199a7f7c437091ac21da0ea7467b410a74062574566b",
+    "nltk/subjectivity.zip": "741f3371e1a4375051b874fd82fd55857b90975473c91c19a3101cbe17fc4d8c",
+    "nltk/state_union.zip": "366c1dc82b2abf896f42b2ec50ba802a0141a29f75d29ca48a7a243ce5bfbe8d",
+    "nltk/inaugural.zip": "7c5fb5793e31fbeae12bf1aa0ffda5336468f07cedb50654c6d31ca384e2046b",
 }
 
 
@@ -235,6 +242,35 @@ def _wiki() -> Corpus:
     return Corpus("wiki", texts, "CLINC all_wiki_sents (lowercased Wikipedia)", {relpath: SHARED_SHA256[relpath]})
 
 
+# A new sentence starts after . ! or ? (not a title such as "Mr.") followed by space and a capital
+# or a quote: enough for edited speeches, which is all it is used on (their lines are paragraphs).
+_SENTENCE_END = re.compile(r'(?<=[.!?])(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)\s+(?=["A-Z])')
+
+
+def _nltk(name: str, sentence_per_line: bool, source: str) -> Corpus:
+    """Sentences of one NLTK corpus zip (read in place, never unpacked): one per line where the
+    corpus is sentence-split (reviews, polarity, subjectivity), else split from each paragraph.
+    Fragments under three words are dropped; repeats keep their first place."""
+    relpath = f"nltk/{name.replace('-', '_')}.zip"
+    texts: dict[str, None] = {}
+    with zipfile.ZipFile(_shared_file(relpath)) as archive:
+        for member in sorted(archive.namelist()):
+            if member.endswith("/") or member.rsplit("/", 1)[-1].startswith("README"):
+                continue
+            raw = archive.read(member)
+            try:
+                body = raw.decode("utf-8")
+            except UnicodeDecodeError:  # a few speeches are Windows-1252
+                body = raw.decode("cp1252", errors="replace")
+            for line in body.splitlines():
+                parts = [line] if sentence_per_line else _SENTENCE_END.split(line)
+                for part in parts:
+                    part = " ".join(part.split())
+                    if len(part.split()) >= 3:
+                        texts.setdefault(part, None)
+    return Corpus(name, tuple(texts), source, {relpath: SHARED_SHA256[relpath]})
+
+
 class CorpusEntry(NamedTuple):
     load: Callable[[], Corpus]
     shared: bool  # needs the shared data directory
@@ -255,6 +291,17 @@ CORPORA: dict[str, CorpusEntry] = {
     # The out-of-scope test queries: text no intent covers (a drift benchmark's shifted input).
     "clinc-oos-test": CorpusEntry(lambda: _clinc("oos_test", "clinc-oos-test"), True),
     "wiki": CorpusEntry(_wiki, True),
+    # NLTK's corpora: unlabeled text for distillation (their labels are not read).
+    "movie-reviews": CorpusEntry(lambda: _nltk("movie-reviews", True, "NLTK movie_reviews (Pang & Lee 2004), "
+                                               "one sentence per line"), True),
+    "sentence-polarity": CorpusEntry(lambda: _nltk("sentence-polarity", True, "NLTK sentence_polarity "
+                                                   "(rotten tomatoes snippets)"), True),
+    "subjectivity": CorpusEntry(lambda: _nltk("subjectivity", True, "NLTK subjectivity (plot summaries and "
+                                              "review snippets)"), True),
+    "state-union": CorpusEntry(lambda: _nltk("state-union", False, "NLTK state_union (State of the Union "
+                                             "addresses 1945-2006), split into sentences"), True),
+    "inaugural": CorpusEntry(lambda: _nltk("inaugural", False, "NLTK inaugural (US inaugural addresses), "
+                                           "split into sentences"), True),
     "cifar10-train": CorpusEntry(lambda: _cifar10("train"), True, "image"),
     "cifar10-heldout": CorpusEntry(lambda: _cifar10("heldout"), True, "image"),
     "fsdd-train": CorpusEntry(lambda: _fsdd("train"), True, "audio"),

@@ -72,3 +72,39 @@ def test_spearman_matches_scipy_with_ties():
     x = rng.integers(0, 10, 300).astype(float)
     y = x + rng.normal(0, 3, 300)
     assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+
+
+needs_nltk = pytest.mark.skipif(
+    not cd.corpus_available("state-union"),
+    reason="NLTK corpora not found: set EDGESLIM_DATA to the shared data folder",
+)
+
+
+@needs_nltk
+@pytest.mark.parametrize("name, at_least", [("movie-reviews", 60000), ("sentence-polarity", 10000),
+                                             ("subjectivity", 10000), ("state-union", 15000), ("inaugural", 4000)])
+def test_nltk_corpora_are_unique_sentences_read_from_the_verified_zips(name, at_least):
+    corpus = cd.load_corpus(name)
+    assert len(corpus.texts) >= at_least
+    assert len(set(corpus.texts)) == len(corpus.texts)
+    assert all(len(text.split()) >= 3 and text == " ".join(text.split()) for text in corpus.texts)
+    [(relpath, sha)] = corpus.files_sha256.items()
+    assert relpath.startswith("nltk/") and sha == cd.SHARED_SHA256[relpath]
+
+
+@needs_nltk
+def test_speeches_are_split_into_sentences_not_paragraphs():
+    texts = cd.load_corpus("state-union").texts
+    assert "Only yesterday, we laid to rest the mortal remains of our beloved President, Franklin Delano Roosevelt." \
+        in texts
+    # A paragraph of several sentences would leave ". X" inside one text.
+    glued = [t for t in texts if ". The " in t]
+    assert len(glued) < len(texts) * 0.01
+
+
+def test_tampered_nltk_zip_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "nltk").mkdir()
+    (tmp_path / "nltk" / "inaugural.zip").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip, not upstream's
+    monkeypatch.setenv("EDGESLIM_DATA", str(tmp_path))
+    with pytest.raises(DataError, match="differs from the pinned upstream"):
+        cd.load_corpus("inaugural")
