@@ -57,6 +57,10 @@ class OpenVinoOptions(StrictOptions):
     # (batch, seq) for text, (batch, channels, height, width) for images and audio features
     static_shapes: list[Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=2, max_length=4)]] \
         | None = None
+    # Text on a dynamic-shape IR: each call's sequence length is padded up to the smallest bucket
+    # that holds it, one compiled model per bucket (batch stays dynamic); longer calls run as they
+    # are. OpenVINO's CPU plugin re-plans every new shape, which costs more than the padding.
+    sequence_buckets: list[Annotated[int, Field(ge=1, le=65536)]] | None = None
     compile_checked: list[Any] | None = None
     openvino: str | None = None  # the OpenVINO version that exported it
 
@@ -66,6 +70,12 @@ class OpenVinoOptions(StrictOptions):
         if unknown:
             raise ValueError(f"OpenVINO config key(s) {unknown} are not allowed in a bundle; allowed: "
                              f"{list(OPENVINO_CONFIG_KEYS)}")
+        if self.sequence_buckets is not None:
+            if not self.sequence_buckets or sorted(set(self.sequence_buckets)) != self.sequence_buckets:
+                raise ValueError(f"sequence_buckets {self.sequence_buckets} must be distinct lengths in rising order")
+            if self.static_shapes:
+                raise ValueError("sequence_buckets and static_shapes exclude each other: static shapes fix every "
+                                 "dimension already")
         return self
 
 

@@ -91,8 +91,9 @@ class _RequestPool:
 class OpenVinoBackend:
     """OpenVINO on the first available device of the bundle's preference list. A bundle made for
     static shapes (NPUs) lists them: each call is padded up to the smallest listed (batch, seq)
-    that holds it, and one compiled model per shape is kept."""
-
+    that holds it, and one compiled model per shape is kept. A text bundle with sequence buckets
+    (x86) pads only the sequence, to the smallest bucket that holds it; every bucket is compiled
+    at load, so no call pays for a compile."""
 
     def __init__(self, reader: BundleReader, model_file: str, threads: int | None, options: OpenVinoOptions):
         import openvino as ov
@@ -112,6 +113,7 @@ class OpenVinoBackend:
                 settings["INFERENCE_NUM_THREADS"] = str(threads)
         self._settings, self._model_file = settings, model_file
         self.static_shapes = sorted(tuple(s) for s in options.static_shapes) if options.static_shapes else None
+        self.sequence_buckets = tuple(options.sequence_buckets) if options.sequence_buckets else ()
         self._pools: dict = {}  # shape (None: as saved) -> request pool of the model compiled for it
         self._compile_lock = threading.Lock()
         xml = reader.read_text(model_file)
@@ -122,12 +124,20 @@ class OpenVinoBackend:
             self.input_names = [port.get_any_name() for port in self._model.inputs]
             # Compile at load (the largest static shape), so a bad bundle fails here, not at first use.
             self.compiled = self._pool(self.static_shapes[-1] if self.static_shapes else None).compiled
+            if self.sequence_buckets:
+                ranks = [len(port.get_partial_shape()) for port in self._model.inputs]
+                if set(ranks) != {2}:
+                    raise BackendError(f"sequence_buckets apply to (batch, sequence) inputs; {model_file}'s inputs "
+                                       f"{self.input_names} have ranks {ranks}")
+                for length in self.sequence_buckets:
+                    self._pool((-1, length))
         except BackendError:
             raise
         except Exception as exc:
             raise BackendError(f"OpenVINO cannot compile {model_file} for {self.device}: {exc}") from None
         self.providers = [self.device] + ([f"static shapes {[list(s) for s in self.static_shapes]}"]
-                                          if self.static_shapes else [])
+                                          if self.static_shapes else []) \
+            + ([f"sequence buckets {list(self.sequence_buckets)}"] if self.sequence_buckets else [])
 
     def _pool(self, shape) -> _RequestPool:
         with self._compile_lock:
@@ -147,6 +157,8 @@ class OpenVinoBackend:
             return self._pools[shape]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.sequence_buckets:
+            return self._run_bucketed(feeds)
         if not self.static_shapes:
             return self._pool(None).infer(feeds)
         if len(self.static_shapes[0]) != 2:  # one fixed-size tensor (images, audio): only the batch is chunked
@@ -168,6 +180,16 @@ class OpenVinoBackend:
                 chunk[name] = padded
             out.append(pool.infer(chunk)[: min(rows, batch - start), :seq])
         return np.concatenate(out)
+
+    def _run_bucketed(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        seq = next(iter(feeds.values())).shape[1]
+        length = next((b for b in self.sequence_buckets if b >= seq), None)
+        if length is None:  # longer than every bucket: the dynamic model
+            return self._pool(None).infer(feeds)
+        # Pad id 0 with mask 0: the padded positions are masked out of attention and pooling.
+        padded = {name: np.pad(array, ((0, 0), (0, length - seq))) for name, array in feeds.items()}
+        out = self._pool((-1, length)).infer(padded)
+        return out[:, :seq] if out.ndim == 3 else out
 
     def _run_fixed_tensor(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         (name, array), = feeds.items()

@@ -119,6 +119,35 @@ def test_unavailable_provider_lists_available_ones(tiny_bundle):
         load(tiny_bundle, backend_options={"providers": ["TensorrtExecutionProvider"]})
 
 
+def test_openvino_text_bundle_runs_at_sequence_buckets_with_the_dynamic_models_embeddings(tiny_run):
+    bundle = tiny_run["out"] / "bundles" / "ov-int8"
+    bucketed = load(bundle)
+    assert bucketed.manifest.backend_options["sequence_buckets"] == [16, 32, 64]  # max_seq_length 64
+    assert "sequence buckets [16, 32, 64]" in bucketed.providers
+    dynamic = load(bundle, backend_options={"sequence_buckets": None})
+    assert not any("bucket" in p for p in dynamic.providers)
+    # one text per bucket, one truncated to the longest; batched and alone
+    texts = ["hi", "a somewhat longer sentence with several words", "word " * 25, "x " * 100]
+    together = bucketed.encode(texts)
+    np.testing.assert_allclose(together, dynamic.encode(texts), atol=2e-5)
+    for text, row in zip(texts, together):
+        np.testing.assert_allclose(bucketed.encode([text])[0], row, atol=2e-5)
+
+
+@pytest.mark.parametrize("buckets, message", [([32, 16], "distinct lengths in rising order"),
+                                              ([16, 16], "distinct lengths in rising order"),
+                                              ([], "distinct lengths in rising order"),
+                                              ([0, 16], "greater than or equal to 1")])
+def test_bad_sequence_buckets_are_refused_with_what_is_allowed(tiny_run, buckets, message):
+    with pytest.raises(BundleError, match=message):
+        load(tiny_run["out"] / "bundles" / "ov-int8", backend_options={"sequence_buckets": buckets})
+
+
+def test_sequence_buckets_need_sequence_inputs_and_no_static_shapes(tiny_run, npu_jetson_run):
+    with pytest.raises(BundleError, match="exclude each other"):
+        load(npu_jetson_run["out"] / "bundles" / "npu-int8", backend_options={"sequence_buckets": [16]})
+
+
 def test_openvino_bundle_loads_with_f32_precision(tiny_run):
     encoder = load(tiny_run["out"] / "bundles" / "ov-int8")
     assert encoder.manifest.backend_options["config"]["INFERENCE_PRECISION_HINT"] == "f32"

@@ -96,6 +96,19 @@ def test_target_contract(name, artifacts, tiny_model, tmp_path):
         target.export(artifacts["onnxruntime"], "nonesuch", ExportContext(tmp_path, 64, 32))
 
 
+def test_x86_openvino_text_bundles_get_sequence_buckets_up_to_their_length(artifacts, tmp_path):
+    x86 = get_target("x86-cpu")
+    for length, buckets in ((64, [16, 32, 64]), (128, [16, 32, 64, 128]), (512, [16, 32, 64, 128, 512])):
+        bundle = tmp_path / str(length)
+        bundle.mkdir()
+        files = x86.export(artifacts["openvino"], "openvino", ExportContext(bundle, length, 32))
+        assert files.backend_options["sequence_buckets"] == buckets
+    images = tmp_path / "images"  # no sequence: no buckets
+    images.mkdir()
+    assert "sequence_buckets" not in x86.export(artifacts["openvino"], "openvino",
+                                                ExportContext(images, None, 32)).backend_options
+
+
 def test_x86_rejects_a_model_its_backend_cannot_run(artifacts, tmp_path):
     with pytest.raises(TargetError, match="openvino_convert"):
         get_target("x86-cpu").export(artifacts["onnxruntime"], "openvino", ExportContext(tmp_path, 64, 32))
