@@ -122,15 +122,17 @@ class OpenVinoBackend:
             # ov.Tensor copies the (read-only) buffer itself: no second copy here.
             self._model = core.read_model(xml, ov.Tensor(np.frombuffer(weights, np.uint8)))
             self.input_names = [port.get_any_name() for port in self._model.inputs]
-            # Compile at load (the largest static shape), so a bad bundle fails here, not at first use.
-            self.compiled = self._pool(self.static_shapes[-1] if self.static_shapes else None).compiled
+            # Compile at load (the largest static shape; every bucket), so a bad bundle fails here, not at
+            # first use. With buckets the dynamic model is compiled only if a call is longer than all
+            # of them: each compiled model holds its own copy of the weights.
             if self.sequence_buckets:
                 ranks = [len(port.get_partial_shape()) for port in self._model.inputs]
                 if set(ranks) != {2}:
                     raise BackendError(f"sequence_buckets apply to (batch, sequence) inputs; {model_file}'s inputs "
                                        f"{self.input_names} have ranks {ranks}")
-                for length in self.sequence_buckets:
-                    self._pool((-1, length))
+                self.compiled = [self._pool((-1, length)) for length in self.sequence_buckets][-1].compiled
+            else:
+                self.compiled = self._pool(self.static_shapes[-1] if self.static_shapes else None).compiled
         except BackendError:
             raise
         except Exception as exc:

@@ -10,9 +10,13 @@ from edgeslim.targets.host import int8_dot_product, read_host_profile
 
 # Sequence lengths an OpenVINO text bundle is compiled for (plus the model's own maximum). Real
 # sentences are short; a dynamic-shape IR re-planned per new length costs more than padding:
-# MiniLM int8 (bf16 float parts), STS-B test lengths, batch 1, 1 thread, AMX Xeon: p50 2.08 -> 1.33 ms,
-# p95 2.41 -> 1.47 ms, for +125 MB RSS (one compiled model per bucket).
+# MiniLM int8, STS-B test lengths, batch 1, 1 thread, AMX Xeon: p50 2.08 -> 1.33 ms, p95 2.41 ->
+# 1.47 ms, for about 50 MB RSS per bucket (each compiled model holds its weights).
+# Only for f32 float parts: with bf16, padding itself changes a row's embedding (MiniLM int8,
+# STS-B test, batches padded to the bucket: cosine to unpadded down to 0.57, STS-B 82.24 -> 81.29;
+# f32: >= 0.9996, 82.24 either way).
 SEQUENCE_BUCKETS = (16, 32, 64, 128)
+PADDING_EXACT_PRECISIONS = (None, "f32")  # None: the target's f32 hint
 
 
 def sequence_buckets(max_seq_length: int) -> list[int]:
@@ -59,7 +63,8 @@ class X86Cpu(Target):
 
     def export(self, artifact, backend: str, ctx: ExportContext) -> BundleFiles:
         files = super().export(artifact, backend, ctx)
-        if isinstance(artifact, OpenVinoModel) and artifact.static_shapes is None and ctx.max_seq_length:
+        if (isinstance(artifact, OpenVinoModel) and artifact.static_shapes is None and ctx.max_seq_length
+                and artifact.inference_precision in PADDING_EXACT_PRECISIONS):
             buckets = sequence_buckets(ctx.max_seq_length)
             files = replace(files, backend_options={**files.backend_options, "sequence_buckets": buckets})
         return files

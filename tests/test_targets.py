@@ -1,5 +1,6 @@
 """One contract, every registered target."""
 
+import dataclasses
 import pytest
 
 from edgeslim.targets.base import ExportContext
@@ -103,6 +104,10 @@ def test_x86_openvino_text_bundles_get_sequence_buckets_up_to_their_length(artif
         bundle.mkdir()
         files = x86.export(artifacts["openvino"], "openvino", ExportContext(bundle, length, 32))
         assert files.backend_options["sequence_buckets"] == buckets
+    bf16 = tmp_path / "bf16"  # bf16 float parts: padding changes the embeddings, so no buckets
+    bf16.mkdir()
+    assert "sequence_buckets" not in x86.export(dataclasses.replace(artifacts["openvino"], inference_precision="bf16"),
+                                                "openvino", ExportContext(bf16, 128, 32)).backend_options
     images = tmp_path / "images"  # no sequence: no buckets
     images.mkdir()
     assert "sequence_buckets" not in x86.export(artifacts["openvino"], "openvino",
