@@ -1,6 +1,7 @@
 """One contract, every registered target."""
 
 import dataclasses
+
 import pytest
 
 from edgeslim.targets.base import ExportContext
