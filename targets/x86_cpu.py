@@ -12,7 +12,7 @@ from edgeslim.targets.host import int8_dot_product, read_host_profile
 # sentences are short; a dynamic-shape IR re-planned per new length costs more than padding:
 # MiniLM int8 (f32 float parts), STS-B test lengths, batch 1, 1 thread, AMX Xeon: p50 1.74 -> 1.23
 # ms, p95 2.05 -> 1.36 ms (the run's own real-length measure of the 3-layer student: p95 7.40 ->
-# 0.88 ms), for about 40-50 MB RSS per bucket (each compiled model holds its weights).
+# 0.88-1.00 ms), for more memory: each compiled model holds its weights (peak RSS 248 -> 431 MB).
 # Only for f32 float parts: with bf16, padding itself changes a row's embedding (MiniLM int8,
 # STS-B test, batches padded to the bucket: cosine to unpadded down to 0.57, STS-B 82.24 -> 81.29;
 # f32: >= 0.9996, 82.24 either way).
