@@ -222,7 +222,11 @@ def _registered_names() -> tuple[set[str], set[str]]:
     exact = set(TARGETS) | set(STEPS) | set(FAMILIES) | set(MODALITIES)
     metrics = {m.name for kind in MODALITIES.values() for m in kind.metrics}
     metrics |= {m.budget_key for kind in MODALITIES.values() for m in kind.metrics if m.budget_key}
-    data_sets = set(CORPORA) | {name.split("-")[0] for name in CORPORA} | {"STS-B", "Banking77", "CIFAR", "FSDD"}
+    # A family of splits (stsb-train, stsb-test...) is named by its prefix too; a one-corpus prefix
+    # is a plain word ("movie" of movie-reviews, "state" of state-union), not a data set's name.
+    prefixes = [name.split("-")[0] for name in CORPORA]
+    families = {prefix for prefix in prefixes if prefixes.count(prefix) > 1}
+    data_sets = set(CORPORA) | families | {"STS-B", "Banking77", "CIFAR", "FSDD"}
     return exact, metrics | data_sets
 
 
