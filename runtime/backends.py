@@ -130,7 +130,8 @@ class OpenVinoBackend:
                 if set(ranks) != {2}:
                     raise BackendError(f"sequence_buckets apply to (batch, sequence) inputs; {model_file}'s inputs "
                                        f"{self.input_names} have ranks {ranks}")
-                self.compiled = [self._pool((-1, length)) for length in self.sequence_buckets][-1].compiled
+                for length in self.sequence_buckets:
+                    self.compiled = self._pool((-1, length)).compiled
             else:
                 self.compiled = self._pool(self.static_shapes[-1] if self.static_shapes else None).compiled
         except BackendError:

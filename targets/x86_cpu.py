@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from edgeslim.compress.artifacts import OpenVinoModel
+from edgeslim.runtime.backend_registry import PADDING_EXACT_PRECISIONS
 from edgeslim.targets.base import Budget, BundleFiles, DeviceProfile, ExportContext, Target
 from edgeslim.targets.host import int8_dot_product, read_host_profile
 
@@ -13,11 +14,8 @@ from edgeslim.targets.host import int8_dot_product, read_host_profile
 # MiniLM int8 (f32 float parts), STS-B test lengths, batch 1, 1 thread, AMX Xeon: p50 1.74 -> 1.23
 # ms, p95 2.05 -> 1.36 ms (the run's own real-length measure of the 3-layer student: p95 7.40 ->
 # 0.88-1.00 ms), for more memory: each compiled model holds its weights (peak RSS 248 -> 431 MB).
-# Only for f32 float parts: with bf16, padding itself changes a row's embedding (MiniLM int8,
-# STS-B test, batches padded to the bucket: cosine to unpadded down to 0.57, STS-B 82.24 -> 81.29;
-# f32: >= 0.9996, 82.24 either way).
+# Only where padding is exact (f32 float parts; the runtime refuses buckets with bf16).
 SEQUENCE_BUCKETS = (16, 32, 64, 128)
-PADDING_EXACT_PRECISIONS = (None, "f32")  # None: the target's f32 hint
 
 
 def sequence_buckets(max_seq_length: int) -> list[int]:
@@ -65,7 +63,7 @@ class X86Cpu(Target):
     def export(self, artifact, backend: str, ctx: ExportContext) -> BundleFiles:
         files = super().export(artifact, backend, ctx)
         if (isinstance(artifact, OpenVinoModel) and artifact.static_shapes is None and ctx.max_seq_length
-                and artifact.inference_precision in PADDING_EXACT_PRECISIONS):
+                and (artifact.inference_precision or "f32") in PADDING_EXACT_PRECISIONS):  # None: the f32 hint
             buckets = sequence_buckets(ctx.max_seq_length)
             files = replace(files, backend_options={**files.backend_options, "sequence_buckets": buckets})
         return files

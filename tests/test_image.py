@@ -76,6 +76,16 @@ def image_run(tmp_path_factory):
     return run_recipe_cli(tmp_path_factory, "image-run", IMAGE_RECIPE)
 
 
+def test_sequence_buckets_on_an_image_bundle_are_refused_naming_its_inputs(image_run):
+    from edgeslim.errors import BackendError
+    from edgeslim.runtime import load
+
+    bundle = image_run["out"] / "bundles" / "ov-int8"
+    assert "sequence_buckets" not in json.loads((bundle / "manifest.json").read_text())["backend_options"]
+    with pytest.raises(BackendError, match=r"sequence_buckets apply to \(batch, sequence\) inputs; .* ranks \[4\]"):
+        load(bundle, backend_options={"sequence_buckets": [16]})
+
+
 def _results(run) -> dict:
     return {r["name"]: r for r in run["report"]["results"]}
 

@@ -143,9 +143,15 @@ def test_bad_sequence_buckets_are_refused_with_what_is_allowed(tiny_run, buckets
         load(tiny_run["out"] / "bundles" / "ov-int8", backend_options={"sequence_buckets": buckets})
 
 
-def test_sequence_buckets_need_sequence_inputs_and_no_static_shapes(tiny_run, npu_jetson_run):
+def test_sequence_buckets_need_no_static_shapes_and_f32(tiny_run, npu_jetson_run):
     with pytest.raises(BundleError, match="exclude each other"):
         load(npu_jetson_run["out"] / "bundles" / "npu-int8", backend_options={"sequence_buckets": [16]})
+    bundle = tiny_run["out"] / "bundles" / "ov-int8"
+    for config in ({"INFERENCE_PRECISION_HINT": "bf16"}, {"PERFORMANCE_HINT": "LATENCY"}):  # the latter: CPU default
+        with pytest.raises(BundleError, match="sequence_buckets need INFERENCE_PRECISION_HINT f32"):
+            load(bundle, backend_options={"config": config})
+    bf16 = load(bundle, backend_options={"config": {"INFERENCE_PRECISION_HINT": "bf16"}, "sequence_buckets": None})
+    assert not any("bucket" in p for p in bf16.providers)
 
 
 def test_openvino_bundle_loads_with_f32_precision(tiny_run):

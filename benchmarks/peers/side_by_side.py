@@ -498,8 +498,8 @@ def plot(report: dict, out: Path) -> Path:
     # The y range covers the cluster: everything within 6 points of the best.
     floor = max(scores[0], scores[-1] - 6.0) - 0.5
     colors = {"edgeslim": "tab:blue", "peer": "tab:orange", "baseline": "tab:gray"}
-    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points) + 2.6, 4.6), sharey=True)
-    for ax, point in zip(axes if len(points) > 1 else [axes], points):
+    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points) + 2.6, 4.6), sharey=True, squeeze=False)
+    for ax, point in zip(axes[0], points):
         for number, row in enumerate(rows, start=1):
             x, y = row["latency"][point]["p50"], row["stsb_spearman"]
             clipped = y < floor
@@ -513,7 +513,7 @@ def plot(report: dict, out: Path) -> Path:
         ax.set_xlabel(f"p50 ms, {point} (log)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
-    (axes[0] if len(points) > 1 else axes).set_ylabel("STS-B test Spearman x100 (red: 81.0)", fontsize=8)
+    axes[0][0].set_ylabel("STS-B test Spearman x100 (red: 81.0)", fontsize=8)
     key = "\n".join(f"{n:>2}  {row['name'].replace('edgeslim ', '')}" for n, row in enumerate(rows, start=1))
     fig.text(0.995, 0.5, key, fontsize=7, family="monospace", va="center", ha="right")
     fig.suptitle(f"edgeslim (blue) vs peers (orange), PyTorch fp32 (gray); {report['host']['name']}, "
