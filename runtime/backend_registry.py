@@ -85,8 +85,8 @@ class OpenVinoOptions(StrictOptions):
             precision = (self.config or {"INFERENCE_PRECISION_HINT": "f32"}).get("INFERENCE_PRECISION_HINT")
             if precision not in PADDING_EXACT_PRECISIONS:
                 raise ValueError(f"sequence_buckets need INFERENCE_PRECISION_HINT f32 (got {precision}): OpenVINO's "
-                                 "bf16 kernels change a row's embedding with its padding (MiniLM int8, STS-B test: "
-                                 "82.24 -> 81.29); pass sequence_buckets: null to run bf16")
+                                 "bf16 kernels change a row's embedding with its padding; pass sequence_buckets: "
+                                 "null to run bf16")
         return self
 
 
