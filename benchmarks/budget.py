@@ -7,11 +7,15 @@ from edgeslim.benchmarks.report import BudgetCheck, BudgetVerdict, Result
 from edgeslim.budget import BUDGET_CHECKS, Budget
 
 
-def check(result: Result, budget: Budget) -> BudgetVerdict:
+def check(result: Result, budget: Budget, first_look: bool = False) -> BudgetVerdict:
     """Every budget limit set is checked. A value that could not be measured (e.g. a task
-    metric whose data is absent) is `passed: null` and listed as unverified: it neither passes nor fails."""
+    metric whose data is absent) is `passed: null` and listed as unverified: it neither passes nor fails.
+    first_look=True: only the checks a first, cheap measurement answers (size, accuracy); `result`
+    then needs only `size_mb` and `accuracy`."""
     checks = []
     for spec in BUDGET_CHECKS:
+        if first_look and not spec.first_look:
+            continue
         limit = budget.limit(spec)
         if limit is None:
             continue

@@ -397,11 +397,28 @@ def render_markdown(report: Report) -> str:
             lines.append(f"  - required, but waived on this host: {r.waived}")
     if report.search:
         search = report.search
-        lines += ["", "## Search", "", f"{search['candidates']} candidates, every one built and measured. "
-                  f"Accuracy axis: {search['quality']}.", ""]
+        study = search.get("study")
+        if study is None:  # a report of the grid search before it became an Optuna study
+            lines += ["", "## Search", "", f"{search['candidates']} candidates, every one built and measured. "
+                      f"Accuracy axis: {search['quality']}.", ""]
+        else:
+            states = ", ".join(f"{n} {state.lower()}" for state, n in study["trials"].items())
+            lines += ["", "## Search", "",
+                      f"Optuna study `{study['name']}` ({study['storage']}), sampler {study['sampler']}: "
+                      f"{search['candidates']} candidates, {len(report.results)} measured; trials: {states}. "
+                      f"{study['built']} candidates built, {study['from_store']} trials read the store. "
+                      f"Workers: {', '.join(study['workers'])}. Wall time {study['wall_seconds']:.0f} s. "
+                      f"Accuracy axis: {search['quality']}.", ""]
+            lines.append(f"- Pareto front of the study (accuracy up; p50 latency and size down): "
+                         f"{', '.join(search['fronts']['study'])}")
         for axis, names in search["fronts"].items():
-            lines.append(f"- Pareto front, {axis} vs accuracy: {', '.join(names)}")
+            if axis != "study":
+                lines.append(f"- Pareto front, {axis} vs accuracy: {', '.join(names)}")
         lines.append(f"- chosen: **{search['chosen']}** ({search['chosen_reason']})")
+        for name, reason in (search.get("pruned") or {}).items():
+            lines.append(f"- pruned after its first look: {name}: {reason}")
+        for name, reason in (search.get("failed") or {}).items():
+            lines.append(f"- failed: {name}: {reason}")
         lines += [""] + [f"![{p}]({p})" for p in search["plots"] if p.endswith(".png")]
     lines += ["", "## Latency detail (ms)", "", "| variant | p50 | p90 | p95 | p99 | runs | background load (cores) |",
               "|---|---|---|---|---|---|---|"]

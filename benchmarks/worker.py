@@ -209,8 +209,11 @@ def main(spec_path: str, result_path: str) -> None:
         real[str(batch)] = {**stats, "batch": batch, "batches": len(batches),
                             "tokens_per_sentence_mean": round(float(np.mean(tokens)), 2)}
     groups = json.loads(Path(spec["texts"]).read_text())
-    embed = _throughput_embed(opened, spec)
-    np.save(spec["embeddings"], np.concatenate([embed(group) for group in groups if group]))
+    parts = []
+    if any(groups):  # else the accuracy pass was done before (a search's first look)
+        embed = _throughput_embed(opened, spec)
+        parts = [embed(group) for group in groups if group]
+    np.save(spec["embeddings"], np.concatenate(parts) if parts else np.zeros((0, 0), np.float32))
     _write({"latency": latency, "latency_real": real, "peak_rss_mb": round(peak_rss, 1), "providers": opened.providers},
            result_path)
 

@@ -23,6 +23,8 @@ class StepContext:
     teacher: object | None = None  # the uncompressed teacher (EncoderModel), for distillation
     training_texts: TrainingTexts | None = None  # for steps that learn from text (distill, vocab)
     heldout_texts: tuple[str, ...] = ()  # evaluation sentences steps may *measure* on, never learn from
+    # Where distillations keep their checkpoints (None: the cache's); a search's shared store.
+    distill_dir: Path | None = None
 
     def tokenize(self, texts, pad_to: int | None = None):
         return self.reader.tokenize(texts, pad_to)

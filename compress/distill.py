@@ -18,10 +18,12 @@ layers) learns to reproduce the teacher's pooled embeddings on unlabeled sentenc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -70,6 +72,18 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
 
+def _checkpoint_lock(checkpoint: Path, world_size: int, log):
+    """One process at a time trains a run key (two workers of a search may want the same
+    student): the second waits, then resumes from the finished checkpoint, which is a load. Under
+    DDP the ranks are one training and rank 0 alone writes, so they take no lock."""
+    if world_size > 1:
+        return contextlib.nullcontext()
+    from edgeslim.outputs import exclusive_lock
+
+    return exclusive_lock(checkpoint.with_suffix(".lock"), f"{socket.gethostname()} pid {os.getpid()}",
+                          lambda other: log(f"    distill: waiting for {other}, which is training this student"))
+
+
 def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=print,
             rank: int = 0, world_size: int = 1, progress: bool = True, student=None):
     """Train a student to reproduce `teacher` (an EncoderModel); return (student EncoderModel, record).
@@ -88,97 +102,97 @@ def distill(teacher, cfg: DistillConfig, texts: list[str], workdir: Path, log=pr
     texts_sha = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     run_key = _run_key(cfg, teacher.weights_sha256 + origin.weights_sha256, texts_sha, world_size)
     checkpoint = workdir / f"distill-{run_key}.pt"
+    with _checkpoint_lock(checkpoint, world_size, log):  # one process trains a key; others wait, then load it
+        device = torch.device("cuda", rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
+        torch.manual_seed(cfg.seed)
+        student = make_student(origin, cfg.keep_layers).to(device)
+        _set_dropout(student, cfg.dropout)
+        model = student
+        if world_size > 1:
+            model = torch.nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+        steps_per_epoch = len(texts) // cfg.batch_size  # incomplete last batches are dropped
+        if steps_per_epoch == 0:
+            raise StepError(f"distill has {len(texts)} sentences, fewer than one batch of {cfg.batch_size}")
+        total_steps = max(1, int(steps_per_epoch * cfg.epochs))
+        optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+        warmup = max(1, int(total_steps * cfg.warmup_fraction))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
 
-    device = torch.device("cuda", rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
-    torch.manual_seed(cfg.seed)
-    student = make_student(origin, cfg.keep_layers).to(device)
-    _set_dropout(student, cfg.dropout)
-    model = student
-    if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
-    steps_per_epoch = len(texts) // cfg.batch_size  # incomplete last batches are dropped
-    if steps_per_epoch == 0:
-        raise StepError(f"distill has {len(texts)} sentences, fewer than one batch of {cfg.batch_size}")
-    total_steps = max(1, int(steps_per_epoch * cfg.epochs))
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    warmup = max(1, int(total_steps * cfg.warmup_fraction))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+        step, resumed_from, losses, trained_before = 0, None, [], 0.0
+        if checkpoint.is_file():
+            # weights_only: tensors and plain containers only, a checkpoint cannot run code when loaded
+            try:
+                state = torch.load(checkpoint, map_location=device, weights_only=True)
+            except Exception as exc:  # torch raises UnpicklingError/RuntimeError for foreign content
+                raise StepError(f"distillation checkpoint {checkpoint} holds more than tensors and plain data, or is "
+                                f"damaged ({type(exc).__name__}); it was not loaded. Delete it to start over.") from None
+            student.load_state_dict(state["student"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            step, losses, resumed_from = state["step"], state["losses"], state["step"]
+            trained_before = state.get("train_seconds", 0.0)
+            log(f"    distill: resuming from step {step}/{total_steps} ({checkpoint.name})")
 
-    step, resumed_from, losses, trained_before = 0, None, [], 0.0
-    if checkpoint.is_file():
-        # weights_only: tensors and plain containers only, a checkpoint cannot run code when loaded
-        try:
-            state = torch.load(checkpoint, map_location=device, weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError/RuntimeError for foreign content
-            raise StepError(f"distillation checkpoint {checkpoint} holds more than tensors and plain data, or is "
-                            f"damaged ({type(exc).__name__}); it was not loaded. Delete it to start over.") from None
-        student.load_state_dict(state["student"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        step, losses, resumed_from = state["step"], state["losses"], state["step"]
-        trained_before = state.get("train_seconds", 0.0)
-        log(f"    distill: resuming from step {step}/{total_steps} ({checkpoint.name})")
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
 
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step", dynamic_ncols=True)
-    started, start_step = time.perf_counter(), step
-    model.train()
-    while step < total_steps:
-        epoch, index = divmod(step, steps_per_epoch)
-        order = np.random.default_rng(cfg.seed + epoch).permutation(len(texts))  # fixed per epoch: resumable
-        batch = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
-        shard = batch[rank::world_size] if world_size > 1 else batch
-        feeds, mask, target = batches.batch(shard, step, device)
-        hidden = origin.family.hidden_states(model, **feeds)
-        loss = _loss(batches.pool(hidden, mask, teacher.pooling), target, cfg.loss)
-        loss.backward()  # equal shards: DDP's gradient average is the full batch's gradient
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        losses.append(float(loss.detach()))
+            bar = tqdm(total=total_steps, initial=step, desc="distill", unit="step", dynamic_ncols=True)
+        started, start_step = time.perf_counter(), step
+        model.train()
+        while step < total_steps:
+            epoch, index = divmod(step, steps_per_epoch)
+            order = np.random.default_rng(cfg.seed + epoch).permutation(len(texts))  # fixed per epoch: resumable
+            batch = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+            shard = batch[rank::world_size] if world_size > 1 else batch
+            feeds, mask, target = batches.batch(shard, step, device)
+            hidden = origin.family.hidden_states(model, **feeds)
+            loss = _loss(batches.pool(hidden, mask, teacher.pooling), target, cfg.loss)
+            loss.backward()  # equal shards: DDP's gradient average is the full batch's gradient
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == total_steps):
+                _save_checkpoint(checkpoint, {"step": step, "student": student.state_dict(), "losses": losses,
+                                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                              "rng": torch.get_rng_state(),
+                                              "train_seconds": trained_before + time.perf_counter() - started})
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == total_steps):
-            _save_checkpoint(checkpoint, {"step": step, "student": student.state_dict(), "losses": losses,
-                                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                          "rng": torch.get_rng_state(),
-                                          "train_seconds": trained_before + time.perf_counter() - started})
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - started
-    student = student.cpu().eval()
-    from edgeslim.models import weights_digest
+            bar.close()
+        seconds = time.perf_counter() - started
+        student = student.cpu().eval()
+        from edgeslim.models import weights_digest
 
-    layers = len(origin.family.blocks(student))
-    result = origin.replace(
-        name=f"{origin.name}-student{layers}L", module=student, pooling=teacher.pooling, normalize=teacher.normalize,
-        max_seq_length=teacher.max_seq_length, weights_sha256=weights_digest(student), license=teacher.license,
-    )
-    record = {
-        "layers": layers,
-        "keep_layers": list(cfg.keep_layers) if cfg.keep_layers is not None else None,
-        "modality": teacher.modality,
-        modality.noun: len(texts),  # sentences, images, clips
-        "texts_sha256": texts_sha,
-        "steps": total_steps,
-        "resumed_from_step": resumed_from,
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "train_seconds_this_call": round(seconds, 1),
-        # All calls together, also when this one only loaded a finished checkpoint from the cache.
-        "train_seconds_total": round(trained_before + seconds, 1),
-        "steps_per_second": round((step - start_step) / seconds, 2) if seconds > 0 and step > start_step else None,
-        "processes": world_size,
-        "device": str(device),
-    }
-    return result, record
+        layers = len(origin.family.blocks(student))
+        result = origin.replace(
+            name=f"{origin.name}-student{layers}L", module=student, pooling=teacher.pooling, normalize=teacher.normalize,
+            max_seq_length=teacher.max_seq_length, weights_sha256=weights_digest(student), license=teacher.license,
+        )
+        record = {
+            "layers": layers,
+            "keep_layers": list(cfg.keep_layers) if cfg.keep_layers is not None else None,
+            "modality": teacher.modality,
+            modality.noun: len(texts),  # sentences, images, clips
+            "texts_sha256": texts_sha,
+            "steps": total_steps,
+            "resumed_from_step": resumed_from,
+            "final_loss": float(np.mean(losses[-20:])) if losses else None,
+            "train_seconds_this_call": round(seconds, 1),
+            # All calls together, also when this one only loaded a finished checkpoint from the cache.
+            "train_seconds_total": round(trained_before + seconds, 1),
+            "steps_per_second": round((step - start_step) / seconds, 2) if seconds > 0 and step > start_step else None,
+            "processes": world_size,
+            "device": str(device),
+        }
+        return result, record
 
 
 def distributed_worker(rank: int, world_size: int, init_method: str, model_spec: dict, cfg: dict,

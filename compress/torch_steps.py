@@ -24,7 +24,7 @@ def _distilled(teacher, student, cfg, ctx):
     noun = get_modality(teacher.modality).noun
     ctx.log(f"    distill: {len(texts)} {noun} from {', '.join(cfg.corpus)} "
             f"({data_record['dropped_overlapping_evaluation']} evaluation {noun} dropped)")
-    model, record = distill(teacher, cfg, texts, cache_dir() / "distill", log=ctx.log,
+    model, record = distill(teacher, cfg, texts, ctx.distill_dir or cache_dir() / "distill", log=ctx.log,
                             student=None if student is teacher else student)
     return model, {**record, **data_record}
 

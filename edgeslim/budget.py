@@ -29,6 +29,9 @@ class BudgetCheck:
     bounds: dict | None = None  # pydantic Field bounds of the limit
     doc: str = ""
     modality: str | None = None  # only runs of this modality take it
+    # Read from a bundle's first, cheap measurement (size, accuracy), before any timing: a
+    # search stops a candidate there when such a check fails (latency cannot change it).
+    first_look: bool = False
 
 
 def _probe_drop(result):
@@ -43,13 +46,15 @@ GENERIC_CHECKS: tuple[BudgetCheck, ...] = (
     # core): it holds on any host, where an absolute p95 holds only on the CPU it was set on.
     BudgetCheck("min_speedup", "speedup", lambda r: r.speedup_vs_baseline, False, bounds={"gt": 0},
                 doc="the bundle's speedup over the uncompressed teacher, measured in the same run (x)"),
-    BudgetCheck("max_size_mb", "size_mb", lambda r: r.size_mb, True, bounds={"gt": 0}, doc="bundle size, MB"),
+    BudgetCheck("max_size_mb", "size_mb", lambda r: r.size_mb, True, bounds={"gt": 0}, doc="bundle size, MB",
+                first_look=True),
     BudgetCheck("max_peak_rss_mb", "peak_rss_mb", lambda r: r.peak_rss_mb, True, bounds={"gt": 0},
                 doc="peak resident memory of the process running the bundle, MB"),
     BudgetCheck("min_teacher_cosine", "teacher_cosine_mean", lambda r: r.accuracy.teacher_cosine_mean, False,
-                bounds={"ge": -1, "le": 1}, doc="mean cosine to the teacher on held-out items"),
+                bounds={"ge": -1, "le": 1}, doc="mean cosine to the teacher on held-out items", first_look=True),
     BudgetCheck("max_knn_drop", "knn_top1_drop", _probe_drop, True, bounds={"ge": 0, "le": 100},
-                doc="kNN top-1 points the bundle may lose against the teacher (the recipe's first probe)"),
+                doc="kNN top-1 points the bundle may lose against the teacher (the recipe's first probe)",
+                first_look=True),
     BudgetCheck("max_npu_sram_kib", "npu_sram_kib", lambda r: (r.device_estimate or {}).get("sram_used_kib"), True,
                 bounds={"gt": 0}, doc="NPU SRAM the graph uses (the NPU compiler's report), KiB"),
     BudgetCheck("max_cpu_operators", "cpu_operators", lambda r: (r.device_estimate or {}).get("cpu_operators"),
@@ -60,7 +65,7 @@ GENERIC_CHECKS: tuple[BudgetCheck, ...] = (
 def _metric_check(modality: str, metric) -> BudgetCheck:
     name = metric.name
     return BudgetCheck(metric.budget_key, name, lambda r: r.accuracy.metric(name), not metric.higher_is_better,
-                       doc=metric.budget_doc or metric.label, modality=modality)
+                       doc=metric.budget_doc or metric.label, modality=modality, first_look=True)
 
 
 def _modality_checks() -> tuple[BudgetCheck, ...]:

@@ -21,6 +21,12 @@ from edgeslim.runtime.manifest import Manifest, parse_manifest
 from edgeslim.targets.base import BundleFiles, ExportContext
 
 
+def step_identities(steps) -> list[dict]:
+    """What decides a chain of steps' output (besides the teacher and the data): the steps'
+    configs, in order. Keys the in-process prefix cache and the search's artifact store."""
+    return [s.model_dump(mode="json") for s in steps]
+
+
 @dataclass(frozen=True)
 class BuiltBundle:
     staging: Path
@@ -42,9 +48,11 @@ class BuiltBundle:
 
 
 class Builder:
-    def __init__(self, teacher, data: EvalData, work: Path, bundles: Path, recipe, recipe_path: Path, log=print):
-        self.teacher, self.data, self.work, self.bundles = teacher, data, work, bundles
+    def __init__(self, teacher, data: EvalData, work: Path, recipe, recipe_path: Path, log=print,
+                 distill_dir: Path | None = None):
+        self.teacher, self.data, self.work = teacher, data, work
         self.recipe, self.recipe_path, self.log = recipe, recipe_path, log
+        self.distill_dir = distill_dir  # None: the cache's
         self._cache: dict[str, tuple] = {}
 
     def _context(self, workdir: Path, reader) -> StepContext:
@@ -52,7 +60,7 @@ class Builder:
                            modality=self.data.modality,
                            log=self.log, teacher=self.teacher,
                            training_texts=lambda corpus, limit: training_texts(self.data, corpus, limit),
-                           heldout_texts=tuple(self.data.agreement_texts))
+                           heldout_texts=tuple(self.data.agreement_texts), distill_dir=self.distill_dir)
 
     def artifact(self, planned) -> tuple[object, list[dict], object, object]:
         """(artifact, records, reader, last PyTorch model) after the planned steps. Prefixes made
@@ -84,13 +92,14 @@ class Builder:
 
     @staticmethod
     def _key(steps) -> str:
-        return json.dumps([s.model_dump(mode="json") for s in steps])
+        return json.dumps(step_identities(steps))
 
-    def build(self, planned, budget) -> BuiltBundle:
+    def build(self, planned, budget, bundles: Path) -> BuiltBundle:
+        """Stage the variant's bundle in `bundles` (published there as `<name>` by the caller)."""
         target, variant = planned.target, planned.variant
         self.log(f"  [{target.name}] {variant.name}: {' -> '.join(planned.chain())}")
         artifact, records, reader, torch_model = self.artifact(planned)
-        staging = staging_dir(self.bundles, variant.name)
+        staging = staging_dir(bundles, variant.name)
         teacher = self.teacher
         # What the device needs to turn raw input into the model's (a tokenizer, preprocessing).
         reads = self.data.modality.bundle_inputs(reader, staging)

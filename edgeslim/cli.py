@@ -1,7 +1,9 @@
 """edgeslim command line.
 
     edgeslim run [RECIPE] [--out DIR]   run a recipe (default: the packaged `default`)
-    edgeslim search RECIPE [--publish DIR]  build + measure a search grid, write the Pareto front
+    edgeslim search RECIPE [--publish DIR]  the recipe's search as an Optuna study: build + measure, Pareto front
+    edgeslim search RECIPE --storage postgresql://... --study NAME [--workers N] [--store DIR]
+                                        join one study from several machines
     edgeslim recipe check FILE          validate a recipe without running it
     edgeslim recipe list                the packaged recipes
     edgeslim verify BUNDLE              check a bundle's checksums and encode a sentence
@@ -40,14 +42,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def cmd_run(args) -> int:
-    from edgeslim.benchmarks.report import table_header, table_rows
     from edgeslim.pipeline import default_out_dir, run_recipe
     from edgeslim.recipe import load_recipe
 
     recipe, path = load_recipe(args.recipe)
-    searching = args.command == "search"
     out = args.out or default_out_dir(recipe)
-    report = run_recipe(recipe, path, out, search=searching, resume=args.resume)
+    return _print_report(run_recipe(recipe, path, out, resume=args.resume), out)
+
+
+def _print_report(report, out) -> int:
+    from edgeslim.benchmarks.report import required_missed, table_header, table_rows, verdict_reason
+
     print()
     print(_table(table_header(report), table_rows(report)))
     print()
@@ -55,13 +60,6 @@ def cmd_run(args) -> int:
         print(f"skipped: {note}")
     print(f"report: {out}/report.json, {out}/report.md; bundles in {out}/bundles/"
           + (f"; the run took {report.run_seconds:.0f} s" if report.run_seconds is not None else ""))
-    if report.search:
-        print(f"search: front (latency) {', '.join(report.search['fronts']['latency'])}; "
-              f"chosen: {report.search['chosen']} ({report.search['chosen_reason']})")
-    if searching and args.publish:
-        _publish(Path(out), Path(args.publish), report, args.force)
-    from edgeslim.benchmarks.report import required_missed, verdict_reason
-
     for result in report.results:
         if result.required:
             print(f"required: {verdict_reason(result)}")
@@ -71,12 +69,46 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from edgeslim.pipeline import default_out_dir
+    from edgeslim.recipe import load_recipe
+    from edgeslim.study import StudyOptions, run_search
+
+    recipe, path = load_recipe(args.recipe)
+    out = Path(args.out or default_out_dir(recipe))
+    if args.workers < 1:
+        raise InputError(f"--workers {args.workers}: give 1 or more local worker processes")
+    if args.heartbeat < 1:
+        raise InputError(f"--heartbeat {args.heartbeat}: give a whole number of seconds, 1 or more")
+    options = StudyOptions(storage=args.storage, study=args.study, workers=args.workers,
+                           store=Path(args.store) if args.store else None, heartbeat_s=args.heartbeat,
+                           worker_index=args.worker_index)
+    report = run_search(recipe, path, out, options, resume=args.resume)
+    if report is None:  # a worker that --workers started: the first process writes the report
+        return 0
+    code = _print_report(report, out)
+    search = report.search
+    study = search["study"]
+    print(f"search: study {study['name']} ({study['storage']}): {search['candidates']} candidates, "
+          f"{len(report.results)} measured, {len(search['pruned'])} pruned, {len(search['failed'])} failed; "
+          f"{study['built']} built, {study['from_store']} read from the store {study['store']}; "
+          f"{study['wall_seconds']:.0f} s")
+    print(f"search: study front {', '.join(search['fronts']['study'])}; latency front "
+          f"{', '.join(search['fronts']['latency'])}; chosen: {search['chosen']} ({search['chosen_reason']})")
+    if args.publish:
+        _publish(out, Path(args.publish), report, args.force)
+    if search["failed"]:
+        raise EdgeslimError(f"{len(search['failed'])} candidate(s) failed: "
+                            + "; ".join(f"{n}: {r}" for n, r in search["failed"].items()))
+    return code
+
+
 def _publish(out: Path, target: Path, report, force: bool) -> None:
     """Copy the report and plots (never model files) to a folder meant for git; files already
     there are replaced only with --force."""
     from edgeslim.outputs import write_atomic
 
-    names = ["report.json", "report.md", *report.search["plots"]]
+    names = ["report.json", "report.md", "trials.json", *report.search["plots"]]
     for name in names:
         check_new_file(target / name, force)
     for name in names:
@@ -418,9 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("recipe", help="recipe file or packaged recipe name with a `search` section")
     search.add_argument("--out", help="output folder (default: runs/<timestamp>-<recipe name>)")
     search.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
-    search.add_argument("--publish", help="also copy report.json, report.md and plots (no models) here")
+    search.add_argument("--publish", help="also copy report.json, report.md, trials.json and plots (no models) here")
     search.add_argument("--force", action="store_true", help="replace files already in the --publish folder")
-    search.set_defaults(func=cmd_run)
+    search.add_argument("--storage", help="the study's database: postgresql://USER@HOST[:PORT]/DB to share one study "
+                        "between machines (default: sqlite in --out, for one machine)")
+    search.add_argument("--study", help="the study's name in --storage (default: the recipe's name); every "
+                        "machine that gives the same storage and name joins the same study")
+    search.add_argument("--workers", type=int, default=1, help="local worker processes, each on its own cores "
+                        "(default 1)")
+    search.add_argument("--store", help="the artifact store every worker reads and writes, a shared folder for "
+                        "several machines (default: EDGESLIM_CACHE)")
+    search.add_argument("--heartbeat", type=int, default=30, help="seconds between a trial's heartbeats; a trial "
+                        "silent for twice this is failed and retried (default 30)")
+    search.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # the workers --workers starts
+    search.set_defaults(func=cmd_search)
     recipe = sub.add_parser("recipe", help="recipe tools").add_subparsers(dest="recipe_command", required=True)
     check = recipe.add_parser("check", help="validate a recipe file")
     check.add_argument("file")
@@ -541,10 +584,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUDGET
     except EdgeslimError as exc:
         from edgeslim.errors import (BundleError, DataError, InputError, OutputError, RecipeError, ReportError,
-                                     TargetError)
+                                     StudyError, TargetError)
 
         print(f"edgeslim: {type(exc).__name__}: {exc}", file=sys.stderr)
-        bad_input = (RecipeError, DataError, BundleError, InputError, TargetError, ReportError, OutputError)
+        bad_input = (RecipeError, DataError, BundleError, InputError, TargetError, ReportError, OutputError,
+                     StudyError)
         return EXIT_INPUT if isinstance(exc, bad_input) else EXIT_ERROR
 
 

@@ -63,3 +63,8 @@ class ReportError(EdgeslimError):
 class SignatureError(BundleError):
     """Trusted keys are configured and a bundle is unsigned, signed by a key that is not trusted,
     or changed after it was signed (its manifest or one of its files)."""
+
+
+class StudyError(EdgeslimError):
+    """The search's study storage is unreachable or not one edgeslim can use, or the named study
+    was made from another recipe."""

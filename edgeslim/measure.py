@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -55,6 +56,17 @@ def _probe(probe, by_item: dict) -> ProbeAccuracy:
 
 
 @dataclass(frozen=True)
+class FirstLook:
+    """A bundle's cheap first measurement: size, accuracy, and the budget checks they answer."""
+
+    size_mb: float
+    accuracy: Accuracy
+    verdict: object  # benchmarks.report.BudgetVerdict over the first-look checks only
+    embeddings: np.ndarray
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Baseline:
     """The measured teacher: its Result, its embeddings of the held-out agreement set, and the
     latency input it was timed on (in its own token ids)."""
@@ -84,15 +96,17 @@ class Measurer:
     def __exit__(self, *exc):
         self.close()
 
-    def _worker(self, spec: dict, budget: Budget, latency_input: dict, on_device: bool = True):
-        """Measure in a fresh process. on_device=False (estimated targets): this host is not the
-        device, so its timings are not reported; a few runs only, for the peak RSS."""
+    def _worker(self, spec: dict, budget: Budget, latency_input: dict, on_device: bool = True,
+                embed: bool = True):
+        """Measure in a fresh process. on_device=False (estimated targets, first looks): no timings
+        are reported; a few runs only, for the peak RSS. embed=False: no accuracy pass (the
+        embeddings are known already)."""
         bench = self.recipe.benchmark
         timing = (bench.warmup, bench.min_runs, bench.min_seconds) if on_device else (1, 3, 0.0)
         return run_worker({**spec, "threads": budget.threads, "batch": budget.batch, "latency_input": latency_input,
                            "warmup": timing[0], "min_runs": timing[1], "min_seconds": timing[2],
                            "real_batches": list(bench.real_length_batches) if on_device else [],
-                           "real_texts": self.real_texts}, self.data.item_sets)
+                           "real_texts": self.real_texts}, self.data.item_sets if embed else [])
 
     def _agreement(self, embeddings: np.ndarray) -> np.ndarray:
         return agreement_rows(self.data, embeddings)
@@ -154,17 +168,39 @@ class Measurer:
                              bundle_p50_ms=round(float(np.median(measured["bundle_p50"])), 3),
                              cpu=measured["cpu"])
 
+    @staticmethod
+    def _size_mb(built) -> float:
+        # The staged files and the manifest that will join them (the model card is not counted).
+        return (sum(p.stat().st_size for p in built.staging.rglob("*") if p.is_file())
+                + built.manifest_path.stat().st_size) / 1e6
+
+    def _bundle_accuracy(self, embeddings: np.ndarray, baseline: "Baseline") -> Accuracy:
+        accuracy = self._accuracy(embeddings, baseline.agreement_embeddings)
+        probes = [probe.model_copy(update={"knn_top1_drop": round(teacher.knn_top1 - probe.knn_top1, 2)})
+                  for probe, teacher in zip(accuracy.probes, baseline.result.accuracy.probes)]
+        return accuracy.model_copy(update={"probes": probes})
+
+    def first_look(self, built, budget: Budget, latency_input: dict, baseline: "Baseline") -> "FirstLook":
+        """The cheap first measurement of a staged bundle: its size and accuracy (no timings), and
+        the verdict of the budget checks those answer."""
+        started = time.perf_counter()
+        _, embeddings = self._worker({"kind": "bundle", "path": str(built.staging),
+                                      "manifest": str(built.manifest_path)}, budget, latency_input, on_device=False)
+        size_mb, accuracy = round(self._size_mb(built), 3), self._bundle_accuracy(embeddings, baseline)
+        verdict = check(SimpleNamespace(size_mb=size_mb, accuracy=accuracy), budget, first_look=True)
+        return FirstLook(size_mb=size_mb, accuracy=accuracy, verdict=verdict, embeddings=embeddings,
+                         seconds=round(time.perf_counter() - started, 1))
+
     def bundle(self, built, planned, budget: Budget, latency_input: dict, baseline: "Baseline",
-               required: bool) -> Result:
+               required: bool, first_look: "FirstLook | None" = None) -> Result:
+        """Measure a staged bundle; `first_look`: its accuracy is taken from there, not embedded again."""
         target = planned.target
         on_device = target.latency_kind == "measured"
         started = time.perf_counter()
         measured, embeddings = self._worker({"kind": "bundle", "path": str(built.staging),
                                              "manifest": str(built.manifest_path)}, budget, latency_input,
-                                            on_device=on_device)
-        # The staged files and the manifest that will join them (the model card is not counted).
-        size_mb = (sum(p.stat().st_size for p in built.staging.rglob("*") if p.is_file())
-                   + built.manifest_path.stat().st_size) / 1e6
+                                            on_device=on_device, embed=first_look is None)
+        size_mb = self._size_mb(built)
         latency, real = self._latency(measured, budget, target.latency_kind)
         spread, device_estimate = None, None
         measured_at = time.perf_counter()
@@ -178,10 +214,7 @@ class Measurer:
                               kind="estimated",
                               where=estimate.where, what=estimate.what)
             real, device_estimate = [], estimate.details or None
-        accuracy = self._accuracy(embeddings, baseline.agreement_embeddings)
-        probes = [probe.model_copy(update={"knn_top1_drop": round(teacher.knn_top1 - probe.knn_top1, 2)})
-                  for probe, teacher in zip(accuracy.probes, baseline.result.accuracy.probes)]
-        accuracy = accuracy.model_copy(update={"probes": probes})
+        accuracy = first_look.accuracy if first_look else self._bundle_accuracy(embeddings, baseline)
         result = Result(
             name=planned.name, target=target.name, backend=planned.backend,
             bundle=str(built.staging.parent / planned.name), size_mb=round(size_mb, 3), latency_ms=latency,
@@ -191,7 +224,8 @@ class Measurer:
             providers=measured["providers"], steps=list(built.records), device_estimate=device_estimate,
             required=required,
             waived=target.waiver(planned.backend, built.int8) if required else None,
-            seconds={"measure": round(measured_at - started, 1), "interleaved": round(time.perf_counter() - measured_at, 1)},
+            seconds={"measure": round(measured_at - started + (first_look.seconds if first_look else 0), 1),
+                     "interleaved": round(time.perf_counter() - measured_at, 1)},
         )
         return result.model_copy(update={"budget": check(result, budget)})
 

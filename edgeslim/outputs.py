@@ -8,6 +8,7 @@ import ctypes
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgeslim.errors import OutputError
@@ -107,3 +108,31 @@ def publish_dir(staged: Path, target: Path, force: bool, inputs: tuple[Path, ...
     os.replace(target, aside / target.name)
     os.replace(staged, target)
     shutil.rmtree(aside)
+
+
+@contextmanager
+def exclusive_lock(path: Path, holder: str, on_wait=None):
+    """Hold an exclusive flock on `path` for the block; while another process holds it, call
+    `on_wait(what that process wrote into the file)` once and wait. The kernel releases the lock
+    when its process dies, so a killed holder never leaves it stuck."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                handle.seek(0)
+                on_wait(handle.read().strip() or "another process")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(holder)
+            handle.flush()
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)

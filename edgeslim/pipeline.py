@@ -27,20 +27,58 @@ from edgeslim.plan import Plan, plan_recipe
 from edgeslim.recipe import Recipe
 
 
-class Runner:
-    def __init__(self, recipe: Recipe, plan: Plan, recipe_path: Path, out_dir: Path, log=print,
-                 searching: bool = False):
-        self.recipe, self.plan, self.recipe_path, self.out, self.log = recipe, plan, recipe_path, out_dir, log
-        self.searching = searching
-        self.work = out_dir / ".work"
-        self.bundles = out_dir / "bundles"
+class Hopeless(Exception):
+    """A candidate whose first, cheap measurement (size, accuracy) already fails a budget limit
+    that no latency can make up for; `first_look` holds those figures."""
 
-    def run(self) -> Report:
-        self._started = time.perf_counter()
+    def __init__(self, reason: str, first_look: dict):
+        super().__init__(reason)
+        self.reason, self.first_look = reason, first_look
+
+
+class RunSession:
+    """What one process of a run (or one worker of a search) sets up once and uses for every
+    variant: the evaluation data, the teacher measured as the baseline, the builder (PyTorch-side
+    prefixes cached across variants) and the measurer. `variant()` builds, measures and publishes
+    one; `report()` assembles the run's report. Use as a context manager."""
+
+    def __init__(self, recipe: Recipe, plan: Plan, recipe_path: Path, work: Path, log=print,
+                 distill_dir: Path | None = None):
+        from edgeslim.models import load_encoder
+
+        self.recipe, self.plan, self.recipe_path, self.work, self.log = recipe, plan, recipe_path, work, log
+        self.started = time.perf_counter()
+        self.budgets = self._budgets(plan)  # planned before anything loaded: a wrong chain cost nothing
+        self.budget = next(iter(self.budgets.values()))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.data = data = load_eval_data(recipe, plan.source.modality)
+        # Real-length latency runs on the task's own items: the first task metric's when present.
+        real_source, source_name = data.real_length_items
+        real_texts = list(real_source[: recipe.benchmark.real_length_sentences])
+        real_from = f"first {len(real_texts)} {data.modality.noun} of {source_name}"
+        for note in data.skipped:
+            log(f"  skipped: {note}")
+        self.teacher = load_encoder(recipe.model)
+        self.measurer = Measurer(recipe, data, real_texts, real_from, log)
         try:
-            return self._run()
-        finally:
-            shutil.rmtree(self.work, ignore_errors=True)  # scratch only; bundles and report are final
+            self.baseline = self.measurer.teacher(self.teacher, self.budget,
+                                                  latency_input(self.teacher, data, self.budget.seq_len))
+        except BaseException:
+            self.measurer.close()
+            raise
+        log(f"    p50 {self.baseline.result.latency_ms.p50:.2f} ms, {_task(self.baseline.result)}")
+        self.builder = Builder(self.teacher, data, work, recipe, recipe_path, log, distill_dir=distill_dir)
+        self.required = {v.name for spec in recipe.targets for v in spec.variants if v.name in spec.required}
+
+    def close(self) -> None:
+        self.measurer.close()
+        shutil.rmtree(self.work, ignore_errors=True)  # scratch only; bundles and reports are final
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _budgets(self, plan) -> dict:
         """Each target's budget: its default with the recipe's overrides, less the limits of
@@ -54,107 +92,91 @@ class Runner:
                               "(batch, seq_len, threads) so every speedup refers to the same baseline")
         return budgets
 
-    def _run(self) -> Report:
-        from edgeslim.models import load_encoder
+    def variant(self, planned, bundles: Path, prune_hopeless: bool = False) -> Result:
+        """Build, measure and publish one planned variant as `bundles/<name>`. prune_hopeless:
+        first a cheap measurement (size, accuracy); Hopeless, and nothing published, when it fails
+        a budget limit that latency cannot change."""
+        budget, data = self.budgets[planned.target.name], self.data
+        build_started = time.perf_counter()
+        built = self.builder.build(planned, budget, bundles)
+        build_seconds = time.perf_counter() - build_started
+        # Same text as the baseline's input, in this bundle's own token ids.
+        bundle_input = latency_input(built.reader, data, budget.seq_len)
+        first_look = None
+        if prune_hopeless:
+            first_look = self.measurer.first_look(built, budget, bundle_input, self.baseline)
+            failed = [c for c in first_look.verdict.checks if c.passed is False]
+            if failed:
+                shutil.rmtree(built.staging, ignore_errors=True)
+                reason = "; ".join(f"{c.name} {c.value} (limit {c.comparison} {c.limit})" for c in failed)
+                raise Hopeless(reason, {"size_mb": first_look.size_mb,
+                                        "accuracy": first_look.accuracy.model_dump(mode="json"),
+                                        "build_seconds": round(build_seconds, 1)})
+        result = self.measurer.bundle(built, planned, budget, bundle_input, self.baseline, planned.name in self.required,
+                                      first_look=first_look)
+        # The measured figures go into the bundle's one manifest, then it is published in one rename.
+        (built.staging / MODEL_CARD).write_text(render_model_card(built.manifest, result.model_dump()), encoding="utf-8")
+        references_started = time.perf_counter()
+        references = device_references(built, data)
+        result = result.model_copy(update={"seconds": {
+            "build": round(build_seconds, 1),
+            "measure": round(result.seconds["measure"] + time.perf_counter() - references_started, 1),
+            "interleaved": result.seconds["interleaved"]}})
+        write_manifest(built.staging, {**built.manifest, **references,
+                                       "benchmark": result.model_dump(exclude={"steps", "bundle", "seconds"})})
+        built.manifest_path.unlink()
+        result = result.model_copy(update={"bundle_id": bundle_identity(read_manifest(built.staging)),
+                                           "bundle": str(bundles / planned.name)})
+        publish(built.staging, bundles / planned.name)
+        seconds = result.seconds
+        self.log(f"    built in {seconds['build']:.0f} s, measured in {seconds['measure']:.0f} s + "
+                 f"{seconds['interleaved']:.0f} s of interleaved rounds")
+        self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({_speedup(result)}), {result.size_mb:.1f} MB, "
+                 f"cos {result.accuracy.teacher_cosine_mean:.4f}, {_task(result)}, "
+                 f"budget {'PASS' if result.budget.passed else 'FAIL'}")
+        if result.waived:
+            self.log(f"    required, but not held to the budget on this host: {result.waived}")
+        return result
 
-        recipe, plan = self.recipe, self.plan  # planned before anything loaded: a wrong chain cost nothing
-        budgets = self._budgets(plan)
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.bundles.mkdir(parents=True, exist_ok=True)
-        self.log(f"edgeslim {__version__}: recipe {recipe.name} ({self.recipe_path}) -> {self.out}")
-        data = load_eval_data(recipe, plan.source.modality)
-        # Real-length latency runs on the task's own items: the first task metric's when present.
-        real_source, source_name = data.real_length_items
-        real_texts = list(real_source[: recipe.benchmark.real_length_sentences])
-        real_from = f"first {len(real_texts)} {data.modality.noun} of {source_name}"
-        for note in data.skipped:
-            self.log(f"  skipped: {note}")
-        teacher = load_encoder(recipe.model)
-        budget = next(iter(budgets.values()))
-        measurer = Measurer(recipe, data, real_texts, real_from, self.log)
-        try:
-            return self._measure_all(recipe, plan, budgets, budget, data, teacher, measurer)
-        finally:
-            measurer.close()
-
-    def _measure_all(self, recipe, plan, budgets, budget, data, teacher, measurer) -> Report:
+    def report(self, results: list[Result]) -> Report:
         from edgeslim.targets.host import isa_summary, read_host_profile
 
-        baseline = measurer.teacher(teacher, budget, latency_input(teacher, data, budget.seq_len))
-        self.log(f"    p50 {baseline.result.latency_ms.p50:.2f} ms, {_task(baseline.result)}")
-
-        builder = Builder(teacher, data, self.work, self.bundles, recipe, self.recipe_path, self.log)
-        required = {v.name for spec in recipe.targets for v in spec.variants if v.name in spec.required}
-        results = []
-        for planned in plan.variants:
-            build_started = time.perf_counter()
-            built = builder.build(planned, budgets[planned.target.name])
-            build_seconds = time.perf_counter() - build_started
-            # Same text as the baseline's input, in this bundle's own token ids.
-            bundle_input = latency_input(built.reader, data, budget.seq_len)
-            result = measurer.bundle(built, planned, budgets[planned.target.name], bundle_input, baseline,
-                                     planned.name in required)
-            # The measured figures go into the bundle's one manifest, then it is published in one rename.
-            (built.staging / MODEL_CARD).write_text(render_model_card(built.manifest, result.model_dump()),
-                                                    encoding="utf-8")
-            references_started = time.perf_counter()
-            references = device_references(built, data)
-            result = result.model_copy(update={"seconds": {
-                "build": round(build_seconds, 1),
-                "measure": round(result.seconds["measure"] + time.perf_counter() - references_started, 1),
-                "interleaved": result.seconds["interleaved"]}})
-            write_manifest(built.staging, {**built.manifest, **references,
-                                           "benchmark": result.model_dump(exclude={"steps", "bundle", "seconds"})})
-            built.manifest_path.unlink()
-            result = result.model_copy(update={"bundle_id": bundle_identity(read_manifest(built.staging))})
-            publish(built.staging, self.bundles / planned.name)
-            results.append(result)
-            seconds = result.seconds
-            self.log(f"    built in {seconds['build']:.0f} s, measured in {seconds['measure']:.0f} s + "
-                     f"{seconds['interleaved']:.0f} s of interleaved rounds")
-            self.log(f"    p50 {result.latency_ms.p50:.2f} ms ({_speedup(result)}), {result.size_mb:.1f} MB, "
-                     f"cos {result.accuracy.teacher_cosine_mean:.4f}, {_task(result)}, "
-                     f"budget {'PASS' if result.budget.passed else 'FAIL'}")
-            if result.waived:
-                self.log(f"    required, but not held to the budget on this host: {result.waived}")
-
-        targets = {planned.target.name: planned.target for planned in plan.variants}
-        report = Report(
+        targets = {planned.target.name: planned.target for planned in self.plan.variants}
+        return Report(
             edgeslim_version=__version__,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            recipe=recipe.model_dump(mode="json"),
+            recipe=self.recipe.model_dump(mode="json"),
             recipe_file=str(self.recipe_path),
             host={**read_host_profile().to_dict(), **isa_summary(), "python": platform.python_version(),
                   **_versions()},
-            data=data.describe(),
-            skipped=data.skipped,
-            baseline=baseline.result,
+            data=self.data.describe(),
+            skipped=self.data.skipped,
+            baseline=self.baseline.result,
             results=results,
             targets={name: target.describe() for name, target in targets.items()},
-            run_seconds=round(time.perf_counter() - self._started, 1),
+            run_seconds=round(time.perf_counter() - self.started, 1),
         )
-        if self.searching:
-            report.search = self._search_summary(report)
-        write_atomic(self.out / "report.json", report.to_json())
-        write_atomic(self.out / "report.md", render_markdown(report))
+
+
+class Runner:
+    """`edgeslim run`: every variant of the recipe's targets, in one process."""
+
+    def __init__(self, recipe: Recipe, plan: Plan, recipe_path: Path, out_dir: Path, log=print):
+        self.recipe, self.plan, self.recipe_path, self.out, self.log = recipe, plan, recipe_path, out_dir, log
+
+    def run(self) -> Report:
+        self.log(f"edgeslim {__version__}: recipe {self.recipe.name} ({self.recipe_path}) -> {self.out}")
+        bundles = self.out / "bundles"
+        bundles.mkdir(parents=True, exist_ok=True)
+        with RunSession(self.recipe, self.plan, self.recipe_path, self.out / ".work", self.log) as session:
+            report = session.report([session.variant(planned, bundles) for planned in self.plan.variants])
+        write_report(report, self.out)
         return report
 
-    def _search_summary(self, report: Report) -> dict:
-        from edgeslim.benchmarks.pareto import COSTS, front, plot_fronts, quality
 
-        results = report.results
-        plots = plot_fronts(results, report.baseline, self.out, f"{self.recipe.name} on {results[0].target}")
-        passing = [r for r in results if r.budget is not None and r.budget.passed]
-        chosen = min(passing, key=lambda r: r.latency_ms.p50) if passing else None
-        return {
-            "candidates": len(results),
-            "quality": quality(results[0])[1],
-            "fronts": {axis: [r.name for r in front(results, cost)] for axis, (cost, _) in COSTS.items()},
-            "chosen": chosen.name if chosen else None,
-            "chosen_reason": "fastest p50 among the candidates that meet the target budget" if chosen
-            else "no candidate meets the target budget",
-            "plots": [p.name for p in plots],
-        }
+def write_report(report: Report, out: Path) -> None:
+    write_atomic(out / "report.json", report.to_json())
+    write_atomic(out / "report.md", render_markdown(report))
 
 
 def _task(result) -> str:
@@ -192,22 +214,24 @@ def default_out_dir(recipe: Recipe) -> Path:
 
 
 def run_recipe(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, log=print,
-               search: bool = False, resume: bool = False) -> Report:
-    """Run the recipe's targets, or with search=True its search grid.
+               resume: bool = False) -> Report:
+    """Run the recipe's targets (`edgeslim search` runs a search grid: `edgeslim.study`).
 
     resume=True continues an interrupted run in `out_dir`: finished distillations and their
     checkpoints come from the cache (EDGESLIM_CACHE), everything else is rebuilt."""
-    if search:
-        recipe = recipe.for_search()
     if not recipe.targets:
         raise RecipeError(f"recipe {recipe.name!r} has no targets; it has a search section: use `edgeslim search`")
     plan = plan_recipe(recipe)  # a wrong chain fails here, before any model loads; planned once per run
     require(plan.extras(), f"recipe {recipe.name!r}")
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
+    check_out_dir(out_dir, resume)
+    return Runner(recipe, plan, Path(recipe_path), out_dir, log).run()
+
+
+def check_out_dir(out_dir: Path, resume: bool, resumable: str = "an interrupted run") -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:
             raise OutputError(f"output folder {out_dir} is not empty; choose another with --out, "
-                                "or pass --resume to continue an interrupted run there")
+                              f"or pass --resume to continue {resumable} there")
         if (out_dir / "report.json").exists():
             raise OutputError(f"{out_dir} holds a finished run (report.json); nothing to resume")
-    return Runner(recipe, plan, Path(recipe_path), out_dir, log, searching=search).run()

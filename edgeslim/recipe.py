@@ -173,9 +173,36 @@ class PruneChoice(StrictModel):
         return f"h{round(self.heads * 100)}f{round(self.ffn * 100)}"
 
 
+class SamplerSpec(StrictModel):
+    """How the search's Optuna study picks candidates. `grid` (Optuna's GridSampler) measures every
+    candidate once; `nsga2` and `tpe` measure `trials` distinct candidates of the grid, chosen from
+    the study's results so far (multi-objective: task metric up, latency and size down)."""
+
+    kind: Literal["grid", "nsga2", "tpe"] = "grid"
+    trials: int | None = Field(None, ge=1)  # distinct candidates to measure; the grid measures all
+    seed: int = 0
+    population_size: int = Field(8, ge=2)  # nsga2's generation size
+
+    @model_validator(mode="after")
+    def _trials_fit_the_kind(self):
+        if self.kind == "grid" and self.trials is not None:
+            raise ValueError("sampler grid measures every candidate; `trials` is for nsga2 and tpe")
+        if self.kind != "grid" and self.trials is None:
+            raise ValueError(f"sampler {self.kind} needs `trials`: how many distinct candidates to measure")
+        return self
+
+
+class SearchPoint(StrictModel):
+    """One candidate of the search: its variant, and where it sits in the grid (`dims`: layers,
+    vocab, prune, quantization, as labels), or None for an `include`d candidate."""
+
+    variant: VariantSpec
+    dims: dict[str, str] | None
+
+
 class SearchSpec(StrictModel):
     """A grid of compression configs (layers x pruning x quantization), each built, measured and
-    placed on the Pareto front. Students are distilled once and reused across quantizations."""
+    placed on the Pareto front by an Optuna study. Students are distilled once and reused."""
 
     target: str = "x86-cpu"
     # Teacher layers each student keeps; `all` means the teacher itself (no distillation) and
@@ -191,6 +218,10 @@ class SearchSpec(StrictModel):
     budget: Budget = Budget()
     # Hand-picked candidates measured next to the grid (e.g. a student trained longer).
     include: tuple[VariantSpec, ...] = ()
+    sampler: SamplerSpec = SamplerSpec()
+    # Stop a candidate after its first, cheap measurement (size, accuracy) when that already fails
+    # a budget limit no latency can make up for; it is then neither measured further nor on a front.
+    prune_hopeless: bool = True
 
     @field_validator("target")
     @classmethod
@@ -222,14 +253,19 @@ class SearchSpec(StrictModel):
             raise ValueError(f"quantization fp32 needs a backend that runs ONNX; target {self.target} has none")
         return backends[0]
 
-    def candidates(self) -> TargetSpec:
-        variants = []
+    @staticmethod
+    def layers_label(layers) -> str:
+        return "all" if layers == "all" else ".".join(map(str, layers))
+
+    def points(self) -> list[SearchPoint]:
+        """Every candidate: the grid's, then the included ones."""
+        points = []
         heal = self.distill.model_copy(update={"keep_layers": None})
         for vocab, layers, prune in itertools.product(self.vocab, self.layers, self.prune):
             if layers == "all" and vocab != "full":
                 continue  # `all` is the untouched teacher; list every layer for a full-depth student
             torch_steps = [] if layers == "all" else [self.distill.model_copy(update={"keep_layers": tuple(layers)})]
-            prefix = "teacher" if layers == "all" else "l" + ".".join(map(str, layers))
+            prefix = "teacher" if layers == "all" else "l" + self.layers_label(layers)
             if vocab != "full":  # before distillation, which then heals the re-spelled words
                 torch_steps.insert(0, VocabPruneConfig(corpus=self.distill.corpus, max_tokens=vocab))
                 prefix += f"-v{vocab // 1000}k"
@@ -243,9 +279,16 @@ class SearchSpec(StrictModel):
                     name = quantization_choices()[choice]
                     step, backend = {"step": name}, STEPS[name].search_backend
                 steps = torch_steps + ([step] if step else [])
-                variants.append({"name": f"{prefix}-{choice.replace('_', '-')}", "backend": backend,
-                                 "steps": steps})
-        variants += [v.model_dump(mode="json") for v in self.include]
+                variant = VariantSpec.model_validate({"name": f"{prefix}-{choice.replace('_', '-')}",
+                                                      "backend": backend, "steps": steps})
+                dims = {"layers": self.layers_label(layers), "vocab": str(vocab),
+                        "prune": prune if prune == "none" else prune.label, "quantization": choice}
+                points.append(SearchPoint(variant=variant, dims=dims))
+        points += [SearchPoint(variant=v, dims=None) for v in self.include]
+        return points
+
+    def candidates(self) -> TargetSpec:
+        variants = [p.variant.model_dump(mode="json") for p in self.points()]
         return TargetSpec.model_validate({"target": self.target, "variants": variants,
                                           "budget": self.budget.model_dump(include=self.budget.model_fields_set)})
 
