@@ -23,7 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ethos-u": ("ethosu",),
     "jetson": ("onnx_graphsurgeon", "polygraphy"),
     "static": ("model2vec", "skeletoken"),
-    "search": ("optuna", "sqlalchemy", "psycopg2"),
+    "search": ("optuna", "sqlalchemy", "psycopg"),
 }
 
 

@@ -57,7 +57,8 @@ def study_front(study) -> list[str]:
     return names
 
 
-def write_search_report(study, recipe, session, out: Path, options, wall_seconds: float, log=print) -> Report:
+def write_search_report(study, recipe, session, out: Path, options, wall_seconds: float, log=print,
+                        lost_workers: list[str] = ()) -> Report:
     from optuna.trial import TrialState
 
     from edgeslim.benchmarks.pareto import COSTS, front, plot_fronts, quality
@@ -92,6 +93,7 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
             "from_store": sum(t.user_attrs.get("built_here") is False for t in trials),
             "workers": sorted({t.user_attrs["worker"] for t in trials if t.user_attrs.get("worker")}),
             "store": str(store.root), "wall_seconds": round(wall_seconds, 1),
+            "lost_local_workers": list(lost_workers),
         },
     }
     _link_bundles(results, out)

@@ -150,7 +150,7 @@ def open_storage(url: str, heartbeat_s: int):
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES))
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StudyError(f"cannot open the study storage {_without_password(url)}: {reason}") from None
@@ -378,12 +378,15 @@ def run_search(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, o
     own = os.sched_getaffinity(0)
 
     def report(session):
-        failed_workers = _wait(children)  # done too: the study has nothing running
-        if failed_workers:
-            raise StudyError(f"local worker(s) {', '.join(failed_workers)} failed; see their logs in {out}")
+        # The study has nothing running, so they are done too. One that died (killed, out of
+        # memory) lost no work: its trial went stale and was retried; the report names it.
+        lost = _wait(children)
+        for worker in lost:
+            log(f"  search: local worker {worker} ended early; its trial was retried")
         from edgeslim.search_report import write_search_report
 
-        return write_search_report(study, searching, session, out, options, time.perf_counter() - started, log)
+        return write_search_report(study, searching, session, out, options, time.perf_counter() - started, log,
+                                   lost_workers=lost)
 
     try:
         os.sched_setaffinity(0, groups[0])
