@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from edgeslim import __version__
-from edgeslim.benchmarks.report import Report, render_markdown
+from edgeslim.benchmarks.report import Report, Result, render_markdown
 from edgeslim.build import Builder, device_references
 from edgeslim.bundle import MODEL_CARD, publish, render_model_card, write_manifest
 from edgeslim.runtime.bundle import read_manifest

@@ -102,7 +102,7 @@ def test_search_publish_refuses_to_overwrite_without_force(tmp_path, monkeypatch
     (published / "report.json").write_text("old")
     out = tmp_path / "run"
     out.mkdir()
-    for name in ("report.json", "report.md", "p.png"):
+    for name in ("report.json", "report.md", "trials.json", "p.png"):
         (out / name).write_text(f"new {name}")
 
     class FakeReport:

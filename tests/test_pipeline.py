@@ -190,26 +190,38 @@ def test_search_measures_every_candidate_and_publishes_the_front(tmp_path, capsy
     out, published = tmp_path / "out", tmp_path / "published"
     assert main(["search", str(path), "--out", str(out), "--publish", str(published)]) == 0
     report = Report.model_validate_json((out / "report.json").read_text())
-    names = [r.name for r in report.results]
-    assert names == ["teacher-fp32", "teacher-int8-dynamic", "teacher-h50f50-fp32", "teacher-h50f50-int8-dynamic",
-                     "l1-fp32", "l1-int8-dynamic", "l1-h50f50-fp32", "l1-h50f50-int8-dynamic"]
-    assert all(r.latency_ms.kind == "measured" for r in report.results)
     search = report.search
+    # Every candidate is settled: measured, or pruned after its first look because its size
+    # already missed the budget (0.15 MB), a miss no latency can make up for.
+    grid = {"teacher-fp32", "teacher-int8-dynamic", "teacher-h50f50-fp32", "teacher-h50f50-int8-dynamic",
+            "l1-fp32", "l1-int8-dynamic", "l1-h50f50-fp32", "l1-h50f50-int8-dynamic"}
+    names = {r.name for r in report.results}
+    assert names | set(search["pruned"]) == grid and not names & set(search["pruned"]) and search["pruned"]
+    for name, reason in search["pruned"].items():
+        size = float(reason.split("size_mb ")[1].split(" ")[0])
+        assert size > 0.15 and "(limit <= 0.15)" in reason, (name, reason)
+    assert all(r.size_mb <= 0.15 for r in report.results)
+    assert all(r.latency_ms.kind == "measured" for r in report.results)
     assert search["candidates"] == 8 and search["quality"] == "cosine to teacher x100"
+    assert search["study"]["trials"] == {"COMPLETE": len(names), "PRUNED": len(search["pruned"])}
     pruned = read_manifest(out / "bundles" / "l1-h50f50-int8-dynamic").steps
     assert [s["step"] for s in pruned] == ["distill", "prune", "export_onnx", "int8_dynamic"]
     assert pruned[1]["layers_after"] == [{"heads": 2, "ffn": 32}] and pruned[1]["heal"]["steps"] > 0
-    for axis in ("latency", "size"):
+    objectives = {"study": lambda r: (r.latency_ms.p50, r.size_mb), "latency": lambda r: (r.latency_ms.p50,),
+                  "size": lambda r: (r.size_mb,)}
+    for axis, costs in objectives.items():
         on_front = [r for r in report.results if r.name in search["fronts"][axis]]
-        cost = (lambda r: r.latency_ms.p50) if axis == "latency" else (lambda r: r.size_mb)
-        for point in on_front:  # nothing off the front beats a front point on both axes
-            assert not any(cost(o) < cost(point) and o.accuracy.teacher_cosine_mean > point.accuracy.teacher_cosine_mean
-                           for o in report.results)
-    sizes = {r.name: r.size_mb for r in report.results}
-    assert search["chosen"] in {n for n, size in sizes.items() if size <= 0.15}
+        assert on_front
+        for point in on_front:  # nothing beats a front point on every axis
+            assert not any(all(a <= b for a, b in zip(costs(o), costs(point))) and
+                           o.accuracy.teacher_cosine_mean > point.accuracy.teacher_cosine_mean and o is not point
+                           and costs(o) != costs(point) for o in report.results)
+    assert search["chosen"] in names
     assert sorted(p.name for p in published.iterdir()) == sorted(
-        ["report.json", "report.md", "pareto-latency.png", "pareto-latency.svg", "pareto-size.png", "pareto-size.svg"])
-    assert "## Search" in (published / "report.md").read_text()
+        ["report.json", "report.md", "trials.json", "pareto-latency.png", "pareto-latency.svg", "pareto-size.png",
+         "pareto-size.svg"])
+    text = (published / "report.md").read_text()
+    assert "## Search" in text and "Optuna study `tiny-search`" in text and "pruned after its first look" in text
 
 
 def test_vocab_pruned_bundle_ships_its_own_tokenizer(tiny_run):
