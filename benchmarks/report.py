@@ -403,8 +403,11 @@ def render_markdown(report: Report) -> str:
                       f"Accuracy axis: {search['quality']}.", ""]
         else:
             states = ", ".join(f"{n} {state.lower()}" for state, n in study["trials"].items())
+            sampler = study["sampler"]
+            sampler_text = sampler["kind"] + (f" ({sampler['trials']} distinct candidates, seed {sampler['seed']})"
+                                              if sampler.get("trials") else "")
             lines += ["", "## Search", "",
-                      f"Optuna study `{study['name']}` ({study['storage']}), sampler {study['sampler']}: "
+                      f"Optuna study `{study['name']}` ({study['storage']}), sampler {sampler_text}: "
                       f"{search['candidates']} candidates, {len(report.results)} measured; trials: {states}. "
                       f"{study['built']} candidates built, {study['from_store']} trials read the store. "
                       f"Workers: {', '.join(study['workers'])}. Wall time {study['wall_seconds']:.0f} s. "
