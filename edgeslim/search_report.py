@@ -12,7 +12,7 @@ from edgeslim.benchmarks.report import Report, Result
 from edgeslim.store import ArtifactStore
 
 
-def _measured(study, store: ArtifactStore) -> tuple[list[Result], dict, dict]:
+def _measured(study) -> tuple[list[Result], dict, dict]:
     """(results of the completed candidates in grid order, pruned: name -> reason, failed: name ->
     reason). A candidate measured by several trials (two workers that asked at once) counts once."""
     from optuna.trial import TrialState
@@ -24,27 +24,33 @@ def _measured(study, store: ArtifactStore) -> tuple[list[Result], dict, dict]:
         if name is None or name in settled:
             continue
         if t.state == TrialState.COMPLETE:
-            outcome = store.outcome(t.user_attrs["store_key"])
-            results[name] = Result.model_validate(outcome["result"])
+            results[name] = Result.model_validate(t.user_attrs["result"])
             settled.add(name)
         elif t.state == TrialState.PRUNED:
             pruned[name] = t.user_attrs.get("pruned_because", "")
             settled.add(name)
         elif t.state == TrialState.FAIL:
-            failed[name] = t.system_attrs.get("fail_reason") or "its worker stopped (heartbeat), retries spent"
+            failed[name] = (t.user_attrs.get("error") or t.system_attrs.get("fail_reason")
+                            or "its worker stopped (heartbeat), retries spent")
     for name in settled:
         failed.pop(name, None)  # a retry made it
     return list(results.values()), pruned, failed
 
 
-def _link_bundles(results: list[Result], out: Path) -> None:
+def _link_bundles(results: list[Result], out: Path, log) -> None:
+    """OUT/bundles/NAME -> the bundle in the store, for every one this machine can see."""
     folder = out / "bundles"
     folder.mkdir(exist_ok=True)
+    unseen = []
     for result in results:
-        link = folder / result.name
-        if link.is_symlink() or link.exists():
-            continue  # a resumed search's earlier link
-        os.symlink(Path(result.bundle).resolve(), link, target_is_directory=True)
+        link, bundle = folder / result.name, Path(result.bundle)
+        if not bundle.is_dir():
+            unseen.append(result.name)
+        elif not (link.is_symlink() or link.exists()):  # else a resumed search's earlier link
+            os.symlink(bundle.resolve(), link, target_is_directory=True)
+    if unseen:
+        log(f"  search: {len(unseen)} bundle(s) are in a store this machine does not see ({', '.join(unseen)}); "
+            "give every worker the same shared --store")
 
 
 def study_front(study) -> list[str]:
@@ -66,7 +72,7 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
     from edgeslim.study import SearchSpace, _without_password, dump_trials
 
     store = ArtifactStore(options.store_root())
-    results, pruned, failed = _measured(study, store)
+    results, pruned, failed = _measured(study)
     trials = study.get_trials(deepcopy=False)
     states = {state.name: sum(t.state == state for t in trials) for state in TrialState
               if any(t.state == state for t in trials)}
@@ -96,7 +102,7 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
             "lost_local_workers": list(lost_workers),
         },
     }
-    _link_bundles(results, out)
+    _link_bundles(results, out, log)
     dump_trials(study, out / "trials.json")
     write_report(report, out)
     log(f"  search: {len(results)} measured, {len(pruned)} pruned, {len(failed)} failed; study front: "

@@ -252,6 +252,8 @@ class Worker:
         while True:
             fail_stale_trials(study)  # a killed worker's trial: failed, and a retry enqueued
             trials = study.get_trials(deepcopy=False)
+            self._requeue_interrupted(study, trials)
+            trials = study.get_trials(deepcopy=False)
             if any(t.state == TrialState.WAITING for t in trials) or self._wants_more(trials):
                 study.optimize(self._objective, n_trials=1, catch=(EdgeslimError,), gc_after_trial=True)
                 continue
@@ -260,10 +262,33 @@ class Worker:
                 continue
             return
 
+    @staticmethod
+    def _candidate(trial) -> str | None:
+        return trial.user_attrs.get("candidate") or trial.params.get("candidate") or trial.params.get("include")
+
+    def _requeue_interrupted(self, study, trials) -> None:
+        """Enqueue again a candidate whose every trial failed without an error of its own (a
+        Ctrl-C, a crash) and that nothing is running or about to run: a heartbeat-stale trial
+        was already requeued by Optuna's callback; an EdgeslimError is the candidate's own
+        failure, and is reported, not retried."""
+        from optuna.trial import TrialState
+
+        by_candidate: dict[str, list] = {}
+        for trial in trials:
+            by_candidate.setdefault(self._candidate(trial), []).append(trial)
+        for name, own in by_candidate.items():
+            if name is None or any(t.state != TrialState.FAIL or "error" in t.user_attrs for t in own):
+                continue
+            if len(own) <= MAX_RETRIES:
+                last = max(own, key=lambda t: t.number)
+                self.log(f"  search: {name}: trial {last.number} was interrupted; running it again")
+                study.enqueue_trial(last.params, user_attrs={k: v for k, v in last.user_attrs.items()
+                                                             if k in ("include", "candidate")})
+
     def _wants_more(self, trials) -> bool:
         """Whether the sampler should start another trial: the grid until every candidate has a
         trial; NSGA-II/TPE until `trials` distinct grid candidates have one (or the grid is spent)."""
-        started = {t.user_attrs.get("candidate") or t.params.get("candidate") for t in trials}
+        started = {self._candidate(t) for t in trials}
         if not self.by_dimensions:
             return any(name not in started for name in self.space.names)
         wanted = min(self.recipe.search.sampler.trials, len(self.space.grid_names))
@@ -294,6 +319,9 @@ class Worker:
                 try:
                     result = self.session.variant(planned, entry.folder, prune_hopeless=self.recipe.search.prune_hopeless)
                     outcome = {"state": "complete", "made_by": made_by, "result": result.model_dump(mode="json")}
+                except EdgeslimError as exc:  # the candidate's own failure: reported, not retried
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                    raise
                 except Hopeless as hopeless:
                     self.log(f"    pruned after the first look: {hopeless.reason}")
                     outcome = {"state": "pruned", "made_by": made_by, "reason": hopeless.reason,
@@ -309,6 +337,9 @@ class Worker:
             raise optuna.TrialPruned(outcome["reason"])
         values = objective_values(outcome["result"])
         trial.set_user_attr("objectives", dict(zip([n for n, _ in OBJECTIVES], values)))
+        # The whole result goes into the study too: any machine can write the report from the
+        # database alone, whatever store it was given.
+        trial.set_user_attr("result", outcome["result"])
         return values
 
 

@@ -242,3 +242,32 @@ def test_sampler_settings_are_checked_with_the_recipe(tmp_path, sampler, says):
     path = write_recipe(tmp_path, STUDY_RECIPE.replace("  budget:", f"  sampler: {sampler}\n  budget:"))
     with pytest.raises(RecipeError, match=says.replace("(", r"\(").replace("`", ".")):
         load_recipe(path)
+
+
+def test_a_resumed_search_runs_an_interrupted_trial_again(tmp_path):
+    """A trial that failed without an error of its own (Ctrl-C, a crash) is run again when the
+    search resumes; its candidate is not reported as failed."""
+    import optuna
+
+    from edgeslim.recipe import load_recipe
+    from edgeslim.study import SearchSpace, StudyOptions, open_study
+
+    small = STUDY_RECIPE.replace("layers: [all, [1]]", "layers: [all]").replace(
+        "prune: [none, {heads: 0.5, ffn: 0.5}]", "prune: [none]")
+    path = write_recipe(tmp_path, small)
+    recipe, _ = load_recipe(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    space = SearchSpace(recipe.search)
+    study = open_study(recipe.for_search(), StudyOptions(study=recipe.name), out, space)
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"candidate": "teacher-int8-dynamic"},
+        distributions={"candidate": optuna.distributions.CategoricalDistribution(space.names)},
+        user_attrs={"candidate": "teacher-int8-dynamic"}))
+    assert main(["search", str(path), "--out", str(out), "--store", str(tmp_path / "store")]) == 2  # not empty
+    assert main(["search", str(path), "--out", str(out), "--store", str(tmp_path / "store"), "--resume"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["failed"] == {}
+    assert [r["name"] for r in report["results"]] == ["teacher-int8-dynamic"]
+    trials = json.loads((out / "trials.json").read_text())
+    assert [t["state"] for t in trials if t["candidate"] == "teacher-int8-dynamic"][:2] == ["FAIL", "COMPLETE"]
