@@ -15,6 +15,7 @@ import argparse
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -95,11 +96,17 @@ def start_loopback_postgres(folder: Path, timeout: float = 30) -> LoopbackPostgr
     return server
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="a new folder for the cluster (under /tmp when run as root)")
     server = start_loopback_postgres(Path(parser.parse_args().folder))
-    print(f"storage URL: {server.url}\n  edgeslim search RECIPE --storage {server.url} --study NAME\nCtrl-C stops it.")
+    print(f"storage URL: {server.url}\n  edgeslim search RECIPE --storage {server.url} --study NAME\n"
+          "Ctrl-C (or SIGTERM) stops it.", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a background job of a script ignores SIGINT
     try:
         while True:
             time.sleep(3600)

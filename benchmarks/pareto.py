@@ -34,28 +34,24 @@ COSTS = {
 
 
 def plot_fronts(results: list[Result], baseline: Result, out_dir: Path, title: str) -> list[Path]:
-    """One PNG and one SVG per cost axis; every point labelled, the front joined by a line."""
+    """One PNG and one SVG per cost axis. Points are numbered and named in a key beside the plot
+    (students sit too close together for labels); the front is blue and joined by a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
+    numbered = sorted(results, key=lambda r: (-quality(r)[0], r.name))
+    number = {r.name: n for n, r in enumerate(numbered, start=1)}
     for axis, (cost, label) in COSTS.items():
-        fig, ax = plt.subplots(figsize=(7.5, 5))
+        fig, ax = plt.subplots(figsize=(9.5, 5))
         on_front = front(results, cost)
-        xs = [cost(r) for r in [*results, baseline]]
-        ys = [quality(r)[0] for r in [*results, baseline]]
-        xspan, yspan = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-        placed: list[tuple[float, float]] = []
-        for result in sorted(results, key=lambda r: (cost(r), quality(r)[0])):
+        for result in results:
             x, y = cost(result), quality(result)[0]
             marker = "o" if result.latency_ms.kind == "measured" else "^"
             ax.scatter(x, y, marker=marker, s=40, color="tab:blue" if result in on_front else "tab:gray", zorder=3)
-            # Stack the labels of points that sit close together instead of printing them on top of each other.
-            near = sum(abs(px - x) < 0.05 * xspan and abs(py - y) < 0.05 * yspan for px, py in placed)
-            ax.annotate(result.name, (x, y), fontsize=7, xytext=(4, 3 - 9 * near), textcoords="offset points")
-            placed.append((x, y))
+            ax.annotate(str(number[result.name]), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.plot([cost(r) for r in on_front], [quality(r)[0] for r in on_front], color="tab:blue", lw=1)
         ax.scatter(cost(baseline), quality(baseline)[0], marker="*", s=120, color="tab:red", zorder=4)
         ax.annotate("teacher (PyTorch fp32)", (cost(baseline), quality(baseline)[0]), fontsize=7,
@@ -66,9 +62,11 @@ def plot_fronts(results: list[Result], baseline: Result, out_dir: Path, title: s
         ax.set_xlabel(f"{label}{where}; {' and '.join(kinds)}" + (" (triangles: estimated)" if len(kinds) > 1 else ""))
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_ylabel(quality(results[0])[1])
-        ax.set_title(f"{title}: {axis} vs accuracy, Pareto front in blue")
+        ax.set_title(f"{title}: {axis} vs accuracy, Pareto front in blue", fontsize=10)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
+        key = "\n".join(f"{n:>2} {'*' if r in on_front else ' '} {r.name}" for n, r in enumerate(numbered, start=1))
+        fig.text(0.71, 0.5, key + "\n\n* on the front", fontsize=7, family="monospace", va="center", ha="left")
+        fig.tight_layout(rect=(0, 0, 0.7, 1))
         for suffix in ("png", "svg"):
             path = out_dir / f"pareto-{axis}.{suffix}"
             fig.savefig(path, dpi=130)

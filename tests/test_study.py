@@ -97,7 +97,7 @@ def test_two_workers_on_postgres_one_killed_find_the_front_of_one_process(tmp_pa
     with open(tmp_path / "two.log", "w") as log:
         parent = subprocess.Popen(
             [sys.executable, "-m", "edgeslim.cli", "search", str(recipe), "--out", str(two), "--storage", postgres.url,
-             "--study", "tiny", "--store", str(tmp_path / "store-two"), "--workers", "2", "--heartbeat", "1"],
+             "--study", "tiny", "--store", str(tmp_path / "store-two"), "--workers", "2", "--heartbeat", "2"],
             stdout=log, stderr=subprocess.STDOUT)
         killed = _kill_the_other_worker_mid_trial(postgres.url, "tiny", parent.pid)
         code = parent.wait(timeout=900)
