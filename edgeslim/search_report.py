@@ -69,7 +69,7 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
 
     from edgeslim.benchmarks.pareto import COSTS, front, plot_fronts, quality
     from edgeslim.pipeline import write_report
-    from edgeslim.study import SearchSpace, _without_password, dump_trials
+    from edgeslim.study import SearchSpace, display_url, dump_trials
 
     store = ArtifactStore(options.store_root())
     results, pruned, failed = _measured(study)
@@ -92,7 +92,7 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
         "pruned": pruned,
         "failed": failed,
         "study": {
-            "name": study.study_name, "storage": _without_password(options.storage_url(out)),
+            "name": study.study_name, "storage": display_url(options.storage_url(out)),
             "sampler": recipe.search.sampler.model_dump(), "objectives": study.user_attrs.get("edgeslim_objectives"),
             "trials": states,
             "built": sum(bool(t.user_attrs.get("built_here")) for t in trials),

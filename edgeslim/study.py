@@ -26,6 +26,7 @@ bandwidth; the speedup ratios (teacher and bundle in the same process) are the f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -153,10 +154,11 @@ def open_storage(url: str, heartbeat_s: int):
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StudyError(f"cannot open the study storage {_without_password(url)}: {reason}") from None
+        raise StudyError(f"cannot open the study storage {display_url(url)}: {reason}") from None
 
 
-def _without_password(url: str) -> str:
+def display_url(url: str) -> str:
+    """A storage URL as it may be printed and kept in reports: its password masked."""
     from sqlalchemy.engine import make_url
 
     try:
@@ -192,7 +194,7 @@ def open_study(recipe: Recipe, options: StudyOptions, out: Path, space: SearchSp
             if SAMPLERS[recipe.search.sampler.kind][1]:
                 study.enqueue_trial({"include": included}, user_attrs={"include": included}, skip_if_exists=True)
     elif found != identity:
-        raise StudyError(f"study {name!r} in {_without_password(options.storage_url(out))} was made from another "
+        raise StudyError(f"study {name!r} in {display_url(options.storage_url(out))} was made from another "
                          f"recipe (its search, model, data or benchmark settings differ); give this recipe another "
                          f"--study name")
     return study
@@ -391,7 +393,7 @@ def run_search(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, o
     plan = plan_recipe(searching)  # every candidate's chain checked before any model loads
     require((*plan.extras(), "search"), f"recipe {recipe.name!r}")
     out = Path(out_dir) if out_dir else default_out_dir(recipe)
-    options = StudyOptions(**{**options.__dict__, "study": options.study or recipe.name})
+    options = dataclasses.replace(options, study=options.study or recipe.name)
     if options.worker_index is None:
         check_out_dir(out, resume, "an interrupted search (its study carries on)")
     out.mkdir(parents=True, exist_ok=True)
@@ -403,7 +405,7 @@ def run_search(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, o
     started = time.perf_counter()
     groups = _core_groups(options.workers)
     log(f"edgeslim {__version__}: search {recipe.name} ({recipe_path}) -> {out}; study {options.study!r} in "
-        f"{_without_password(options.storage_url(out))}, {len(space.names)} candidates, sampler "
+        f"{display_url(options.storage_url(out))}, {len(space.names)} candidates, sampler "
         f"{recipe.search.sampler.kind}, {options.workers} local worker(s), store {options.store_root()}")
     children = _start_workers(Path(recipe_path), out, options, groups)
     own = os.sched_getaffinity(0)
