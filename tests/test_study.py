@@ -271,3 +271,26 @@ def test_a_resumed_search_runs_an_interrupted_trial_again(tmp_path):
     assert [r["name"] for r in report["results"]] == ["teacher-int8-dynamic"]
     trials = json.loads((out / "trials.json").read_text())
     assert [t["state"] for t in trials if t["candidate"] == "teacher-int8-dynamic"][:2] == ["FAIL", "COMPLETE"]
+
+
+def test_a_candidate_that_fails_is_reported_and_the_others_are_measured(tmp_path, capsys):
+    """A candidate's own error (here a distillation with fewer sentences than one batch) fails
+    its trial with the error recorded; the search goes on, reports it and exits 1; a resumed
+    search does not run it again."""
+    small = STUDY_RECIPE.replace("layers: [all, [1]]", "layers: [all]").replace(
+        "prune: [none, {heads: 0.5, ffn: 0.5}]", "prune: [none]").replace("  budget:", """  include:
+    - name: too-few-sentences
+      backend: onnxruntime
+      steps: [{step: distill, keep_layers: [0], corpus: [wordnet], sentences: 16, batch_size: 32}]
+  budget:""")
+    path, out = write_recipe(tmp_path, small), tmp_path / "out"
+    assert main(["search", str(path), "--out", str(out), "--store", str(tmp_path / "store")]) == 1
+    assert "1 candidate(s) failed: too-few-sentences: StepError: distill has 16 sentences" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["search"]["failed"]) == ["too-few-sentences"]
+    assert [r["name"] for r in report["results"]] == ["teacher-int8-dynamic"]
+    trials = json.loads((out / "trials.json").read_text())
+    assert sorted(t["state"] for t in trials) == ["COMPLETE", "FAIL", "PRUNED"]
+    (out / "report.json").unlink()  # as if the search had stopped before its report
+    assert main(["search", str(path), "--out", str(out), "--store", str(tmp_path / "store"), "--resume"]) == 1
+    assert len(json.loads((out / "trials.json").read_text())) == 3  # nothing ran again
