@@ -23,7 +23,6 @@ import copy
 import hashlib
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def _checkpoint_lock(checkpoint: Path, world_size: int, log):
         return contextlib.nullcontext()
     from edgeslim.outputs import exclusive_lock
 
-    return exclusive_lock(checkpoint.with_suffix(".lock"), f"{socket.gethostname()} pid {os.getpid()}",
+    return exclusive_lock(checkpoint.with_suffix(".lock"),
                           lambda other: log(f"    distill: waiting for {other}, which is training this student"))
 
 

@@ -62,7 +62,6 @@ class FirstLook:
     size_mb: float
     accuracy: Accuracy
     verdict: object  # benchmarks.report.BudgetVerdict over the first-look checks only
-    embeddings: np.ndarray
     seconds: float
 
 
@@ -188,7 +187,7 @@ class Measurer:
                                       "manifest": str(built.manifest_path)}, budget, latency_input, on_device=False)
         size_mb, accuracy = round(self._size_mb(built), 3), self._bundle_accuracy(embeddings, baseline)
         verdict = check(SimpleNamespace(size_mb=size_mb, accuracy=accuracy), budget, first_look=True)
-        return FirstLook(size_mb=size_mb, accuracy=accuracy, verdict=verdict, embeddings=embeddings,
+        return FirstLook(size_mb=size_mb, accuracy=accuracy, verdict=verdict,
                          seconds=round(time.perf_counter() - started, 1))
 
     def bundle(self, built, planned, budget: Budget, latency_input: dict, baseline: "Baseline",

@@ -110,11 +110,18 @@ def publish_dir(staged: Path, target: Path, force: bool, inputs: tuple[Path, ...
     shutil.rmtree(aside)
 
 
+def process_label() -> str:
+    """This process, as a lock file or a study's trial names it: 'HOST pid N'."""
+    import socket
+
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
 @contextmanager
-def exclusive_lock(path: Path, holder: str, on_wait=None):
+def exclusive_lock(path: Path, on_wait=None):
     """Hold an exclusive flock on `path` for the block; while another process holds it, call
-    `on_wait(what that process wrote into the file)` once and wait. The kernel releases the lock
-    when its process dies, so a killed holder never leaves it stuck."""
+    `on_wait(the holder's process_label)` once and wait. The kernel releases the lock when its
+    process dies, so a killed holder never leaves it stuck."""
     import fcntl
 
     path = Path(path)
@@ -130,7 +137,7 @@ def exclusive_lock(path: Path, holder: str, on_wait=None):
         try:
             handle.seek(0)
             handle.truncate()
-            handle.write(holder)
+            handle.write(process_label())
             handle.flush()
             yield
         finally:

@@ -1,4 +1,4 @@
-"""The report of a finished search study: the measured candidates (from the artifact store, one
+"""The report of a finished search study: the measured candidates (from the study's trials, one
 per candidate), the study's Pareto front, the 2-D fronts and their plots, the chosen bundle, what
 was pruned or failed, and how the work was spread (workers, built vs read from the store).
 `OUT/bundles/<name>` links each measured bundle in the store; `OUT/trials.json` lists every trial."""
@@ -9,15 +9,14 @@ import os
 from pathlib import Path
 
 from edgeslim.benchmarks.report import Report, Result
-from edgeslim.store import ArtifactStore
 
 
-def _measured(study) -> tuple[list[Result], dict, dict]:
+def _measured(trials) -> tuple[list[Result], dict, dict]:
     """(results of the completed candidates in grid order, pruned: name -> reason, failed: name ->
     reason). A candidate measured by several trials (two workers that asked at once) counts once."""
     from optuna.trial import TrialState
 
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    trials = sorted(trials, key=lambda t: t.number)
     results, pruned, failed, settled = {}, {}, {}, set()
     for t in trials:
         name = t.user_attrs.get("candidate")
@@ -69,11 +68,10 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
 
     from edgeslim.benchmarks.pareto import COSTS, front, plot_fronts, quality
     from edgeslim.pipeline import write_report
-    from edgeslim.study import SearchSpace, display_url, dump_trials
+    from edgeslim.study import display_url, dump_trials
 
-    store = ArtifactStore(options.store_root())
-    results, pruned, failed = _measured(study)
     trials = study.get_trials(deepcopy=False)
+    results, pruned, failed = _measured(trials)
     states = {state.name: sum(t.state == state for t in trials) for state in TrialState
               if any(t.state == state for t in trials)}
     report = session.report(results)
@@ -81,7 +79,7 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
     passing = [r for r in results if r.budget is not None and r.budget.passed]
     chosen = min(passing, key=lambda r: r.latency_ms.p50) if passing else None
     report.search = {
-        "candidates": len(SearchSpace(recipe.search).names),
+        "candidates": len(recipe.search.points()),
         "quality": quality(results[0])[1] if results else None,
         "fronts": {"study": study_front(study) if results else [],
                    **{axis: [r.name for r in front(results, cost)] for axis, (cost, _) in COSTS.items()}},
@@ -98,7 +96,7 @@ def write_search_report(study, recipe, session, out: Path, options, wall_seconds
             "built": sum(bool(t.user_attrs.get("built_here")) for t in trials),
             "from_store": sum(t.user_attrs.get("built_here") is False for t in trials),
             "workers": sorted({t.user_attrs["worker"] for t in trials if t.user_attrs.get("worker")}),
-            "store": str(store.root), "wall_seconds": round(wall_seconds, 1),
+            "store": str(options.store_root()), "wall_seconds": round(wall_seconds, 1),
             "lost_local_workers": list(lost_workers),
         },
     }

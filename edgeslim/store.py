@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +72,6 @@ class ArtifactStore:
         """Hold `key` while this block builds it; another worker asking for it waits here."""
         folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
-        holder = f"{socket.gethostname()} pid {os.getpid()}"
-        with exclusive_lock(self.root / "locks" / f"{key}.lock", holder,
+        with exclusive_lock(self.root / "locks" / f"{key}.lock",
                             lambda other: log(f"    {what}: waiting for {other}, which is building it")):
             yield StoreEntry(key, folder)

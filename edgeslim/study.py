@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,8 @@ from typing import Callable
 
 from edgeslim import __version__
 from edgeslim.build import step_identities
-from edgeslim.errors import EdgeslimError, RecipeError, StudyError  # noqa: F401  (StudyError: re-exported)
+from edgeslim.errors import EdgeslimError, InputError, RecipeError, StudyError
+from edgeslim.outputs import process_label
 from edgeslim.recipe import Recipe, SamplerSpec, SearchSpec
 from edgeslim.store import ArtifactStore
 
@@ -190,8 +190,8 @@ def open_study(recipe: Recipe, options: StudyOptions, out: Path, space: SearchSp
     if found is None:
         study.set_user_attr("edgeslim_recipe", identity)
         study.set_user_attr("edgeslim_objectives", [name for name, _ in OBJECTIVES])
-        for included in space.included:  # NSGA-II/TPE sample the grid; included candidates run once each
-            if SAMPLERS[recipe.search.sampler.kind][1]:
+        if SAMPLERS[recipe.search.sampler.kind][1]:  # NSGA-II/TPE sample the grid; included candidates run once each
+            for included in space.included:
                 study.enqueue_trial({"include": included}, user_attrs={"include": included}, skip_if_exists=True)
     elif found != identity:
         raise StudyError(f"study {name!r} in {display_url(options.storage_url(out))} was made from another "
@@ -233,7 +233,7 @@ class Worker:
         self.by_dimensions = SAMPLERS[recipe.search.sampler.kind][1]
         self.store = ArtifactStore(options.store_root())
         self.planned = {p.name: p for p in plan.variants}
-        self.me = f"{socket.gethostname()} pid {os.getpid()}"
+        self.me = process_label()
 
     def run(self, study, then: Callable | None = None):
         """Trials until the study has nothing left to start or run; then `then(session)` (the
@@ -254,8 +254,8 @@ class Worker:
         while True:
             fail_stale_trials(study)  # a killed worker's trial: failed, and a retry enqueued
             trials = study.get_trials(deepcopy=False)
-            self._requeue_interrupted(study, trials)
-            trials = study.get_trials(deepcopy=False)
+            if self._requeue_interrupted(study, trials):
+                trials = study.get_trials(deepcopy=False)
             if any(t.state == TrialState.WAITING for t in trials) or self._wants_more(trials):
                 study.optimize(self._objective, n_trials=1, catch=(EdgeslimError,), gc_after_trial=True)
                 continue
@@ -268,14 +268,14 @@ class Worker:
     def _candidate(trial) -> str | None:
         return trial.user_attrs.get("candidate") or trial.params.get("candidate") or trial.params.get("include")
 
-    def _requeue_interrupted(self, study, trials) -> None:
+    def _requeue_interrupted(self, study, trials) -> bool:
         """Enqueue again a candidate whose every trial failed without an error of its own (a
         Ctrl-C, a crash) and that nothing is running or about to run: a heartbeat-stale trial
         was already requeued by Optuna's callback; an EdgeslimError is the candidate's own
-        failure, and is reported, not retried."""
+        failure, and is reported, not retried. True when it enqueued one."""
         from optuna.trial import TrialState
 
-        by_candidate: dict[str, list] = {}
+        enqueued, by_candidate = False, {}
         for trial in trials:
             by_candidate.setdefault(self._candidate(trial), []).append(trial)
         for name, own in by_candidate.items():
@@ -286,6 +286,8 @@ class Worker:
                 self.log(f"  search: {name}: trial {last.number} was interrupted; running it again")
                 study.enqueue_trial(last.params, user_attrs={k: v for k, v in last.user_attrs.items()
                                                              if k in ("include", "candidate")})
+                enqueued = True
+        return enqueued
 
     def _wants_more(self, trials) -> bool:
         """Whether the sampler should start another trial: the grid until every candidate has a
@@ -338,7 +340,6 @@ class Worker:
             trial.set_user_attr("pruned_because", outcome["reason"])
             raise optuna.TrialPruned(outcome["reason"])
         values = objective_values(outcome["result"])
-        trial.set_user_attr("objectives", dict(zip([n for n, _ in OBJECTIVES], values)))
         # The whole result goes into the study too: any machine can write the report from the
         # database alone, whatever store it was given.
         trial.set_user_attr("result", outcome["result"])
@@ -360,7 +361,7 @@ def _core_groups(workers: int) -> list[list[int]]:
     """This process's cores split into `workers` disjoint groups (as even as they go)."""
     cores = sorted(os.sched_getaffinity(0))
     if workers > len(cores):
-        raise RecipeError(f"--workers {workers}: this machine lets the search use {len(cores)} core(s); each "
+        raise InputError(f"--workers {workers}: this machine lets the search use {len(cores)} core(s); each "
                           "worker measures on cores of its own, so at most one worker per core")
     return [cores[i::workers] for i in range(workers)]
 
@@ -394,7 +395,8 @@ def run_search(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, o
     require((*plan.extras(), "search"), f"recipe {recipe.name!r}")
     out = Path(out_dir) if out_dir else default_out_dir(recipe)
     options = dataclasses.replace(options, study=options.study or recipe.name)
-    if options.worker_index is None:
+    if options.worker_index is None:  # refused before the output folder or the study is made
+        groups = _core_groups(options.workers)
         check_out_dir(out, resume, "an interrupted search (its study carries on)")
     out.mkdir(parents=True, exist_ok=True)
     space = SearchSpace(recipe.search)
@@ -403,7 +405,6 @@ def run_search(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, o
         Worker(searching, plan, Path(recipe_path), out, options, log).run(study)
         return None
     started = time.perf_counter()
-    groups = _core_groups(options.workers)
     log(f"edgeslim {__version__}: search {recipe.name} ({recipe_path}) -> {out}; study {options.study!r} in "
         f"{display_url(options.storage_url(out))}, {len(space.names)} candidates, sampler "
         f"{recipe.search.sampler.kind}, {options.workers} local worker(s), store {options.store_root()}")

@@ -199,6 +199,7 @@ def test_bad_study_options_are_refused_before_anything_is_built(tmp_path, capsys
     err = capsys.readouterr().err
     assert says in err and "secret" not in err
     assert not (tmp_path / "out" / "bundles").exists()
+    assert not (tmp_path / "out" / "study.db").exists()  # refused before any study was made
 
 
 def _hold(store_root: str, key: str, ready, release) -> None:
@@ -294,3 +295,12 @@ def test_a_candidate_that_fails_is_reported_and_the_others_are_measured(tmp_path
     (out / "report.json").unlink()  # as if the search had stopped before its report
     assert main(["search", str(path), "--out", str(out), "--store", str(tmp_path / "store"), "--resume"]) == 1
     assert len(json.loads((out / "trials.json").read_text())) == 3  # nothing ran again
+
+
+def test_every_sampler_kind_a_recipe_may_name_is_registered():
+    from typing import get_args
+
+    from edgeslim.recipe import SamplerSpec
+    from edgeslim.study import SAMPLERS
+
+    assert set(get_args(SamplerSpec.model_fields["kind"].annotation)) == set(SAMPLERS)
